@@ -1,0 +1,494 @@
+//! The `app-status` collector: fetches applications' JSON status routes at scrape time and
+//! turns selected fields into series.
+//!
+//! With no configuration it reproduces the seed exporter: target `default` from `TARGET_HOST`,
+//! `TARGET_PORT`, `TARGET_METRICS`, and the families `app_requests_current`,
+//! `app_requests_pending`, `app_uptime` and `app_health`.
+
+pub mod config;
+pub mod mapping;
+pub mod path;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use tidegauge_core::http::{BodyError, read_body_limited};
+use tidegauge_core::singleflight::SingleFlight;
+use tidegauge_core::{
+    CollectError, Collector, MetricFamily, MetricType, ProbeError, ProbeResult, Prober,
+    ScrapeContext, Snapshot, async_trait, labels, unix_seconds,
+};
+
+pub use config::{Config, ConfigError, SeedEnv};
+use config::{ModuleConfig, TargetConfig, seed_module};
+use mapping::{Mapping, Reason, apply};
+
+/// The collector's name in configuration, flags and filters.
+pub const NAME: &str = "app-status";
+
+/// Default minimum interval between fetches of one target (the seed's polling interval).
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+const STATUS_FAMILIES: [&str; 5] = [
+    "app_status_up",
+    "app_status_fetch_duration_seconds",
+    "app_status_last_success_timestamp_seconds",
+    "app_status_result_age_seconds",
+    "app_status_errors",
+];
+
+/// A module ready for use: request settings and compiled mappings.
+#[derive(Debug, Clone)]
+struct Module {
+    timeout: Duration,
+    max_body: usize,
+    headers: HeaderMap,
+    valid_status: Vec<u16>,
+    body: Option<String>,
+    mappings: Vec<Mapping>,
+}
+
+impl Module {
+    fn compile(name: &str, c: &ModuleConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let at = format!("modules.{name}");
+        let err = |m: String| ConfigError(format!("{at}: {m}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        for (k, v) in &c.headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| err(format!("headers: invalid header name {k:?}")))?;
+            let value = HeaderValue::from_str(v).map_err(|_| err(format!("headers.{k}: invalid header value")))?;
+            headers.insert(name, value);
+        }
+        let secret = |lit: &Option<String>, file: &Option<String>, var: &Option<String>, what: &str| -> Result<Option<String>, ConfigError> {
+            match (lit, file, var) {
+                (None, None, None) => Ok(None),
+                (Some(s), None, None) => Ok(Some(s.clone())),
+                (None, Some(f), None) => std::fs::read_to_string(f)
+                    .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
+                    .map_err(|e| err(format!("{what}_file {f:?}: {e}"))),
+                (None, None, Some(v)) => env(v)
+                    .map(Some)
+                    .ok_or_else(|| err(format!("{what}_env: environment variable {v} is not set"))),
+                _ => Err(err(format!("give only one of {what}, {what}_file, {what}_env"))),
+            }
+        };
+        let token = secret(&c.bearer_token, &c.bearer_token_file, &c.bearer_token_env, "bearer_token")?;
+        if let Some(token) = token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| err("bearer_token: not a valid header value".into()))?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        if let Some(b) = &c.basic_auth {
+            if headers.contains_key(AUTHORIZATION) {
+                return Err(err("give either bearer_token or basic_auth, not both".into()));
+            }
+            let password = secret(&b.password, &b.password_file, &b.password_env, "basic_auth.password")?.unwrap_or_default();
+            let mut v = HeaderValue::from_str(&format!("Basic {}", base64(&format!("{}:{password}", b.username))))
+                .map_err(|_| err("basic_auth: not a valid header value".into()))?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        if c.timeout.is_zero() {
+            return Err(err("timeout must be greater than zero".into()));
+        }
+        if c.max_body_size == 0 {
+            return Err(err("max_body_size must be greater than zero".into()));
+        }
+        for s in &c.valid_status {
+            if !(100..=599).contains(s) {
+                return Err(err(format!("valid_status: {s} is not an HTTP status")));
+            }
+        }
+        let mut mappings = Vec::with_capacity(c.metrics.len());
+        let mut kinds: HashMap<String, MetricType> = HashMap::new();
+        for (i, m) in c.metrics.iter().enumerate() {
+            let mapping = Mapping::compile(m, &format!("{at}.metrics[{i}]"))?;
+            if STATUS_FAMILIES.contains(&mapping.name()) {
+                return Err(err(format!("metrics[{i}]: name {:?} is reserved for the collector's status metrics", mapping.name())));
+            }
+            if let Some(k) = kinds.insert(mapping.name().to_owned(), mapping.kind())
+                && k != mapping.kind()
+            {
+                return Err(err(format!("metrics[{i}]: {:?} is mapped twice with different types", mapping.name())));
+            }
+            mappings.push(mapping);
+        }
+        Ok(Self {
+            timeout: c.timeout,
+            max_body: c.max_body_size,
+            headers,
+            valid_status: c.valid_status.clone(),
+            body: c.body.clone(),
+            mappings,
+        })
+    }
+
+    fn status_ok(&self, code: u16) -> bool {
+        if self.valid_status.is_empty() {
+            (200..300).contains(&code)
+        } else {
+            self.valid_status.contains(&code)
+        }
+    }
+}
+
+fn base64(input: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = input.as_bytes();
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The outcome of one fetch of one target.
+#[derive(Debug, Clone)]
+struct Fetched {
+    up: bool,
+    families: Vec<MetricFamily>,
+    errors: Vec<Reason>,
+    duration: Duration,
+    at: SystemTime,
+}
+
+#[derive(Debug, Default)]
+struct TargetState {
+    last: Option<Arc<Fetched>>,
+    last_success: Option<SystemTime>,
+    errors: BTreeMap<Reason, u64>,
+}
+
+#[derive(Debug)]
+struct Target {
+    name: String,
+    url: String,
+    module: Arc<Module>,
+    labels: Vec<(String, String)>,
+    state: Mutex<TargetState>,
+    flight: SingleFlight<Arc<Fetched>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The app-status collector.
+#[derive(Debug)]
+pub struct AppStatus {
+    targets: Vec<Arc<Target>>,
+    modules: BTreeMap<String, Arc<Module>>,
+    min_interval: Duration,
+    probe_allow: Vec<String>,
+}
+
+impl AppStatus {
+    /// Builds the collector from its configuration; `env` supplies the seed's environment
+    /// variables (used when no targets are configured) and `*_env` secrets.
+    pub fn new(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut module_configs = config.modules.clone();
+        module_configs.entry("default".into()).or_insert_with(seed_module);
+        let mut modules = BTreeMap::new();
+        for (name, m) in &module_configs {
+            modules.insert(name.clone(), Arc::new(Module::compile(name, m, env)?));
+        }
+        let seed = if config.targets.is_empty() {
+            Some(SeedEnv::read(env)?)
+        } else {
+            None
+        };
+        let min_interval = config
+            .min_interval
+            .or(seed.as_ref().and_then(|s| s.min_interval))
+            .or_else(|| env("POLLING_INTERVAL_SECONDS").and_then(|v| v.trim().parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64))
+            .unwrap_or(DEFAULT_MIN_INTERVAL);
+        let target_configs = match seed {
+            Some(seed) => vec![TargetConfig {
+                name: "default".into(),
+                url: seed.url,
+                module: "default".into(),
+                labels: BTreeMap::new(),
+            }],
+            None => config.targets.clone(),
+        };
+        let mut targets = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        let mut label_sets = std::collections::HashSet::new();
+        for (i, t) in target_configs.iter().enumerate() {
+            let at = format!("targets[{i}]");
+            if t.name.is_empty() {
+                return Err(ConfigError(format!("{at}.name must not be empty")));
+            }
+            if !names.insert(t.name.clone()) {
+                return Err(ConfigError(format!("{at}: target name {:?} is used twice", t.name)));
+            }
+            let url = reqwest::Url::parse(&t.url).map_err(|e| ConfigError(format!("{at}.url {:?}: {e}", t.url)))?;
+            if url.scheme() != "http" && url.scheme() != "https" {
+                return Err(ConfigError(format!("{at}.url {:?}: scheme must be http or https", t.url)));
+            }
+            let module = modules
+                .get(&t.module)
+                .ok_or_else(|| ConfigError(format!("{at}.module {:?}: no such module (known: {})", t.module, modules.keys().cloned().collect::<Vec<_>>().join(", "))))?;
+            for k in t.labels.keys() {
+                tidegauge_core::snapshot::check_label_name(k).map_err(|e| ConfigError(format!("{at}.labels: {e}")))?;
+            }
+            if !label_sets.insert(t.labels.clone()) && target_configs.len() > 1 {
+                return Err(ConfigError(format!(
+                    "{at}: labels {:?} are the same as another target's; with several targets each needs distinct labels so their series do not collide",
+                    t.labels
+                )));
+            }
+            targets.push(Arc::new(Target {
+                name: t.name.clone(),
+                url: url.to_string(),
+                module: Arc::clone(module),
+                labels: t.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                state: Mutex::new(TargetState::default()),
+                flight: SingleFlight::new(),
+            }));
+        }
+        // Families of one name must agree in type across the modules in use.
+        let mut kinds: HashMap<&str, MetricType> = HashMap::new();
+        for t in &targets {
+            for m in &t.module.mappings {
+                if let Some(k) = kinds.insert(m.name(), m.kind())
+                    && k != m.kind()
+                {
+                    return Err(ConfigError(format!("metric {:?} has different types in different modules", m.name())));
+                }
+            }
+        }
+        let probe_allow = config.probe.allow.clone();
+        Ok(Self {
+            targets,
+            modules,
+            min_interval,
+            probe_allow,
+        })
+    }
+
+    /// The targets' names and URLs.
+    pub fn targets(&self) -> Vec<(String, String)> {
+        self.targets.iter().map(|t| (t.name.clone(), t.url.clone())).collect()
+    }
+
+    async fn refresh(&self, target: &Arc<Target>, ctx: &ScrapeContext) -> Arc<Fetched> {
+        let now = ctx.now();
+        if let Some(last) = lock(&target.state).last.clone() {
+            let age = now.duration_since(last.at).unwrap_or_default();
+            if age < self.min_interval {
+                return last;
+            }
+        }
+        let t = Arc::clone(target);
+        let ctx2 = ctx.clone();
+        let flight = target.flight.run(move || {
+            async move {
+                let fetched = Arc::new(fetch(&t.module, &t.url, &t.labels, &ctx2).await);
+                let mut st = lock(&t.state);
+                for r in &fetched.errors {
+                    *st.errors.entry(*r).or_default() += 1;
+                }
+                if fetched.up {
+                    st.last_success = Some(fetched.at);
+                }
+                st.last = Some(Arc::clone(&fetched));
+                fetched
+            }
+            .boxed()
+        });
+        match flight.await {
+            Some(f) => f,
+            // The fetch task panicked: report the target down rather than nothing.
+            None => Arc::new(Fetched {
+                up: false,
+                families: Vec::new(),
+                errors: Vec::new(),
+                duration: Duration::ZERO,
+                at: now,
+            }),
+        }
+    }
+}
+
+/// Fetches `url` and applies the module; never fails, errors become reasons.
+async fn fetch(module: &Module, url: &str, extra: &[(String, String)], ctx: &ScrapeContext) -> Fetched {
+    let started = std::time::Instant::now();
+    let at = ctx.now();
+    let timeout = module.timeout.min(ctx.upstream_budget());
+    let result = tokio::time::timeout(timeout, fetch_body(module, url, ctx)).await;
+    let doc = match result {
+        Err(_) => Err(Reason::Timeout),
+        Ok(r) => r,
+    };
+    let mut out = Fetched {
+        up: false,
+        families: Vec::new(),
+        errors: Vec::new(),
+        duration: Duration::ZERO,
+        at,
+    };
+    match doc {
+        Ok(doc) => {
+            let mapped = apply(&module.mappings, &doc, extra);
+            out.up = true;
+            out.families = mapped.families;
+            out.errors = mapped.errors;
+        }
+        Err(reason) => {
+            tracing::debug!(%url, reason = reason.as_str(), "status fetch failed");
+            out.errors.push(reason);
+        }
+    }
+    out.duration = started.elapsed();
+    out
+}
+
+async fn fetch_body(module: &Module, url: &str, ctx: &ScrapeContext) -> Result<serde_json::Value, Reason> {
+    let client = ctx.http();
+    let req = match &module.body {
+        Some(body) => client.post(url).body(body.clone()),
+        None => client.get(url),
+    };
+    let resp = req.headers(module.headers.clone()).send().await.map_err(classify)?;
+    if !module.status_ok(resp.status().as_u16()) {
+        return Err(Reason::HttpStatus);
+    }
+    let body = read_body_limited(resp, module.max_body).await.map_err(|e| match e {
+        BodyError::TooLarge { .. } => Reason::BodyTooLarge,
+        BodyError::Transport(e) => classify(e),
+    })?;
+    serde_json::from_slice(&body).map_err(|_| Reason::InvalidJson)
+}
+
+fn classify(e: reqwest::Error) -> Reason {
+    if e.is_timeout() {
+        Reason::Timeout
+    } else {
+        Reason::Connect
+    }
+}
+
+/// Merges families of the same name (several targets) keeping first-seen order.
+fn merge_into(out: &mut Vec<MetricFamily>, index: &mut HashMap<String, usize>, families: &[MetricFamily]) {
+    for f in families {
+        match index.get(&f.name) {
+            Some(&i) => out[i].samples.extend(f.samples.iter().cloned()),
+            None => {
+                index.insert(f.name.clone(), out.len());
+                out.push(f.clone());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Collector for AppStatus {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn collect(&self, ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
+        let results = join_all(self.targets.iter().map(|t| self.refresh(t, ctx))).await;
+        let now = ctx.now();
+        let mut mapped = Vec::new();
+        let mut index = HashMap::new();
+        let mut up = MetricFamily::gauge("app_status_up", "Whether the last fetch of the target's status route succeeded (accepted status and a JSON document).");
+        let mut duration = MetricFamily::gauge("app_status_fetch_duration_seconds", "Duration of the last fetch of the target's status route.");
+        let mut last_ok = MetricFamily::gauge("app_status_last_success_timestamp_seconds", "Time of the last successful fetch of the target's status route.");
+        let mut age = MetricFamily::gauge("app_status_result_age_seconds", "Age of the result served; results are reused for the minimum interval between fetches.");
+        let mut errors = MetricFamily::counter("app_status_errors", "Errors met fetching or mapping the target's status, by reason.");
+        for (t, r) in self.targets.iter().zip(&results) {
+            merge_into(&mut mapped, &mut index, &r.families);
+            let l = labels([("target", &t.name)]);
+            up.push(l.clone(), if r.up { 1.0 } else { 0.0 });
+            duration.push(l.clone(), r.duration.as_secs_f64());
+            age.push(l.clone(), now.duration_since(r.at).unwrap_or_default().as_secs_f64());
+            let st = lock(&t.state);
+            if let Some(ts) = st.last_success {
+                last_ok.push(l.clone(), unix_seconds(ts));
+            }
+            for reason in Reason::ALL {
+                let n = st.errors.get(&reason).copied().unwrap_or(0);
+                errors.push(labels([("target", &t.name), ("reason", reason.as_str())]), n as f64);
+            }
+        }
+        let mut snap = Snapshot::new();
+        for f in mapped {
+            snap.push(f);
+        }
+        for f in [up, duration, last_ok, age, errors] {
+            snap.push(f);
+        }
+        Ok(snap)
+    }
+
+    fn prober(&self) -> Option<&dyn Prober> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Prober for AppStatus {
+    fn modules(&self) -> Vec<String> {
+        self.modules.keys().cloned().collect()
+    }
+
+    async fn probe(&self, module: &str, target: &str, ctx: &ScrapeContext) -> Result<ProbeResult, ProbeError> {
+        let m = self
+            .modules
+            .get(module)
+            .ok_or_else(|| ProbeError::UnknownModule(module.to_owned()))?;
+        let raw = target.trim();
+        let with_scheme = if raw.contains("://") {
+            raw.to_owned()
+        } else {
+            format!("http://{raw}")
+        };
+        let url = reqwest::Url::parse(&with_scheme).map_err(|e| ProbeError::BadTarget(format!("{raw:?}: {e}")))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(ProbeError::BadTarget(format!("{raw:?}: scheme must be http or https")));
+        }
+        let url = url.to_string();
+        if !self.probe_allow.is_empty() && !self.probe_allow.iter().any(|p| url.starts_with(p.as_str())) {
+            return Err(ProbeError::Forbidden(url));
+        }
+        let fetched = fetch(m, &url, &[], ctx).await;
+        let mut snapshot = Snapshot::new();
+        for f in fetched.families {
+            snapshot.push(f);
+        }
+        Ok(ProbeResult {
+            success: fetched.up,
+            snapshot,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(""), "");
+        assert_eq!(base64("f"), "Zg==");
+        assert_eq!(base64("fo"), "Zm8=");
+        assert_eq!(base64("foo"), "Zm9v");
+        assert_eq!(base64("user:pass"), "dXNlcjpwYXNz");
+    }
+}

@@ -1,0 +1,429 @@
+//! app-status against fixture targets served by wiremock; the full encoded output is
+//! snapshot-tested with a fixed clock and durations redacted.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidegauge_app_status::{AppStatus, Config};
+use tidegauge_core::{Collector, ProbeError, Prober};
+use tidegauge_testkit::{FIXTURE_EPOCH, FakeClock, context, fixture, render};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn seed_env(server: &MockServer, metrics_path: &str) -> impl Fn(&str) -> Option<String> + use<> {
+    let addr = server.address();
+    let mut vars = BTreeMap::new();
+    vars.insert("TARGET_HOST".to_owned(), addr.ip().to_string());
+    vars.insert("TARGET_PORT".to_owned(), addr.port().to_string());
+    vars.insert("TARGET_METRICS".to_owned(), metrics_path.to_owned());
+    vars.insert("POLLING_INTERVAL_SECONDS".to_owned(), "0".to_owned());
+    move |k: &str| vars.get(k).cloned()
+}
+
+fn json(file: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(fixture(&format!("app-status/{file}")), "application/json")
+}
+
+async fn serve(file: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/status"))
+        .respond_with(json(file))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// One scrape of a seed-configured collector against `file`, rendered in both formats.
+async fn seed_scrape(file: &str) -> String {
+    let server = serve(file).await;
+    let c = AppStatus::new(&Config::default(), &seed_env(&server, "status")).unwrap();
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+    render(&c.collect(&ctx).await.unwrap())
+}
+
+#[tokio::test]
+async fn seed_happy_path() {
+    insta::assert_snapshot!(seed_scrape("healthy.json").await);
+}
+
+#[tokio::test]
+async fn unhealthy() {
+    insta::assert_snapshot!(seed_scrape("unhealthy.json").await);
+}
+
+#[tokio::test]
+async fn missing_key() {
+    insta::assert_snapshot!(seed_scrape("missing-key.json").await);
+}
+
+#[tokio::test]
+async fn wrong_type() {
+    insta::assert_snapshot!(seed_scrape("wrong-type.json").await);
+}
+
+#[tokio::test]
+async fn unknown_state() {
+    insta::assert_snapshot!(seed_scrape("unknown-state.json").await);
+}
+
+#[tokio::test]
+async fn null_and_numeric_string() {
+    insta::assert_snapshot!(seed_scrape("null-and-numeric-string.json").await);
+}
+
+#[tokio::test]
+async fn not_json() {
+    let server = MockServer::start().await;
+    Mock::given(path("/status"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(fixture("app-status/not-json.html"), "text/html"))
+        .mount(&server)
+        .await;
+    let c = AppStatus::new(&Config::default(), &seed_env(&server, "status")).unwrap();
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+    insta::assert_snapshot!(render(&c.collect(&ctx).await.unwrap()));
+}
+
+#[tokio::test]
+async fn seed_env_path_with_leading_slash() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/status"))
+        .respond_with(json("healthy.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = AppStatus::new(&Config::default(), &seed_env(&server, "/status")).unwrap();
+    assert!(c.targets()[0].1.ends_with(&format!(":{}/status", server.address().port())));
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+    let snap = c.collect(&ctx).await.unwrap();
+    assert_eq!(value(&snap, "app_status_up"), 1.0);
+}
+
+fn value(snap: &tidegauge_core::Snapshot, name: &str) -> f64 {
+    match snap.family(name).map(|f| &f.samples[0].value) {
+        Some(tidegauge_core::Value::Number(v)) => *v,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+fn config(toml_text: &str) -> Config {
+    toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[tokio::test]
+async fn http_500_and_valid_status() {
+    let server = MockServer::start().await;
+    Mock::given(path("/status"))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_raw(fixture("app-status/error-500.json"), "application/json"),
+        )
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let c = AppStatus::new(
+        &config(&format!(
+            r#"
+            min_interval = 0
+            [[targets]]
+            name = "strict"
+            url = "{uri}/status"
+            labels = {{ instance_name = "strict" }}
+            [[targets]]
+            name = "lenient"
+            url = "{uri}/status"
+            module = "lenient"
+            labels = {{ instance_name = "lenient" }}
+            [modules.lenient]
+            valid_status = [200, 500]
+            [[modules.lenient.metrics]]
+            name = "app_health"
+            path = "$.health"
+            help = "Health"
+            convert = {{ states = ["healthy", "unhealthy"] }}
+            "#
+        )),
+        &no_env,
+    )
+    .unwrap();
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+    insta::assert_snapshot!(render(&c.collect(&ctx).await.unwrap()));
+}
+
+#[tokio::test]
+async fn target_down() {
+    // Bind and drop: the port is then (almost certainly) refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let c = AppStatus::new(
+        &config(&format!("[[targets]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port}/status\"\n")),
+        &no_env,
+    )
+    .unwrap();
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+    insta::assert_snapshot!(render(&c.collect(&ctx).await.unwrap()));
+}
+
+#[tokio::test]
+async fn hang_past_the_budget() {
+    let server = MockServer::start().await;
+    Mock::given(path("/status"))
+        .respond_with(json("healthy.json").set_delay(Duration::from_secs(30)))
+        .mount(&server)
+        .await;
+    let c = AppStatus::new(&Config::default(), &seed_env(&server, "status")).unwrap();
+    // The module allows 10 s; the scrape budget of 500 ms wins.
+    let ctx = context(Duration::from_millis(500), FakeClock::at(FIXTURE_EPOCH));
+    let started = std::time::Instant::now();
+    let snap = c.collect(&ctx).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "fetch was not bounded by the budget");
+    insta::assert_snapshot!(render(&snap));
+}
+
+#[tokio::test]
+async fn min_interval_reuses_the_previous_result() {
+    let server = MockServer::start().await;
+    Mock::given(path("/status"))
+        .respond_with(json("healthy.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let c = AppStatus::new(
+        &config(&format!("min_interval = \"5s\"\n[[targets]]\nname = \"app\"\nurl = \"{uri}/status\"\n")),
+        &no_env,
+    )
+    .unwrap();
+    let clock = FakeClock::at(FIXTURE_EPOCH);
+    let ctx = context(Duration::from_secs(5), clock.clone());
+    c.collect(&ctx).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    let second = c.collect(&ctx).await.unwrap();
+    assert_eq!(value(&second, "app_status_result_age_seconds"), 1.0);
+    assert_eq!(value(&second, "app_requests_current"), 10.0);
+    // After the interval a new fetch happens (wiremock then sees a second request).
+    clock.advance(Duration::from_secs(5));
+    server.reset().await;
+    Mock::given(path("/status"))
+        .respond_with(json("unhealthy.json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let third = c.collect(&ctx).await.unwrap();
+    assert_eq!(value(&third, "app_requests_current"), 3.0);
+    assert_eq!(value(&third, "app_status_result_age_seconds"), 0.0);
+}
+
+#[tokio::test]
+async fn concurrent_scrapes_share_one_fetch() {
+    let server = MockServer::start().await;
+    Mock::given(path("/status"))
+        .respond_with(json("healthy.json").set_delay(Duration::from_millis(200)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = Arc::new(AppStatus::new(&Config::default(), &seed_env(&server, "status")).unwrap());
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+    // Spawn all ten before awaiting any.
+    let scrapes: Vec<_> = (0..10)
+        .map(|_| {
+            let c = Arc::clone(&c);
+            let ctx = ctx.clone();
+            tokio::spawn(async move { c.collect(&ctx).await.unwrap() })
+        })
+        .collect();
+    for s in futures_join(scrapes.into_iter()).await {
+        assert_eq!(value(&s, "app_status_up"), 1.0);
+        assert_eq!(value(&s, "app_requests_current"), 10.0);
+    }
+}
+
+async fn futures_join<T: Send + 'static>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+const QUEUES_MODULE: &str = r#"
+[modules.queues]
+timeout = "5s"
+
+[[modules.queues.metrics]]
+each = "$.queues"
+key_label = "queue"
+path = "$.depth"
+name = "app_queue_depth"
+help = "Messages waiting per queue"
+
+[[modules.queues.metrics]]
+each = "$.workers[*]"
+labels = { worker = "$.id", site = "north" }
+path = "$.state"
+name = "app_worker_state"
+help = "Worker state: 0 idle, 1 busy, 2 stuck"
+convert = { map = { idle = 0, busy = 1, stuck = 2 } }
+
+[[modules.queues.metrics]]
+path = "$.last_backup"
+name = "app_last_backup_timestamp_seconds"
+help = "Time of the last backup"
+convert = "timestamp"
+
+[[modules.queues.metrics]]
+path = "$.last_deploy"
+name = "app_last_deploy_timestamp_seconds"
+help = "Time of the last deploy"
+convert = "timestamp"
+
+[[modules.queues.metrics]]
+path = "$.disk"
+name = "app_disk_used_bytes"
+help = "Disk used"
+convert = { regex = "^([0-9.]+)G$", scale = 1e9 }
+
+[[modules.queues.metrics]]
+path = "$.latency_ms"
+name = "app_latency_seconds"
+help = "Latency"
+convert = { scale = 0.001 }
+
+[[modules.queues.metrics]]
+path = "$.workers[0].id"
+name = "app_first_worker_id"
+type = "untyped"
+"#;
+
+#[tokio::test]
+async fn objects_arrays_duplicates_numbers_and_dates() {
+    let server = MockServer::start().await;
+    Mock::given(path("/health"))
+        .respond_with(json("queues.json"))
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let c = AppStatus::new(
+        &config(&format!(
+            "[[targets]]\nname = \"billing\"\nurl = \"{uri}/health\"\nmodule = \"queues\"\n{QUEUES_MODULE}"
+        )),
+        &no_env,
+    )
+    .unwrap();
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+    insta::assert_snapshot!(render(&c.collect(&ctx).await.unwrap()));
+}
+
+#[tokio::test]
+async fn body_over_the_size_cap() {
+    let server = MockServer::start().await;
+    Mock::given(path("/status"))
+        .respond_with(json("healthy.json"))
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let c = AppStatus::new(
+        &config(&format!(
+            "[[targets]]\nname = \"app\"\nurl = \"{uri}/status\"\nmodule = \"tiny\"\n[modules.tiny]\nmax_body_size = 16\n[[modules.tiny.metrics]]\nname = \"app_uptime\"\npath = \"$.total_uptime\"\n"
+        )),
+        &no_env,
+    )
+    .unwrap();
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+    let snap = c.collect(&ctx).await.unwrap();
+    assert_eq!(value(&snap, "app_status_up"), 0.0);
+    let errors = snap.family("app_status_errors").unwrap();
+    let too_large = errors
+        .samples
+        .iter()
+        .find(|s| s.labels.iter().any(|(k, v)| k == "reason" && v == "body_too_large"))
+        .unwrap();
+    assert_eq!(too_large.value, tidegauge_core::Value::Number(1.0));
+}
+
+#[tokio::test]
+async fn probe_outcomes() {
+    let server = serve("healthy.json").await;
+    let c = AppStatus::new(
+        &config(&format!("[probe]\nallow = [\"{}\"]\n[[targets]]\nname = \"x\"\nurl = \"{}/status\"\n", server.uri(), server.uri())),
+        &no_env,
+    )
+    .unwrap();
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+    let prober: &dyn Prober = c.prober().unwrap();
+    assert_eq!(prober.modules(), vec!["default".to_owned()]);
+    let ok = prober.probe("default", &format!("{}/status", server.uri()), &ctx).await.unwrap();
+    assert!(ok.success);
+    assert_eq!(value(&ok.snapshot, "app_uptime"), 25.99);
+    assert!(ok.snapshot.family("app_status_up").is_none(), "status metrics never appear in probes");
+    // Without a scheme, http:// is assumed.
+    let bare = server.uri().trim_start_matches("http://").to_owned() + "/status";
+    assert!(prober.probe("default", &bare, &ctx).await.unwrap().success);
+    assert_eq!(
+        prober.probe("nope", &bare, &ctx).await.unwrap_err(),
+        ProbeError::UnknownModule("nope".into())
+    );
+    assert!(matches!(
+        prober.probe("default", "http://192.0.2.1/status", &ctx).await,
+        Err(ProbeError::Forbidden(_))
+    ));
+    assert!(matches!(prober.probe("default", "http://[::1", &ctx).await, Err(ProbeError::BadTarget(_))));
+
+    // A refused target is a probe that ran and failed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let open = AppStatus::new(&config("[[targets]]\nname = \"x\"\nurl = \"http://127.0.0.1:1/\"\n"), &no_env).unwrap();
+    let refused = open
+        .prober()
+        .unwrap()
+        .probe("default", &format!("127.0.0.1:{port}/status"), &ctx)
+        .await
+        .unwrap();
+    assert!(!refused.success);
+    assert!(refused.snapshot.families.is_empty());
+}
+
+#[test]
+fn bad_configuration_names_the_problem() {
+    let cases = [
+        ("[[targets]]\nname = \"a\"\nurl = \"not a url\"\n", "targets[0].url"),
+        ("[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nmodule = \"m\"\n", "no such module"),
+        (
+            "[[targets]]\nname = \"a\"\nurl = \"http://x/\"\n[[targets]]\nname = \"b\"\nurl = \"http://y/\"\n",
+            "distinct labels",
+        ),
+        (
+            "[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nmodule = \"m\"\n[[modules.m.metrics]]\nname = \"bad-name\"\npath = \"$.x\"\n",
+            "modules.m.metrics[0]",
+        ),
+        (
+            "[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nmodule = \"m\"\n[[modules.m.metrics]]\nname = \"x\"\npath = \"x\"\n",
+            "must start with `$`",
+        ),
+        (
+            "[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nmodule = \"m\"\n[[modules.m.metrics]]\nname = \"x_total\"\npath = \"$.x\"\ntype = \"counter\"\n",
+            "without `_total`",
+        ),
+        (
+            "[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nmodule = \"m\"\n[[modules.m.metrics]]\nname = \"app_status_up\"\npath = \"$.x\"\n",
+            "reserved",
+        ),
+        (
+            "[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nmodule = \"m\"\n[modules.m]\nbearer_token_env = \"TG_TEST_UNSET_VARIABLE\"\n",
+            "TG_TEST_UNSET_VARIABLE",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = AppStatus::new(&config(text), &no_env).unwrap_err();
+        assert!(err.to_string().contains(want), "{text}\n=> {err}\n(wanted {want:?})");
+    }
+    // Unknown keys are rejected by the parser, not ignored.
+    let err = toml::from_str::<Config>("[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nepochTimestamp = 1\n").unwrap_err();
+    assert!(err.to_string().contains("epochTimestamp"), "{err}");
+}

@@ -1,0 +1,315 @@
+//! Exposition encoders: OpenMetrics 1.0.0 through prometheus-client, Prometheus text 0.0.4 by hand.
+//!
+//! Both walk finished snapshots; encoding never does I/O and never awaits.
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::snapshot::{MetricFamily, MetricType, Snapshot, Value};
+
+/// An exposition format the host can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics text 1.0.0.
+    OpenMetrics,
+    /// Prometheus text 0.0.4.
+    Text,
+}
+
+impl Format {
+    /// The `Content-Type` of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// Encodes the parts, in order, as one exposition.
+pub fn encode(format: Format, parts: &[Arc<Snapshot>]) -> String {
+    match format {
+        Format::OpenMetrics => encode_openmetrics(parts),
+        Format::Text => encode_text(parts),
+    }
+}
+
+/// Encodes the parts as OpenMetrics 1.0.0, `# EOF` included.
+pub fn encode_openmetrics(parts: &[Arc<Snapshot>]) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Adapter(parts.to_vec())));
+    let mut out = String::with_capacity(estimate(parts));
+    // Writing into a String cannot fail, and the adapter itself returns no errors of its own.
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        tracing::error!("OpenMetrics encoding failed");
+    }
+    out
+}
+
+fn estimate(parts: &[Arc<Snapshot>]) -> usize {
+    parts.iter().map(|p| p.sample_count() * 64 + p.families.len() * 96).sum::<usize>() + 16
+}
+
+/// Hands finished snapshots to prometheus-client's encoder.
+#[derive(Debug)]
+struct Adapter(Vec<Arc<Snapshot>>);
+
+impl prometheus_client::collector::Collector for Adapter {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        for family in self.0.iter().flat_map(|s| s.families.iter()) {
+            encode_family_om(&mut encoder, family)?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_family_om(encoder: &mut DescriptorEncoder<'_>, f: &MetricFamily) -> fmt::Result {
+    use prometheus_client::metrics::MetricType as T;
+    let kind = match f.kind {
+        MetricType::Gauge | MetricType::StateSet => T::Gauge,
+        MetricType::Counter => T::Counter,
+        MetricType::Untyped => T::Unknown,
+        MetricType::Info => T::Info,
+        MetricType::Histogram => T::Histogram,
+    };
+    // prometheus-client appends `_<unit>` to the name it is given; our names carry the unit
+    // already, so hand it the stem.
+    let (name, unit) = match &f.unit {
+        Some(u) if !u.is_empty() && f.name.ends_with(&format!("_{u}")) => (
+            &f.name[..f.name.len() - u.len() - 1],
+            Some(Unit::Other(u.clone())),
+        ),
+        _ => (f.name.as_str(), None),
+    };
+    let help = escape_help(&f.help);
+    let mut family = encoder.encode_descriptor(name, &help, unit.as_ref(), kind)?;
+    for sample in &f.samples {
+        let labels: Vec<(&str, &str)> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // An empty label set goes straight to the family encoder: through `encode_family` it
+        // would print a stray `{}`.
+        if f.kind == MetricType::Info {
+            family.encode_info(&labels)?;
+        } else if labels.is_empty() {
+            encode_sample_om(&mut family, f.kind, &sample.value)?;
+        } else {
+            encode_sample_om(&mut family.encode_family(&labels)?, f.kind, &sample.value)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode_sample_om(
+    enc: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    kind: MetricType,
+    value: &Value,
+) -> fmt::Result {
+    match (kind, value) {
+        (MetricType::Counter, Value::Number(v)) => enc.encode_counter::<NoLabelSet, f64, f64>(v, None),
+        (_, Value::Number(v)) => enc.encode_gauge(v),
+        (_, Value::Histogram { buckets, sum, count }) => {
+            let mut plain = Vec::with_capacity(buckets.len() + 1);
+            let mut prev = 0u64;
+            for (le, cum) in buckets {
+                plain.push((*le, cum.saturating_sub(prev)));
+                prev = *cum;
+            }
+            plain.push((f64::INFINITY, count.saturating_sub(prev)));
+            enc.encode_histogram::<NoLabelSet>(*sum, *count, &plain, None)
+        }
+    }
+}
+
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Encodes the parts as Prometheus text 0.0.4.
+pub fn encode_text(parts: &[Arc<Snapshot>]) -> String {
+    let mut out = String::with_capacity(estimate(parts));
+    for family in parts.iter().flat_map(|s| s.families.iter()) {
+        // Writing into a String cannot fail.
+        let _ = write_family_text(&mut out, family);
+    }
+    out
+}
+
+fn write_family_text(out: &mut String, f: &MetricFamily) -> fmt::Result {
+    let (sample_name, type_name, type_word) = match f.kind {
+        MetricType::Counter => (format!("{}_total", f.name), format!("{}_total", f.name), "counter"),
+        MetricType::Info => (format!("{}_info", f.name), format!("{}_info", f.name), "gauge"),
+        MetricType::Gauge | MetricType::StateSet => (f.name.clone(), f.name.clone(), "gauge"),
+        MetricType::Untyped => (f.name.clone(), f.name.clone(), "untyped"),
+        MetricType::Histogram => (f.name.clone(), f.name.clone(), "histogram"),
+    };
+    writeln!(out, "# HELP {type_name} {}", escape_help(&f.help))?;
+    writeln!(out, "# TYPE {type_name} {type_word}")?;
+    for s in &f.samples {
+        match &s.value {
+            Value::Number(v) => {
+                let v = if f.kind == MetricType::Info { 1.0 } else { *v };
+                out.push_str(&sample_name);
+                write_labels(out, &s.labels, None);
+                out.push(' ');
+                push_float(out, v);
+                out.push('\n');
+            }
+            Value::Histogram { buckets, sum, count } => {
+                for (le, cum) in buckets {
+                    let mut le_s = String::new();
+                    push_float(&mut le_s, *le);
+                    write!(out, "{}_bucket", f.name)?;
+                    write_labels(out, &s.labels, Some(&le_s));
+                    writeln!(out, " {cum}")?;
+                }
+                write!(out, "{}_bucket", f.name)?;
+                write_labels(out, &s.labels, Some("+Inf"));
+                writeln!(out, " {count}")?;
+                write!(out, "{}_sum", f.name)?;
+                write_labels(out, &s.labels, None);
+                out.push(' ');
+                push_float(out, *sum);
+                out.push('\n');
+                write!(out, "{}_count", f.name)?;
+                write_labels(out, &s.labels, None);
+                writeln!(out, " {count}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_labels(out: &mut String, labels: &[(String, String)], le: Option<&str>) {
+    if labels.is_empty() && le.is_none() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    for (k, v) in labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(le.map(|le| ("le", le)))
+    {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// Writes a sample value the way Prometheus parsers read it: integers without a fraction,
+/// `NaN`, `+Inf`, `-Inf`, otherwise the shortest representation that round-trips.
+pub fn push_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        // Exact: |v| < 2^53.
+        let _ = write!(out, "{}", v as i64);
+    } else if v.abs() >= 1e21 || (v != 0.0 && v.abs() < 1e-6) {
+        let _ = write!(out, "{v:e}");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Sample, labels};
+
+    fn fixture() -> Arc<Snapshot> {
+        let mut s = Snapshot::new();
+        s.push(MetricFamily::gauge("app_requests_current", "Current requests").with(vec![], 10.0));
+        s.push(
+            MetricFamily::counter("app_status_errors", "Errors by reason\nand \\ backslash")
+                .with(labels([("target", "a\"b"), ("reason", "connect")]), 3.0),
+        );
+        let mut st = MetricFamily::new("app_health", "Health", MetricType::StateSet);
+        st.push_states(&[], "app_health", &["healthy", "unhealthy"], Some("healthy"));
+        s.push(st);
+        s.push(
+            MetricFamily::new("tidegauge_build", "Build information", MetricType::Info)
+                .with(labels([("version", "0.1.0")]), 1.0),
+        );
+        s.push(MetricFamily::new("weird", "Untyped", MetricType::Untyped).with(vec![], f64::NAN));
+        let mut g = MetricFamily::gauge("special_values", "Special values");
+        g.push(labels([("v", "inf")]), f64::INFINITY);
+        g.push(labels([("v", "neg")]), f64::NEG_INFINITY);
+        g.push(labels([("v", "big")]), 1.5e300);
+        g.push(labels([("v", "small")]), 2.5e-9);
+        g.push(labels([("v", "frac")]), 25.99);
+        s.push(g);
+        let mut u = MetricFamily::gauge("ifcb_size_bytes", "Size with a unit");
+        u.unit = Some("bytes".into());
+        u.push(vec![], 1024.0);
+        s.push(u);
+        let mut h = MetricFamily::new("req_duration_seconds", "Durations", MetricType::Histogram);
+        h.samples.push(Sample {
+            labels: labels([("route", "/x")]),
+            value: Value::Histogram {
+                buckets: vec![(0.1, 2), (1.0, 5)],
+                sum: 3.5,
+                count: 6,
+            },
+            created: None,
+        });
+        s.push(h);
+        Arc::new(s)
+    }
+
+    #[test]
+    fn text_format() {
+        insta::assert_snapshot!(encode_text(&[fixture()]));
+    }
+
+    #[test]
+    fn openmetrics_format() {
+        insta::assert_snapshot!(encode_openmetrics(&[fixture()]));
+    }
+
+    #[test]
+    fn floats() {
+        let cases = [
+            (10.0, "10"),
+            (-3.0, "-3"),
+            (0.5, "0.5"),
+            (1e300, "1e300"),
+            (1e-9, "1e-9"),
+            (1714564800.0, "1714564800"),
+        ];
+        for (v, want) in cases {
+            let mut s = String::new();
+            push_float(&mut s, v);
+            assert_eq!(s, want, "{v}");
+            assert_eq!(s.parse::<f64>().ok(), Some(v));
+        }
+    }
+
+    #[test]
+    fn empty_parts_encode_eof_only() {
+        assert_eq!(encode_openmetrics(&[]), "# EOF\n");
+        assert_eq!(encode_text(&[]), "");
+    }
+}

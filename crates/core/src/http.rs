@@ -1,0 +1,50 @@
+//! The shared HTTP client and bounded body reading for collectors.
+
+use std::time::Duration;
+
+/// Builds the HTTP client shared by all collectors: rustls (ring), gzip, pooled connections.
+/// Per-request timeouts are set by each call, from the scrape budget.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("tidegauge/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body is larger than the limit.
+    #[error("response body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The transfer failed (including timeouts).
+    #[error("reading the response body failed: {0}")]
+    Transport(#[from] reqwest::Error),
+}
+
+/// Reads a response body, refusing more than `limit` bytes (checked against `Content-Length`
+/// first, then while streaming, so an oversized body is never buffered whole).
+pub async fn read_body_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if let Some(len) = response.content_length()
+        && len > limit as u64
+    {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,193 @@
+//! The contract between the tidegauge host and its collectors.
+//!
+//! A collector implements [`Collector`]: on every scrape the host calls
+//! [`Collector::collect`] with a [`ScrapeContext`] (deadline, clock, shared HTTP client) and
+//! encodes the returned [`Snapshot`]. Collectors never format exposition text themselves.
+
+pub mod duration;
+pub mod encode;
+pub mod http;
+pub mod singleflight;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use async_trait::async_trait;
+pub use snapshot::{Labels, MetricFamily, MetricType, Sample, Snapshot, Value, labels};
+pub use tokio_util::sync::CancellationToken;
+
+/// A source of wall-clock time, replaceable in tests.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current wall-clock time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Seconds since the Unix epoch (negative before it).
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// What the host lends collectors for their whole life.
+#[derive(Debug, Clone)]
+pub struct HostServices {
+    /// Shared HTTP client (connection pool, rustls, gzip).
+    pub http: reqwest::Client,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Directory where collectors may keep durable state.
+    pub data_dir: PathBuf,
+}
+
+/// Everything one collection may use. Built by the host for every scrape.
+#[derive(Debug, Clone)]
+pub struct ScrapeContext {
+    deadline: tokio::time::Instant,
+    clock: Arc<dyn Clock>,
+    http: reqwest::Client,
+}
+
+impl ScrapeContext {
+    /// A context whose deadline is `budget` from now.
+    pub fn new(budget: Duration, clock: Arc<dyn Clock>, http: reqwest::Client) -> Self {
+        Self {
+            deadline: tokio::time::Instant::now() + budget,
+            clock,
+            http,
+        }
+    }
+
+    /// The same services with another deadline.
+    pub fn with_deadline(&self, deadline: tokio::time::Instant) -> Self {
+        Self {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    /// The instant at which the host drops the collection.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    /// Time left until the deadline (zero once passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    /// Time left for an upstream call that must still leave the collector room to assemble its
+    /// answer: the remaining budget less a small reserve (a tenth, at most 100 ms).
+    pub fn upstream_budget(&self) -> Duration {
+        let left = self.remaining();
+        left.saturating_sub((left / 10).min(Duration::from_millis(100)))
+    }
+
+    /// Current wall-clock time from the context's clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The shared HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Why a collection failed as a whole. Partial failures belong in the collector's own `…_up`
+/// series instead.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// A failure described in words.
+    #[error("{0}")]
+    Message(String),
+    /// Any other error.
+    #[error(transparent)]
+    Other(#[from] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl CollectError {
+    /// An error from a message.
+    pub fn msg(m: impl Into<String>) -> Self {
+        Self::Message(m.into())
+    }
+}
+
+/// A collector: one named source of metrics, built once and scraped on demand.
+#[async_trait]
+pub trait Collector: Send + Sync + 'static {
+    /// Stable name, used in configuration, flags, URL filters and self-metric labels.
+    fn name(&self) -> &str;
+
+    /// Gathers a fresh snapshot. Must be cancel-safe: the host drops the future at the deadline.
+    async fn collect(&self, ctx: &ScrapeContext) -> Result<Snapshot, CollectError>;
+
+    /// Extra HTTP routes merged into the host's router (e.g. a push API). Default: none.
+    fn routes(&self) -> Option<axum::Router> {
+        None
+    }
+
+    /// Multi-target probing through `/probe`. Default: not supported.
+    fn prober(&self) -> Option<&dyn Prober> {
+        None
+    }
+
+    /// Long-running work (subscriptions, loops) until `shutdown` is cancelled. Default: none.
+    async fn run(&self, _shutdown: CancellationToken) {}
+}
+
+/// The result of one probe.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeResult {
+    /// Whether the target answered usefully (`probe_success`).
+    pub success: bool,
+    /// The target's series.
+    pub snapshot: Snapshot,
+}
+
+/// Why a probe request was refused before anything was fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// No module of that name.
+    #[error("unknown module {0:?}")]
+    UnknownModule(String),
+    /// The target parameter is not usable.
+    #[error("invalid target: {0}")]
+    BadTarget(String),
+    /// The target is outside the configured allow list.
+    #[error("target {0:?} is not allowed by probe.allow")]
+    Forbidden(String),
+}
+
+/// Multi-target probing, as blackbox_exporter's `/probe?module=&target=`.
+#[async_trait]
+pub trait Prober: Send + Sync {
+    /// The module names this prober knows.
+    fn modules(&self) -> Vec<String>;
+    /// Probes `target` with `module` under the context's deadline.
+    async fn probe(
+        &self,
+        module: &str,
+        target: &str,
+        ctx: &ScrapeContext,
+    ) -> Result<ProbeResult, ProbeError>;
+}

@@ -1,0 +1,290 @@
+//! The owned metric model collectors return and the host encodes.
+//!
+//! Names are final: counters are stored without `_total` (the encoders append it), info families
+//! without `_info`, and no unit is ever appended implicitly.
+
+use std::fmt;
+
+/// The type of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    /// A value that can go up and down.
+    Gauge,
+    /// A monotonically increasing total; exposed with a `_total` suffix.
+    Counter,
+    /// A value of unknown semantics (`untyped` in text 0.0.4, `unknown` in OpenMetrics).
+    Untyped,
+    /// Constant labels with the value 1; exposed as `<name>_info`.
+    Info,
+    /// An enum: one series per state, labelled with the state, 1 for the current one.
+    /// Written as a gauge family in both formats.
+    StateSet,
+    /// A classic histogram with cumulative buckets.
+    Histogram,
+}
+
+/// The value of one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A single number (gauge, counter, untyped, state set, info).
+    Number(f64),
+    /// A classic histogram: cumulative `(upper bound, count)` buckets, sum and count.
+    /// The `+Inf` bucket is implied by `count`.
+    Histogram {
+        /// Cumulative buckets, ascending by upper bound, without `+Inf`.
+        buckets: Vec<(f64, u64)>,
+        /// Sum of all observations.
+        sum: f64,
+        /// Number of observations.
+        count: u64,
+    },
+}
+
+/// Ordered label pairs of one sample.
+pub type Labels = Vec<(String, String)>;
+
+/// One series of a family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Label pairs, in exposition order.
+    pub labels: Labels,
+    /// The value.
+    pub value: Value,
+    /// For counters: creation time in seconds since the epoch (kept, not yet exposed).
+    pub created: Option<f64>,
+}
+
+/// A metric family: one name, one type, one help text, any number of samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricFamily {
+    /// Final name (counters without `_total`, info without `_info`).
+    pub name: String,
+    /// Help text, written verbatim (escaped by the encoders).
+    pub help: String,
+    /// Type.
+    pub kind: MetricType,
+    /// Unit for the OpenMetrics `# UNIT` line; the name must already end with it.
+    pub unit: Option<String>,
+    /// Samples.
+    pub samples: Vec<Sample>,
+}
+
+impl MetricFamily {
+    /// An empty family.
+    pub fn new(name: impl Into<String>, help: impl Into<String>, kind: MetricType) -> Self {
+        Self {
+            name: name.into(),
+            help: help.into(),
+            kind,
+            unit: None,
+            samples: Vec::new(),
+        }
+    }
+
+    /// An empty gauge family.
+    pub fn gauge(name: impl Into<String>, help: impl Into<String>) -> Self {
+        Self::new(name, help, MetricType::Gauge)
+    }
+
+    /// An empty counter family (`name` without `_total`).
+    pub fn counter(name: impl Into<String>, help: impl Into<String>) -> Self {
+        Self::new(name, help, MetricType::Counter)
+    }
+
+    /// Adds a numeric sample.
+    pub fn push(&mut self, labels: Labels, value: f64) -> &mut Self {
+        self.samples.push(Sample {
+            labels,
+            value: Value::Number(value),
+            created: None,
+        });
+        self
+    }
+
+    /// Builder form of [`MetricFamily::push`].
+    pub fn with(mut self, labels: Labels, value: f64) -> Self {
+        self.push(labels, value);
+        self
+    }
+
+    /// Adds the series of one state set: a sample per state, labelled `label="<state>"` after
+    /// `labels`, 1 for `current` and 0 for the others (all 0 when `current` is none of them).
+    pub fn push_states<S: AsRef<str>>(
+        &mut self,
+        labels: &[(String, String)],
+        label: &str,
+        states: &[S],
+        current: Option<&str>,
+    ) -> &mut Self {
+        for state in states {
+            let state = state.as_ref();
+            let mut l = labels.to_vec();
+            l.push((label.to_owned(), state.to_owned()));
+            let on = current == Some(state);
+            self.push(l, if on { 1.0 } else { 0.0 });
+        }
+        self
+    }
+}
+
+/// Helper to build a label set from string pairs.
+pub fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// What one collection produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Families in exposition order.
+    pub families: Vec<MetricFamily>,
+}
+
+impl Snapshot {
+    /// An empty snapshot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a family; empty families are kept out (they encode to nothing useful).
+    pub fn push(&mut self, family: MetricFamily) -> &mut Self {
+        if !family.samples.is_empty() {
+            self.families.push(family);
+        }
+        self
+    }
+
+    /// Number of samples over all families.
+    pub fn sample_count(&self) -> usize {
+        self.families.iter().map(|f| f.samples.len()).sum()
+    }
+
+    /// The family called `name`, if present.
+    pub fn family(&self, name: &str) -> Option<&MetricFamily> {
+        self.families.iter().find(|f| f.name == name)
+    }
+}
+
+/// Why a family or label name is not valid in the Prometheus data model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The metric name is empty or has a character outside `[a-zA-Z0-9_:]` (or starts with a digit).
+    #[error("invalid metric name {0:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]*")]
+    Metric(String),
+    /// The label name is empty, has a character outside `[a-zA-Z0-9_]`, starts with a digit or
+    /// with the reserved `__`.
+    #[error("invalid label name {0:?}: must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __")]
+    Label(String),
+}
+
+/// Whether `name` is a valid metric name.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Whether `name` is a valid (non-reserved) label name.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    !name.starts_with("__") && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks a metric name.
+pub fn check_metric_name(name: &str) -> Result<(), NameError> {
+    if is_valid_metric_name(name) {
+        Ok(())
+    } else {
+        Err(NameError::Metric(name.to_owned()))
+    }
+}
+
+/// Checks a label name.
+pub fn check_label_name(name: &str) -> Result<(), NameError> {
+    if is_valid_label_name(name) {
+        Ok(())
+    } else {
+        Err(NameError::Label(name.to_owned()))
+    }
+}
+
+impl MetricFamily {
+    /// Checks the family name and every label name of every sample.
+    pub fn validate(&self) -> Result<(), NameError> {
+        check_metric_name(&self.name)?;
+        for s in &self.samples {
+            for (k, _) in &s.labels {
+                check_label_name(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The names this family occupies in an exposition (`x`, `x_total`, `x_info`, `x_bucket`, ...),
+    /// used to detect clashes between families.
+    pub fn exposed_names(&self) -> Vec<String> {
+        let n = &self.name;
+        match self.kind {
+            MetricType::Counter => vec![n.clone(), format!("{n}_total")],
+            MetricType::Info => vec![n.clone(), format!("{n}_info")],
+            MetricType::Histogram => vec![
+                n.clone(),
+                format!("{n}_bucket"),
+                format!("{n}_sum"),
+                format!("{n}_count"),
+            ],
+            _ => vec![n.clone()],
+        }
+    }
+}
+
+impl fmt::Display for MetricType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::Gauge => "gauge",
+            Self::Counter => "counter",
+            Self::Untyped => "untyped",
+            Self::Info => "info",
+            Self::StateSet => "stateset",
+            Self::Histogram => "histogram",
+        };
+        f.write_str(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_valid_metric_name("app_uptime"));
+        assert!(is_valid_metric_name("a:b_c1"));
+        assert!(!is_valid_metric_name("1abc"));
+        assert!(!is_valid_metric_name(""));
+        assert!(!is_valid_metric_name("a-b"));
+        assert!(is_valid_label_name("target"));
+        assert!(!is_valid_label_name("__name__"));
+        assert!(!is_valid_label_name("a:b"));
+        assert!(!is_valid_label_name("é"));
+    }
+
+    #[test]
+    fn states() {
+        let mut f = MetricFamily::new("app_health", "Health", MetricType::StateSet);
+        f.push_states(&[], "app_health", &["healthy", "unhealthy"], Some("unhealthy"));
+        assert_eq!(f.samples.len(), 2);
+        assert_eq!(f.samples[0].value, Value::Number(0.0));
+        assert_eq!(f.samples[1].value, Value::Number(1.0));
+        assert_eq!(f.samples[1].labels, labels([("app_health", "unhealthy")]));
+    }
+}

@@ -1,0 +1,564 @@
+//! The scrape engine: runs the selected collectors concurrently under their budgets, shares
+//! in-flight collections between concurrent scrapes, serves optional caches, checks family
+//! names, and adds the host's self-metrics.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use tidegauge_core::singleflight::SingleFlight;
+use tidegauge_core::{
+    Clock, Collector, MetricFamily, ScrapeContext, Snapshot, labels,
+};
+use tokio::time::Instant;
+
+use crate::deadline::{BadTimeoutHeader, TimeoutSettings, collector_budget, scrape_budget};
+
+/// Per-collector host settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CollectorSettings {
+    /// Cap on the collector's budget (`--collector.<name>.timeout`).
+    pub timeout: Option<Duration>,
+    /// Serve the last successful snapshot while it is younger than this. Off when `None`.
+    pub cache_ttl: Option<Duration>,
+}
+
+/// Which collectors a scrape runs (`collect[]` / `exclude[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Selection {
+    /// Every enabled collector.
+    #[default]
+    All,
+    /// Only these.
+    Only(Vec<String>),
+    /// All but these.
+    Exclude(Vec<String>),
+}
+
+/// A request the engine refuses (answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScrapeError {
+    /// Bad `X-Prometheus-Scrape-Timeout-Seconds`.
+    #[error(transparent)]
+    BadTimeout(#[from] BadTimeoutHeader),
+    /// Both `collect[]` and `exclude[]` given.
+    #[error("combined collect and exclude queries are not allowed")]
+    CombinedFilters,
+    /// A filter names a collector this binary does not have.
+    #[error("unknown collector {0:?} (known: {1})")]
+    UnknownCollector(String, String),
+    /// A filter names a collector that is compiled in but not enabled.
+    #[error("collector {0:?} is disabled")]
+    DisabledCollector(String),
+}
+
+/// How one collection ended.
+#[derive(Debug, Clone)]
+enum Failure {
+    Error(String),
+    Timeout,
+    Panic,
+}
+
+#[derive(Debug, Clone)]
+struct Outcome {
+    result: Result<Arc<Snapshot>, Failure>,
+    duration: Duration,
+}
+
+/// What the landing page shows of a collector.
+#[derive(Debug, Clone, Default)]
+pub struct CollectorStatus {
+    /// Collector name.
+    pub name: String,
+    /// Whether the last scrape of it succeeded (`None` before the first).
+    pub last_success: Option<bool>,
+    /// Duration of the last collection.
+    pub last_duration: Option<Duration>,
+    /// Wall-clock time of the last successful collection.
+    pub last_success_time: Option<SystemTime>,
+    /// Error of the last failed collection.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// Last successful snapshot, when it was taken (monotonic) and how long it took.
+    cached: Option<(Instant, Arc<Snapshot>, Duration)>,
+    /// When the flight in progress started.
+    flight_started: Option<Instant>,
+    status: CollectorStatus,
+    duplicates: u64,
+}
+
+struct Slot {
+    name: String,
+    collector: Arc<dyn Collector>,
+    settings: CollectorSettings,
+    flight: SingleFlight<Outcome>,
+    state: Mutex<SlotState>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One result of [`Engine::scrape`]: the parts to encode, in order.
+#[derive(Debug, Clone)]
+pub struct Gathered {
+    /// Collector snapshots (sorted by collector name), then the self-metrics.
+    pub parts: Vec<Arc<Snapshot>>,
+}
+
+/// Static facts for `tidegauge_build_info`.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    /// Crate version.
+    pub version: String,
+}
+
+impl Default for BuildInfo {
+    fn default() -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// The scrape engine.
+#[derive(Debug)]
+pub struct Engine {
+    slots: Vec<Slot>,
+    disabled: Vec<String>,
+    timeouts: TimeoutSettings,
+    clock: Arc<dyn Clock>,
+    http: reqwest::Client,
+    build: BuildInfo,
+    routes: Option<axum::Router>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Builder for [`Engine`].
+#[derive(Debug)]
+pub struct EngineBuilder {
+    engine: Engine,
+}
+
+impl EngineBuilder {
+    /// Adds an enabled collector.
+    pub fn collector(mut self, collector: Arc<dyn Collector>, settings: CollectorSettings) -> Self {
+        let name = collector.name().to_owned();
+        self.engine.slots.push(Slot {
+            name: name.clone(),
+            collector,
+            settings,
+            flight: SingleFlight::new(),
+            state: Mutex::new(SlotState {
+                status: CollectorStatus {
+                    name,
+                    ..CollectorStatus::default()
+                },
+                ..SlotState::default()
+            }),
+        });
+        self
+    }
+
+    /// Names a collector compiled in but not enabled, so filters naming it get a clear 400.
+    pub fn disabled(mut self, name: impl Into<String>) -> Self {
+        self.engine.disabled.push(name.into());
+        self
+    }
+
+    /// Budget derivation settings.
+    pub fn timeouts(mut self, t: TimeoutSettings) -> Self {
+        self.engine.timeouts = t;
+        self
+    }
+
+    /// Build facts.
+    pub fn build_info(mut self, b: BuildInfo) -> Self {
+        self.engine.build = b;
+        self
+    }
+
+    /// Finishes the engine; collectors are ordered by name.
+    pub fn build(mut self) -> Engine {
+        self.engine.slots.sort_by(|a, b| a.name.cmp(&b.name));
+        self.engine.disabled.sort();
+        let mut routes: Option<axum::Router> = None;
+        for slot in &self.engine.slots {
+            if let Some(r) = slot.collector.routes() {
+                routes = Some(match routes {
+                    Some(all) => all.merge(r),
+                    None => r,
+                });
+            }
+        }
+        self.engine.routes = routes.map(|r| {
+            r.fallback(|| async {
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    "not found\n",
+                )
+            })
+        });
+        self.engine
+    }
+}
+
+impl Engine {
+    /// Starts building an engine with these host services.
+    pub fn builder(clock: Arc<dyn Clock>, http: reqwest::Client) -> EngineBuilder {
+        EngineBuilder {
+            engine: Engine {
+                slots: Vec::new(),
+                disabled: Vec::new(),
+                timeouts: TimeoutSettings::default(),
+                clock,
+                http,
+                build: BuildInfo::default(),
+                routes: None,
+            },
+        }
+    }
+
+    /// The enabled collectors.
+    pub fn collectors(&self) -> impl Iterator<Item = &Arc<dyn Collector>> {
+        self.slots.iter().map(|s| &s.collector)
+    }
+
+    /// The collectors' own routes, merged; `None` when no collector has any.
+    pub fn routes(&self) -> Option<&axum::Router> {
+        self.routes.as_ref()
+    }
+
+    /// Budget derivation settings.
+    pub fn timeouts(&self) -> &TimeoutSettings {
+        &self.timeouts
+    }
+
+    /// A scrape context with the given budget, for probes.
+    pub fn context(&self, budget: Duration) -> ScrapeContext {
+        ScrapeContext::new(budget, Arc::clone(&self.clock), self.http.clone())
+    }
+
+    /// What the landing page shows.
+    pub fn status(&self) -> Vec<CollectorStatus> {
+        self.slots
+            .iter()
+            .map(|s| lock(&s.state).status.clone())
+            .collect()
+    }
+
+    /// Resolves `collect[]` / `exclude[]` parameters into a selection.
+    pub fn select(&self, collect: Vec<String>, exclude: Vec<String>) -> Result<Selection, ScrapeError> {
+        if !collect.is_empty() && !exclude.is_empty() {
+            return Err(ScrapeError::CombinedFilters);
+        }
+        for name in collect.iter().chain(&exclude) {
+            if self.slots.iter().any(|s| &s.name == name) {
+                continue;
+            }
+            if self.disabled.iter().any(|d| d == name) {
+                return Err(ScrapeError::DisabledCollector(name.clone()));
+            }
+            let known: Vec<&str> = self
+                .slots
+                .iter()
+                .map(|s| s.name.as_str())
+                .chain(self.disabled.iter().map(String::as_str))
+                .collect();
+            return Err(ScrapeError::UnknownCollector(name.clone(), known.join(", ")));
+        }
+        Ok(if !collect.is_empty() {
+            Selection::Only(collect)
+        } else if !exclude.is_empty() {
+            Selection::Exclude(exclude)
+        } else {
+            Selection::All
+        })
+    }
+
+    /// Runs one scrape: the selected collectors concurrently, each under its budget.
+    pub async fn scrape(
+        &self,
+        selection: &Selection,
+        timeout_header: Option<&str>,
+    ) -> Result<Gathered, ScrapeError> {
+        let budget = scrape_budget(timeout_header, &self.timeouts)?;
+        let selected: Vec<&Slot> = self
+            .slots
+            .iter()
+            .filter(|s| match selection {
+                Selection::All => true,
+                Selection::Only(names) => names.contains(&s.name),
+                Selection::Exclude(names) => !names.contains(&s.name),
+            })
+            .collect();
+        let outcomes = join_all(selected.iter().map(|slot| self.run_slot(slot, budget))).await;
+
+        let mut meta = SelfMetrics::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut parts = Vec::with_capacity(selected.len() + 1);
+        for name in SelfMetrics::NAMES {
+            seen.insert((*name).to_owned());
+        }
+        for (slot, (outcome, cache_age)) in selected.iter().zip(outcomes) {
+            meta.record(slot, &outcome, cache_age);
+            if let Ok(snapshot) = &outcome.result {
+                let (checked, dropped) = check_families(&slot.name, snapshot, &mut seen);
+                if dropped > 0 {
+                    lock(&slot.state).duplicates += dropped;
+                }
+                parts.push(checked);
+            }
+        }
+        for slot in &self.slots {
+            meta.duplicates(&slot.name, lock(&slot.state).duplicates);
+        }
+        parts.push(Arc::new(meta.finish(&self.build)));
+        Ok(Gathered { parts })
+    }
+
+    async fn run_slot(&self, slot: &Slot, budget: Duration) -> (Outcome, Option<Duration>) {
+        let budget = collector_budget(budget, slot.settings.timeout);
+        if let Some(ttl) = slot.settings.cache_ttl
+            && let Some((at, snap, duration)) = lock(&slot.state).cached.clone()
+        {
+            let age = at.elapsed();
+            if age < ttl {
+                let outcome = Outcome {
+                    result: Ok(snap),
+                    duration,
+                };
+                return (outcome, Some(age));
+            }
+        }
+        let deadline = Instant::now() + budget;
+        let flight = slot.flight.run(|| {
+            let collector = Arc::clone(&slot.collector);
+            let ctx = ScrapeContext::new(budget, Arc::clone(&self.clock), self.http.clone());
+            let started = Instant::now();
+            lock(&slot.state).flight_started = Some(started);
+            async move {
+                let result = tokio::time::timeout_at(ctx.deadline(), collector.collect(&ctx)).await;
+                let result = match result {
+                    Ok(Ok(snapshot)) => Ok(Arc::new(snapshot)),
+                    Ok(Err(e)) => Err(Failure::Error(e.to_string())),
+                    Err(_) => Err(Failure::Timeout),
+                };
+                Outcome {
+                    result,
+                    duration: started.elapsed(),
+                }
+            }
+            .boxed()
+        });
+        let outcome = match tokio::time::timeout_at(deadline, flight).await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => Outcome {
+                result: Err(Failure::Panic),
+                duration: self.flight_elapsed(slot),
+            },
+            Err(_) => Outcome {
+                result: Err(Failure::Timeout),
+                duration: self.flight_elapsed(slot),
+            },
+        };
+        self.remember(slot, &outcome);
+        let cache_age = slot.settings.cache_ttl.map(|_| Duration::ZERO);
+        (outcome, cache_age)
+    }
+
+    fn flight_elapsed(&self, slot: &Slot) -> Duration {
+        lock(&slot.state)
+            .flight_started
+            .map(|s| s.elapsed())
+            .unwrap_or_default()
+    }
+
+    fn remember(&self, slot: &Slot, outcome: &Outcome) {
+        let mut st = lock(&slot.state);
+        st.status.last_duration = Some(outcome.duration);
+        match &outcome.result {
+            Ok(snap) => {
+                st.status.last_success = Some(true);
+                st.status.last_success_time = Some(self.clock.now());
+                st.status.last_error = None;
+                if slot.settings.cache_ttl.is_some() {
+                    st.cached = Some((Instant::now(), Arc::clone(snap), outcome.duration));
+                }
+            }
+            Err(failure) => {
+                let msg = match failure {
+                    Failure::Error(e) => e.clone(),
+                    Failure::Timeout => format!(
+                        "timed out after {:.3}s",
+                        outcome.duration.as_secs_f64()
+                    ),
+                    Failure::Panic => "panicked".to_owned(),
+                };
+                tracing::warn!(collector = %slot.name, error = %msg, "collector failed");
+                st.status.last_success = Some(false);
+                st.status.last_error = Some(msg);
+            }
+        }
+    }
+
+    /// Starts every collector's long-running work; cancel the token to stop it.
+    pub fn start_background(&self, token: &tidegauge_core::CancellationToken) {
+        for slot in &self.slots {
+            let collector = Arc::clone(&slot.collector);
+            let token = token.child_token();
+            tokio::spawn(async move { collector.run(token).await });
+        }
+    }
+}
+
+/// Drops families whose names clash with one already exposed, invalid names, and duplicate
+/// label sets within a family (first kept). Clones the snapshot only when something is dropped.
+fn check_families(
+    collector: &str,
+    snapshot: &Arc<Snapshot>,
+    seen: &mut HashSet<String>,
+) -> (Arc<Snapshot>, u64) {
+    let mut keep = Vec::with_capacity(snapshot.families.len());
+    let mut dedup: Vec<Option<MetricFamily>> = Vec::new();
+    let mut dropped = 0;
+    let mut changed = false;
+    for family in &snapshot.families {
+        if let Err(e) = family.validate() {
+            tracing::warn!(collector, family = %family.name, error = %e, "dropping family with an invalid name");
+            keep.push(false);
+            dedup.push(None);
+            changed = true;
+            continue;
+        }
+        let names = family.exposed_names();
+        if names.iter().any(|n| seen.contains(n)) {
+            tracing::warn!(collector, family = %family.name, "dropping family: its name is already exposed by another collector or the host");
+            keep.push(false);
+            dedup.push(None);
+            dropped += 1;
+            changed = true;
+            continue;
+        }
+        seen.extend(names);
+        keep.push(true);
+        let mut label_sets = HashSet::with_capacity(family.samples.len());
+        if family.samples.iter().all(|s| label_sets.insert(&s.labels)) {
+            dedup.push(None);
+        } else {
+            tracing::debug!(collector, family = %family.name, "dropping duplicate label sets");
+            let mut seen_sets = HashSet::new();
+            let mut f = family.clone();
+            f.samples.retain(|s| seen_sets.insert(s.labels.clone()));
+            dedup.push(Some(f));
+            changed = true;
+        }
+    }
+    if !changed {
+        return (Arc::clone(snapshot), 0);
+    }
+    let families = snapshot
+        .families
+        .iter()
+        .zip(keep)
+        .zip(dedup)
+        .filter(|((_, k), _)| *k)
+        .map(|((f, _), d)| d.unwrap_or_else(|| f.clone()))
+        .collect();
+    (Arc::new(Snapshot { families }), dropped)
+}
+
+struct SelfMetrics {
+    success: MetricFamily,
+    duration: MetricFamily,
+    timeout: MetricFamily,
+    cache_age: MetricFamily,
+    duplicates: MetricFamily,
+}
+
+impl SelfMetrics {
+    const NAMES: &'static [&'static str] = &[
+        "tidegauge_build_info",
+        "tidegauge_scrape_collector_success",
+        "tidegauge_scrape_collector_duration_seconds",
+        "tidegauge_scrape_collector_timeout",
+        "tidegauge_scrape_collector_cache_age_seconds",
+        "tidegauge_duplicate_families",
+        "tidegauge_duplicate_families_total",
+    ];
+
+    fn new() -> Self {
+        Self {
+            success: MetricFamily::gauge(
+                "tidegauge_scrape_collector_success",
+                "Whether a collector succeeded.",
+            ),
+            duration: MetricFamily::gauge(
+                "tidegauge_scrape_collector_duration_seconds",
+                "Duration of a collector scrape.",
+            ),
+            timeout: MetricFamily::gauge(
+                "tidegauge_scrape_collector_timeout",
+                "Whether the collector timed out.",
+            ),
+            cache_age: MetricFamily::gauge(
+                "tidegauge_scrape_collector_cache_age_seconds",
+                "Age of the snapshot served for a collector with a cache TTL (0 when fresh).",
+            ),
+            duplicates: MetricFamily::counter(
+                "tidegauge_duplicate_families",
+                "Families dropped because another collector or the host already exposed the name.",
+            ),
+        }
+    }
+
+    fn record(&mut self, slot: &Slot, outcome: &Outcome, cache_age: Option<Duration>) {
+        let l = labels([("collector", &slot.name)]);
+        let ok = outcome.result.is_ok();
+        let timed_out = matches!(outcome.result, Err(Failure::Timeout));
+        self.success.push(l.clone(), if ok { 1.0 } else { 0.0 });
+        self.duration
+            .push(l.clone(), outcome.duration.as_secs_f64());
+        self.timeout.push(l.clone(), if timed_out { 1.0 } else { 0.0 });
+        if let Some(age) = cache_age {
+            self.cache_age.push(l, age.as_secs_f64());
+        }
+    }
+
+    fn duplicates(&mut self, collector: &str, count: u64) {
+        self.duplicates
+            .push(labels([("collector", collector)]), count as f64);
+    }
+
+    fn finish(self, build: &BuildInfo) -> Snapshot {
+        let mut s = Snapshot::new();
+        s.push(MetricFamily::gauge(
+            "tidegauge_build_info",
+            "A metric with a constant '1' value labelled by version from which tidegauge was built.",
+        )
+        .with(labels([("version", &build.version)]), 1.0));
+        s.push(self.success);
+        s.push(self.duration);
+        s.push(self.timeout);
+        s.push(self.cache_age);
+        s.push(self.duplicates);
+        s
+    }
+}
+

@@ -1,0 +1,10 @@
+//! tidegauge's host: the scrape engine and the HTTP router around it.
+
+pub mod deadline;
+pub mod engine;
+pub mod negotiate;
+pub mod router;
+
+pub use deadline::{TimeoutSettings, scrape_budget};
+pub use engine::{BuildInfo, CollectorSettings, Engine, Selection};
+pub use router::{ReloadFn, SharedEngine, WebSettings, router};

@@ -1,0 +1,368 @@
+//! The HTTP surface: `/metrics`, `/probe`, the landing page, health, readiness and reload.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, on, MethodFilter};
+use futures_util::future::BoxFuture;
+use tidegauge_core::encode::{Format, encode};
+use tidegauge_core::{MetricFamily, ProbeError, Snapshot};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use tower_http::compression::CompressionLayer;
+
+use crate::deadline::{SCRAPE_TIMEOUT_HEADER, scrape_budget};
+use crate::engine::{Engine, ScrapeError};
+use crate::negotiate::negotiate;
+
+/// Reloads the configuration; answers what was done or why nothing was.
+pub type ReloadFn = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
+/// The engine currently serving; replaced whole on reload.
+#[derive(Debug, Clone)]
+pub struct SharedEngine(Arc<RwLock<Arc<Engine>>>);
+
+impl SharedEngine {
+    /// Wraps an engine.
+    pub fn new(engine: Engine) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(engine))))
+    }
+
+    /// The engine now serving.
+    pub fn current(&self) -> Arc<Engine> {
+        Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Replaces the engine; returns the previous one.
+    pub fn replace(&self, engine: Engine) -> Arc<Engine> {
+        let mut guard = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *guard, Arc::new(engine))
+    }
+}
+
+/// Router settings.
+#[derive(Clone)]
+pub struct WebSettings {
+    /// Path of the metrics route (`--web.telemetry-path`).
+    pub telemetry_path: String,
+    /// Requests to `/metrics` and `/probe` in flight at once; 0 = unlimited.
+    pub max_requests: usize,
+    /// Called by `POST /-/reload`.
+    pub reload: Option<ReloadFn>,
+}
+
+impl std::fmt::Debug for WebSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSettings")
+            .field("telemetry_path", &self.telemetry_path)
+            .field("max_requests", &self.max_requests)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            telemetry_path: "/metrics".into(),
+            max_requests: 40,
+            reload: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    engine: SharedEngine,
+    settings: Arc<WebSettings>,
+    limiter: Option<Arc<Semaphore>>,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let mut body = body.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    (status, [(header::CONTENT_TYPE, TEXT)], body).into_response()
+}
+
+/// Builds the host's router.
+pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
+    let limiter = (settings.max_requests > 0).then(|| Arc::new(Semaphore::new(settings.max_requests)));
+    let telemetry = settings.telemetry_path.clone();
+    let state = AppState {
+        engine,
+        settings: Arc::new(settings),
+        limiter,
+    };
+    let limited = Router::new()
+        .route(&telemetry, get(metrics))
+        .route("/probe", get(probe))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit));
+    let mut app = Router::new()
+        .merge(limited)
+        .route("/-/healthy", on(MethodFilter::GET.or(MethodFilter::HEAD), healthy))
+        .route("/-/ready", on(MethodFilter::GET.or(MethodFilter::HEAD), ready))
+        .route("/-/reload", on(MethodFilter::POST.or(MethodFilter::PUT), reload));
+    if telemetry != "/" {
+        app = app.route("/", get(landing));
+    }
+    app.fallback(collector_routes)
+        .with_state(state)
+        .layer(CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd())
+}
+
+async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(sem) = &state.limiter else {
+        return next.run(req).await;
+    };
+    match Arc::clone(sem).try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many concurrent requests (limit {}, see --web.max-requests)",
+                state.settings.max_requests
+            ),
+        ),
+    }
+}
+
+/// Collectors' own routes (a push API, say), dispatched to the engine serving now so that a
+/// reload takes effect without restarting the listener.
+async fn collector_routes(State(state): State<AppState>, req: Request) -> Response {
+    let engine = state.engine.current();
+    match engine.routes() {
+        None => text(StatusCode::NOT_FOUND, "not found"),
+        Some(routes) => match routes.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        },
+    }
+}
+
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Response> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("header {name} is not valid text"),
+            )
+        }),
+    }
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let engine = state.engine.current();
+    let mut collect = Vec::new();
+    let mut exclude = Vec::new();
+    for (k, v) in query_pairs(q.as_deref()) {
+        match k.as_str() {
+            "collect[]" => collect.push(v),
+            "exclude[]" => exclude.push(v),
+            _ => {}
+        }
+    }
+    let selection = match engine.select(collect, exclude) {
+        Ok(s) => s,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let timeout = match header_str(&headers, SCRAPE_TIMEOUT_HEADER) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    match engine.scrape(&selection, timeout).await {
+        Ok(g) => exposition(format, &g.parts),
+        Err(e @ ScrapeError::BadTimeout(_)) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+fn exposition(format: Format, parts: &[Arc<Snapshot>]) -> Response {
+    let body = encode(format, parts);
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    resp
+}
+
+async fn probe(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let engine = state.engine.current();
+    let mut module = None;
+    let mut target = None;
+    for (k, v) in query_pairs(q.as_deref()) {
+        match k.as_str() {
+            "module" => module = Some(v),
+            "target" => target = Some(v),
+            _ => {}
+        }
+    }
+    let module = module.filter(|m| !m.is_empty()).unwrap_or_else(|| "default".to_owned());
+    let Some(target) = target.filter(|t| !t.trim().is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "Target parameter is missing");
+    };
+    let timeout = match header_str(&headers, SCRAPE_TIMEOUT_HEADER) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let budget = match scrape_budget(timeout, engine.timeouts()) {
+        Ok(b) => b,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let prober = engine
+        .collectors()
+        .find(|c| c.prober().is_some_and(|p| p.modules().iter().any(|m| m == &module)));
+    let Some(collector) = prober else {
+        let known: Vec<String> = engine
+            .collectors()
+            .filter_map(|c| c.prober().map(|p| p.modules()))
+            .flatten()
+            .collect();
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("Unknown module {module:?} (known: {})", known.join(", ")),
+        );
+    };
+    let Some(prober) = collector.prober() else {
+        return text(StatusCode::BAD_REQUEST, "Unknown module");
+    };
+    let ctx = engine.context(budget);
+    let started = Instant::now();
+    let result = tokio::time::timeout_at(ctx.deadline(), prober.probe(&module, &target, &ctx)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (success, mut snapshot) = match result {
+        Ok(Ok(r)) => (r.success, r.snapshot),
+        Ok(Err(e @ ProbeError::Forbidden(_))) => return text(StatusCode::FORBIDDEN, e.to_string()),
+        Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(_) => {
+            tracing::debug!(%target, %module, "probe timed out");
+            (false, Snapshot::new())
+        }
+    };
+    snapshot.push(
+        MetricFamily::gauge("probe_success", "Displays whether or not the probe was a success")
+            .with(vec![], if success { 1.0 } else { 0.0 }),
+    );
+    snapshot.push(
+        MetricFamily::gauge("probe_duration_seconds", "Returns how long the probe took to complete in seconds")
+            .with(vec![], elapsed),
+    );
+    snapshot.push(
+        MetricFamily::gauge("probe_timeout_seconds", "Returns how long the probe had to complete in seconds")
+            .with(vec![], budget.as_secs_f64()),
+    );
+    let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    exposition(format, &[Arc::new(snapshot)])
+}
+
+async fn healthy() -> Response {
+    text(StatusCode::OK, "Healthy")
+}
+
+async fn ready() -> Response {
+    text(StatusCode::OK, "Ready")
+}
+
+async fn reload(State(state): State<AppState>) -> Response {
+    let Some(reload) = &state.settings.reload else {
+        return text(StatusCode::NOT_IMPLEMENTED, "reload is not available");
+    };
+    match reload().await {
+        Ok(msg) => text(StatusCode::OK, msg),
+        Err(msg) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed, the running configuration stays: {msg}"),
+        ),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn landing(State(state): State<AppState>) -> Response {
+    let engine = state.engine.current();
+    let path = html_escape(&state.settings.telemetry_path);
+    let mut rows = String::new();
+    for s in engine.status() {
+        let result = match s.last_success {
+            None => "not scraped yet".to_owned(),
+            Some(true) => "ok".to_owned(),
+            Some(false) => format!("failed: {}", html_escape(s.last_error.as_deref().unwrap_or(""))),
+        };
+        let last_ok = s
+            .last_success_time
+            .map(|t| format!("{:.0}", tidegauge_core::unix_seconds(t)))
+            .unwrap_or_else(|| "never".into());
+        let dur = s
+            .last_duration
+            .map(|d| format!("{:.3}s", d.as_secs_f64()))
+            .unwrap_or_else(|| "-".into());
+        let name = html_escape(&s.name);
+        rows.push_str(&format!(
+            "<tr><td><a href=\"{path}?collect[]={name}\">{name}</a></td><td>{result}</td><td>{last_ok}</td><td>{dur}</td></tr>\n"
+        ));
+    }
+    let probe_modules: Vec<String> = engine
+        .collectors()
+        .filter_map(|c| c.prober().map(|p| p.modules()))
+        .flatten()
+        .collect();
+    let probe_form = if probe_modules.is_empty() {
+        String::new()
+    } else {
+        let options: String = probe_modules
+            .iter()
+            .map(|m| format!("<option>{}</option>", html_escape(m)))
+            .collect();
+        format!(
+            "<h2>Probe</h2><form action=\"/probe\"><label>Target <input name=\"target\" placeholder=\"http://app:8000/status\"></label> <label>Module <select name=\"module\">{options}</select></label> <input type=\"submit\" value=\"Probe\"></form>"
+        )
+    };
+    let body = format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tidegauge</title>
+<style>body{{font-family:sans-serif;margin:0}}header{{background:#e6522c;color:#fff;padding:0.6em 1em}}main{{padding:1em}}td,th{{padding:0.2em 0.8em;text-align:left}}</style></head>
+<body><header><h1>tidegauge</h1></header><main>
+<p>Prometheus exporter host, version {version}.</p>
+<ul><li><a href="{path}">Metrics</a></li><li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>
+<h2>Collectors</h2>
+<table><tr><th>collector</th><th>last scrape</th><th>last success (unix time)</th><th>duration</th></tr>
+{rows}</table>
+{probe_form}
+</main></body></html>
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+

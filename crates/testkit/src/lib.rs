@@ -1,0 +1,99 @@
+//! Helpers for testing tidegauge collectors: a settable clock, scrape contexts, fixture paths
+//! and filters that make encoded output deterministic for snapshots.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tidegauge_core::encode::{encode_openmetrics, encode_text};
+use tidegauge_core::{Clock, ScrapeContext, Snapshot};
+
+/// A clock that stands still until told to move.
+#[derive(Debug)]
+pub struct FakeClock(Mutex<SystemTime>);
+
+impl FakeClock {
+    /// A clock showing `unix_seconds` after the epoch.
+    pub fn at(unix_seconds: u64) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(unix_seconds),
+        )))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *t += by;
+    }
+
+    /// Sets the clock.
+    pub fn set(&self, to: SystemTime) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = to;
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// 2024-05-01T12:00:00Z, the instant fixtures are written against.
+pub const FIXTURE_EPOCH: u64 = 1_714_564_800;
+
+/// A scrape context with `budget`, the given clock and a fresh HTTP client.
+pub fn context(budget: Duration, clock: Arc<dyn Clock>) -> ScrapeContext {
+    let http = tidegauge_core::http::client().unwrap_or_else(|e| panic!("HTTP client: {e}"));
+    ScrapeContext::new(budget, clock, http)
+}
+
+/// The workspace's `fixtures/` directory.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// Reads `fixtures/<rel>`.
+pub fn fixture(rel: &str) -> Vec<u8> {
+    let path = fixtures_dir().join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// Both encodings of a snapshot, text 0.0.4 first, with [`redact`] applied.
+pub fn render(snapshot: &Snapshot) -> String {
+    let parts = [Arc::new(snapshot.clone())];
+    format!(
+        "## text 0.0.4\n{}## OpenMetrics 1.0.0\n{}",
+        redact(&encode_text(&parts)),
+        redact(&encode_openmetrics(&parts))
+    )
+}
+
+/// Replaces the values of series that measure elapsed time (names ending in
+/// `duration_seconds`) with `<elapsed>`, so snapshots do not depend on speed.
+pub fn redact(exposition: &str) -> String {
+    let re = regex::Regex::new(r"(?m)^([a-zA-Z_:][a-zA-Z0-9_:]*duration_seconds(?:\{[^}]*\})?) \S+$")
+        .unwrap_or_else(|e| panic!("redaction regex: {e}"));
+    re.replace_all(exposition, "$1 <elapsed>").into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_only_elapsed_values() {
+        let input = "app_status_fetch_duration_seconds{target=\"a\"} 0.0123\napp_status_result_age_seconds{target=\"a\"} 1\napp_uptime 25.99\n";
+        assert_eq!(
+            redact(input),
+            "app_status_fetch_duration_seconds{target=\"a\"} <elapsed>\napp_status_result_age_seconds{target=\"a\"} 1\napp_uptime 25.99\n"
+        );
+    }
+
+    #[test]
+    fn fake_clock_moves_only_when_told() {
+        let c = FakeClock::at(FIXTURE_EPOCH);
+        let t0 = c.now();
+        c.advance(Duration::from_secs(3));
+        assert_eq!(c.now().duration_since(t0).ok(), Some(Duration::from_secs(3)));
+    }
+}
