@@ -1,1 +1,281 @@
-fn main() {}
+//! `tidegauge`: one host binary serving Prometheus metrics from collector crates.
+
+mod collectors;
+mod config;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::ArgMatches;
+use futures_util::FutureExt;
+use tidegauge_core::{CancellationToken, HostServices, SystemClock};
+use tidegauge_server::{BuildInfo, Engine, ReloadFn, SharedEngine, TimeoutSettings, WebSettings};
+use tokio::net::TcpListener;
+
+use crate::config::{ConfigError, HostConfig, Listen, LogFormat};
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn main() -> ExitCode {
+    let matches = match config::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let cfg = match config::load(&matches, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tidegauge: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&cfg) {
+        eprintln!("tidegauge: invalid configuration: {e}");
+        return ExitCode::from(2);
+    }
+    match &cfg.file {
+        Some(f) => tracing::info!(file = %f.display(), "configuration file read"),
+        None => tracing::info!("no configuration file; using defaults, environment and flags"),
+    }
+    let services = match tidegauge_core::http::client() {
+        Ok(http) => HostServices {
+            http,
+            clock: Arc::new(SystemClock),
+            data_dir: std::path::PathBuf::from("."),
+        },
+        Err(e) => {
+            eprintln!("tidegauge: cannot build the HTTP client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Build the collectors before starting the runtime's servers so a bad configuration
+    // never binds a port.
+    let engine = match build_engine(&cfg, &services) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("tidegauge: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches.get_flag("check-config") {
+        println!("configuration is valid");
+        println!("listen: {}", cfg.web.listen_addresses.join(", "));
+        for (name, c) in &cfg.collectors {
+            println!("collector {name}: {}", if c.enabled { "enabled" } else { "disabled" });
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tidegauge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(matches, cfg, services, engine)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tidegauge stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &HostConfig) -> Result<(), ConfigError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .map_err(|e| ConfigError(format!("log.level {:?}: {e}", cfg.log.level)))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn build_engine(cfg: &HostConfig, services: &HostServices) -> Result<Engine, ConfigError> {
+    let mut builder = Engine::builder(Arc::clone(&services.clock), services.http.clone())
+        .timeouts(TimeoutSettings {
+            default_timeout: cfg.scrape.default_timeout,
+            offset: cfg.scrape.timeout_offset,
+        })
+        .build_info(BuildInfo::default());
+    for (name, c) in &cfg.collectors {
+        if !c.enabled {
+            builder = builder.disabled(name.clone());
+            continue;
+        }
+        let collector = collectors::build(name, &c.own, services, &env)?;
+        builder = builder.collector(collector, c.settings);
+    }
+    Ok(builder.build())
+}
+
+async fn bind(addr: &str) -> std::io::Result<Vec<TcpListener>> {
+    let parsed = config::parse_listen(addr).map_err(std::io::Error::other)?;
+    match parsed {
+        Listen::Any(port) => {
+            // Dual-stack where the host has IPv6, plain IPv4 otherwise.
+            match TcpListener::bind(SocketAddr::from(([0u16; 8], port))).await {
+                Ok(l) => Ok(vec![l]),
+                Err(_) => Ok(vec![TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?]),
+            }
+        }
+        Listen::Host(host, port) => {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await?.collect();
+            let mut out = Vec::new();
+            let mut last_err = None;
+            for a in addrs {
+                match TcpListener::bind(a).await {
+                    Ok(l) => out.push(l),
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            match (out.is_empty(), last_err) {
+                (true, Some(e)) => Err(e),
+                (true, None) => Err(std::io::Error::other(format!("{addr}: no address to listen on"))),
+                _ => Ok(out),
+            }
+        }
+    }
+}
+
+async fn serve(
+    matches: ArgMatches,
+    cfg: HostConfig,
+    services: HostServices,
+    engine: Engine,
+) -> std::io::Result<()> {
+    let mut listeners = Vec::new();
+    for addr in &cfg.web.listen_addresses {
+        match bind(addr).await {
+            Ok(ls) => listeners.extend(ls),
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))),
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let background = Arc::new(Mutex::new(shutdown.child_token()));
+    engine.start_background(&lock(&background));
+    let shared = SharedEngine::new(engine);
+
+    let reload: ReloadFn = {
+        let shared = shared.clone();
+        let background = Arc::clone(&background);
+        let shutdown = shutdown.clone();
+        let running = Arc::new(Mutex::new(cfg.clone()));
+        Arc::new(move || {
+            let shared = shared.clone();
+            let background = Arc::clone(&background);
+            let shutdown = shutdown.clone();
+            let running = Arc::clone(&running);
+            let matches = matches.clone();
+            let services = services.clone();
+            async move { reload(&matches, &services, &shared, &background, &shutdown, &running) }.boxed()
+        })
+    };
+    let settings = WebSettings {
+        telemetry_path: cfg.web.telemetry_path.clone(),
+        max_requests: cfg.web.max_requests,
+        reload: Some(Arc::clone(&reload)),
+    };
+    let app = tidegauge_server::router(shared, settings);
+
+    tokio::spawn(watch_signals(shutdown.clone(), reload));
+    let mut servers = Vec::new();
+    for listener in listeners {
+        let addr = listener.local_addr()?;
+        tracing::info!(address = %addr, "listening");
+        let app = app.clone();
+        let token = shutdown.clone();
+        servers.push(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+        }));
+    }
+    for s in servers {
+        match s.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(std::io::Error::other(e)),
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Re-reads the configuration and swaps the engine; a bad configuration changes nothing.
+fn reload(
+    matches: &ArgMatches,
+    services: &HostServices,
+    shared: &SharedEngine,
+    background: &Mutex<CancellationToken>,
+    shutdown: &CancellationToken,
+    running: &Mutex<HostConfig>,
+) -> Result<String, String> {
+    let cfg = config::load(matches, &env).map_err(|e| {
+        tracing::error!(error = %e, "reload failed; keeping the running configuration");
+        e.to_string()
+    })?;
+    let engine = build_engine(&cfg, services).map_err(|e| {
+        tracing::error!(error = %e, "reload failed; keeping the running configuration");
+        e.to_string()
+    })?;
+    let mut notes = Vec::new();
+    {
+        let old = lock(running);
+        if old.web != cfg.web {
+            notes.push("web settings (listen addresses, telemetry path, max requests) apply after a restart");
+        }
+        if old.log != cfg.log {
+            notes.push("log settings apply after a restart");
+        }
+    }
+    let token = shutdown.child_token();
+    engine.start_background(&token);
+    shared.replace(engine);
+    let old_token = std::mem::replace(&mut *lock(background), token);
+    old_token.cancel();
+    *lock(running) = cfg;
+    for n in &notes {
+        tracing::warn!("{n}");
+    }
+    tracing::info!("configuration reloaded");
+    let mut msg = "configuration reloaded".to_owned();
+    for n in notes {
+        msg.push_str("; ");
+        msg.push_str(n);
+    }
+    Ok(msg)
+}
+
+async fn watch_signals(shutdown: CancellationToken, reload: ReloadFn) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = reload().await;
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -326,7 +326,7 @@ impl Engine {
                 parts.push(checked);
             }
         }
-        for slot in &self.slots {
+        for slot in &selected {
             meta.duplicates(&slot.name, lock(&slot.state).duplicates);
         }
         parts.push(Arc::new(meta.finish(&self.build)));

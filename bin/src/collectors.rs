@@ -1,0 +1,33 @@
+//! Construction of the compiled-in collectors from their configuration tables.
+
+use std::sync::Arc;
+
+use figment::value::Value;
+use tidegauge_core::{Collector, HostServices};
+
+use crate::config::ConfigError;
+
+/// Builds the collector `name` from its own configuration keys.
+pub fn build(
+    name: &str,
+    own: &Value,
+    services: &HostServices,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Collector>, ConfigError> {
+    let _ = (own, services, env);
+    match name {
+        #[cfg(feature = "app-status")]
+        tidegauge_app_status::NAME => {
+            let cfg: tidegauge_app_status::Config = own
+                .deserialize()
+                .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
+            let c = tidegauge_app_status::AppStatus::new(&cfg, env)
+                .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
+            Ok(Arc::new(c))
+        }
+        // new-collector: construction
+        other => Err(ConfigError(format!(
+            "the {other} collector is not compiled into this binary (rebuild with --features {other})"
+        ))),
+    }
+}
