@@ -18,9 +18,7 @@ pub fn build(
     match name {
         #[cfg(feature = "app-status")]
         tidegauge_app_status::NAME => {
-            let cfg: tidegauge_app_status::Config = own
-                .deserialize()
-                .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
+            let cfg: tidegauge_app_status::Config = crate::config::deserialize(name, own)?;
             let c = tidegauge_app_status::AppStatus::new(&cfg, env)
                 .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
             Ok(Arc::new(c))

@@ -13,12 +13,19 @@ use serde::Deserialize;
 use tidegauge_server::CollectorSettings;
 
 /// Every collector tidegauge knows, compiled in or not.
-pub const KNOWN_COLLECTORS: &[&str] = &["app-status", "icos-push", "ifcb", "sensor-bridge"];
+pub const KNOWN_COLLECTORS: &[&str] = &[
+    "app-status",
+    "icos-push",
+    "ifcb",
+    "sensor-bridge",
+    // new-collector: known
+];
 
 /// Whether this binary was built with the collector.
 pub fn compiled_in(name: &str) -> bool {
     match name {
         "app-status" => cfg!(feature = "app-status"),
+        // new-collector: compiled
         _ => false,
     }
 }
@@ -165,9 +172,15 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct HostKeys {
     enabled: Option<bool>,
-    #[serde(default, deserialize_with = "tidegauge_core::duration::deserialize_opt")]
+    #[serde(
+        default,
+        deserialize_with = "tidegauge_core::duration::deserialize_opt"
+    )]
     timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "tidegauge_core::duration::deserialize_opt")]
+    #[serde(
+        default,
+        deserialize_with = "tidegauge_core::duration::deserialize_opt"
+    )]
     cache_ttl: Option<Duration>,
 }
 
@@ -202,22 +215,94 @@ pub fn command() -> Command {
     let mut cmd = Command::new("tidegauge")
         .version(env!("CARGO_PKG_VERSION"))
         .about("One host binary serving Prometheus metrics from tidegauge collectors.")
-        .arg(Arg::new("config").long("config").alias("config.file").value_name("FILE").help("Configuration file (default: ./tidegauge.toml when present)"))
-        .arg(Arg::new("check-config").long("check-config").action(ArgAction::SetTrue).help("Validate the configuration, print it resolved, and exit"))
-        .arg(Arg::new("web.listen-address").long("web.listen-address").value_name("ADDR").action(ArgAction::Append).help("Address to listen on; repeatable (default :9877)"))
-        .arg(Arg::new("web.telemetry-path").long("web.telemetry-path").value_name("PATH").help("Path under which to expose metrics (default /metrics)"))
-        .arg(Arg::new("web.max-requests").long("web.max-requests").value_name("N").value_parser(clap::value_parser!(u64)).help("Maximum concurrent scrape requests; 0 = unlimited (default 40)"))
-        .arg(Arg::new("scrape.default-timeout").long("scrape.default-timeout").value_name("DURATION").help("Scrape timeout when Prometheus sends none (default 10s)"))
-        .arg(Arg::new("scrape.timeout-offset").long("scrape.timeout-offset").value_name("DURATION").help("Subtracted from the scrape timeout (default 0.5s)"))
-        .arg(Arg::new("log.level").long("log.level").value_name("LEVEL").help("error, warn, info, debug or trace (default info)"))
-        .arg(Arg::new("log.format").long("log.format").value_name("FORMAT").help("text or json (default text)"))
-        .arg(Arg::new("collector.disable-defaults").long("collector.disable-defaults").action(ArgAction::SetTrue).help("Run only the collectors enabled explicitly"));
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .alias("config.file")
+                .value_name("FILE")
+                .help("Configuration file (default: ./tidegauge.toml when present)"),
+        )
+        .arg(
+            Arg::new("check-config")
+                .long("check-config")
+                .action(ArgAction::SetTrue)
+                .help("Validate the configuration, print it resolved, and exit"),
+        )
+        .arg(
+            Arg::new("web.listen-address")
+                .long("web.listen-address")
+                .value_name("ADDR")
+                .action(ArgAction::Append)
+                .help("Address to listen on; repeatable (default :9877)"),
+        )
+        .arg(
+            Arg::new("web.telemetry-path")
+                .long("web.telemetry-path")
+                .value_name("PATH")
+                .help("Path under which to expose metrics (default /metrics)"),
+        )
+        .arg(
+            Arg::new("web.max-requests")
+                .long("web.max-requests")
+                .value_name("N")
+                .value_parser(clap::value_parser!(u64))
+                .help("Maximum concurrent scrape requests; 0 = unlimited (default 40)"),
+        )
+        .arg(
+            Arg::new("scrape.default-timeout")
+                .long("scrape.default-timeout")
+                .value_name("DURATION")
+                .help("Scrape timeout when Prometheus sends none (default 10s)"),
+        )
+        .arg(
+            Arg::new("scrape.timeout-offset")
+                .long("scrape.timeout-offset")
+                .value_name("DURATION")
+                .help("Subtracted from the scrape timeout (default 0.5s)"),
+        )
+        .arg(
+            Arg::new("log.level")
+                .long("log.level")
+                .value_name("LEVEL")
+                .help("error, warn, info, debug or trace (default info)"),
+        )
+        .arg(
+            Arg::new("log.format")
+                .long("log.format")
+                .value_name("FORMAT")
+                .help("text or json (default text)"),
+        )
+        .arg(
+            Arg::new("collector.disable-defaults")
+                .long("collector.disable-defaults")
+                .action(ArgAction::SetTrue)
+                .help("Run only the collectors enabled explicitly"),
+        );
     for name in KNOWN_COLLECTORS {
-        let suffix = if compiled_in(name) { "" } else { " (not compiled in)" };
+        let suffix = if compiled_in(name) {
+            ""
+        } else {
+            " (not compiled in)"
+        };
         cmd = cmd
-            .arg(Arg::new(format!("collector.{name}")).long(format!("collector.{name}")).action(ArgAction::SetTrue).help(format!("Enable the {name} collector{suffix}")))
-            .arg(Arg::new(format!("no-collector.{name}")).long(format!("no-collector.{name}")).action(ArgAction::SetTrue).help(format!("Disable the {name} collector")))
-            .arg(Arg::new(format!("collector.{name}.timeout")).long(format!("collector.{name}.timeout")).value_name("DURATION").help(format!("Cap on the {name} collector's scrape budget")));
+            .arg(
+                Arg::new(format!("collector.{name}"))
+                    .long(format!("collector.{name}"))
+                    .action(ArgAction::SetTrue)
+                    .help(format!("Enable the {name} collector{suffix}")),
+            )
+            .arg(
+                Arg::new(format!("no-collector.{name}"))
+                    .long(format!("no-collector.{name}"))
+                    .action(ArgAction::SetTrue)
+                    .help(format!("Disable the {name} collector")),
+            )
+            .arg(
+                Arg::new(format!("collector.{name}.timeout"))
+                    .long(format!("collector.{name}.timeout"))
+                    .value_name("DURATION")
+                    .help(format!("Cap on the {name} collector's scrape budget")),
+            );
     }
     cmd
 }
@@ -227,12 +312,18 @@ fn flag_value(m: &ArgMatches, id: &str) -> Option<String> {
 }
 
 /// Loads the configuration for the given command line; `env` is the process environment.
-pub fn load(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<HostConfig, ConfigError> {
+pub fn load(
+    m: &ArgMatches,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<HostConfig, ConfigError> {
     let explicit = flag_value(m, "config").map(PathBuf::from);
     let file = match explicit {
         Some(p) => {
             if !p.is_file() {
-                return Err(ConfigError(format!("--config {}: no such file", p.display())));
+                return Err(ConfigError(format!(
+                    "--config {}: no such file",
+                    p.display()
+                )));
             }
             Some(p)
         }
@@ -241,7 +332,8 @@ pub fn load(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Host
     let mut fig = Figment::new();
     if let Some(f) = &file {
         // Read it ourselves so a syntax error names the file plainly.
-        let text = std::fs::read_to_string(f).map_err(|e| ConfigError(format!("{}: {e}", f.display())))?;
+        let text =
+            std::fs::read_to_string(f).map_err(|e| ConfigError(format!("{}: {e}", f.display())))?;
         text.parse::<toml::Table>()
             .map_err(|e| ConfigError(format!("{}: {e}", f.display())))?;
         fig = fig.merge(Toml::file_exact(f));
@@ -249,12 +341,11 @@ pub fn load(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Host
     fig = fig.merge(Env::prefixed("TIDEGAUGE_").split("__"));
     // Seed compatibility: the status exporter's port, unless a listen address is given.
     if let Some(port) = env("EXPORTER_PORT") {
-        let p: u16 = port
-            .trim()
-            .parse()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| ConfigError(format!("EXPORTER_PORT={port:?}: expected a port number (1-65535)")))?;
+        let p: u16 = port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+            ConfigError(format!(
+                "EXPORTER_PORT={port:?}: expected a port number (1-65535)"
+            ))
+        })?;
         fig = fig.merge(Setting::new(
             "web.listen_addresses",
             vec![format!(":{p}")],
@@ -263,13 +354,25 @@ pub fn load(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Host
     }
     if let Some(addrs) = m.get_many::<String>("web.listen-address") {
         let addrs: Vec<String> = addrs.cloned().collect();
-        fig = fig.merge(Setting::new("web.listen_addresses", addrs, "flag --web.listen-address"));
+        fig = fig.merge(Setting::new(
+            "web.listen_addresses",
+            addrs,
+            "flag --web.listen-address",
+        ));
     }
     if let Some(v) = flag_value(m, "web.telemetry-path") {
-        fig = fig.merge(Setting::new("web.telemetry_path", v, "flag --web.telemetry-path"));
+        fig = fig.merge(Setting::new(
+            "web.telemetry_path",
+            v,
+            "flag --web.telemetry-path",
+        ));
     }
     if let Some(v) = m.get_one::<u64>("web.max-requests") {
-        fig = fig.merge(Setting::new("web.max_requests", *v, "flag --web.max-requests"));
+        fig = fig.merge(Setting::new(
+            "web.max_requests",
+            *v,
+            "flag --web.max-requests",
+        ));
     }
     for (flag, key) in [
         ("scrape.default-timeout", "scrape.default_timeout"),
@@ -284,7 +387,9 @@ pub fn load(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Host
     let raw: RawConfig = fig.extract()?;
     validate_web(&raw.web)?;
     if raw.scrape.default_timeout.is_zero() {
-        return Err(ConfigError("scrape.default_timeout must be greater than zero".into()));
+        return Err(ConfigError(
+            "scrape.default_timeout must be greater than zero".into(),
+        ));
     }
 
     let mut tables: BTreeMap<String, Dict> = BTreeMap::new();
@@ -310,7 +415,9 @@ pub fn load(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Host
         let on = m.get_flag(&format!("collector.{name}"));
         let off = m.get_flag(&format!("no-collector.{name}"));
         if on && off {
-            return Err(ConfigError(format!("--collector.{name} and --no-collector.{name} contradict each other")));
+            return Err(ConfigError(format!(
+                "--collector.{name} and --no-collector.{name} contradict each other"
+            )));
         }
         if !compiled_in(name) {
             if on || flag_value(m, &format!("collector.{name}.timeout")).is_some() {
@@ -327,9 +434,7 @@ pub fn load(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Host
                 host_part.insert(k.to_owned(), v);
             }
         }
-        let host: HostKeys = Value::from(host_part)
-            .deserialize()
-            .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
+        let host: HostKeys = deserialize(name, &Value::from(host_part))?;
         let mut timeout = host.timeout;
         if let Some(t) = flag_value(m, &format!("collector.{name}.timeout")) {
             timeout = Some(
@@ -365,9 +470,27 @@ pub fn load(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Host
     })
 }
 
+/// Deserializes a collector's table, naming the offending key in errors.
+pub fn deserialize<T: serde::de::DeserializeOwned>(
+    collector: &str,
+    v: &Value,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
+        ConfigError(format!("collectors.{collector}{at}: {}", e.inner()))
+    })
+}
+
 fn validate_web(web: &WebConfig) -> Result<(), ConfigError> {
     if web.listen_addresses.is_empty() {
-        return Err(ConfigError("web.listen_addresses must name at least one address".into()));
+        return Err(ConfigError(
+            "web.listen_addresses must name at least one address".into(),
+        ));
     }
     for a in &web.listen_addresses {
         parse_listen(a).map_err(|e| ConfigError(format!("web.listen_addresses: {e}")))?;
@@ -380,7 +503,9 @@ fn validate_web(web: &WebConfig) -> Result<(), ConfigError> {
     }
     for reserved in ["/probe", "/-/healthy", "/-/ready", "/-/reload"] {
         if web.telemetry_path == reserved {
-            return Err(ConfigError(format!("web.telemetry_path {reserved:?} is a reserved route")));
+            return Err(ConfigError(format!(
+                "web.telemetry_path {reserved:?} is a reserved route"
+            )));
         }
     }
     Ok(())
@@ -418,16 +543,27 @@ mod tests {
     use super::*;
 
     fn load_args(args: &[&str], env: &[(&str, &str)]) -> Result<HostConfig, ConfigError> {
-        let m = command().try_get_matches_from(std::iter::once("tidegauge").chain(args.iter().copied())).map_err(|e| ConfigError(e.to_string()))?;
-        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let m = command()
+            .try_get_matches_from(std::iter::once("tidegauge").chain(args.iter().copied()))
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         load(&m, &move |k| env.get(k).cloned())
     }
 
     #[test]
     fn listen_forms() {
         assert_eq!(parse_listen(":9877"), Ok(Listen::Any(9877)));
-        assert_eq!(parse_listen("127.0.0.1:1"), Ok(Listen::Host("127.0.0.1".into(), 1)));
-        assert_eq!(parse_listen("[::1]:9100"), Ok(Listen::Host("::1".into(), 9100)));
+        assert_eq!(
+            parse_listen("127.0.0.1:1"),
+            Ok(Listen::Host("127.0.0.1".into(), 1))
+        );
+        assert_eq!(
+            parse_listen("[::1]:9100"),
+            Ok(Listen::Host("::1".into(), 9100))
+        );
         assert!(parse_listen("9100").is_err());
         assert!(parse_listen(":http").is_err());
     }
@@ -437,15 +573,35 @@ mod tests {
         let c = load_args(&[], &[]).unwrap();
         assert_eq!(c.web, WebConfig::default());
         assert!(c.collectors["app-status"].enabled);
-        let c = load_args(&["--web.listen-address", "127.0.0.1:1", "--web.listen-address", ":2", "--collector.app-status.timeout", "3s", "--web.max-requests", "0"], &[]).unwrap();
+        let c = load_args(
+            &[
+                "--web.listen-address",
+                "127.0.0.1:1",
+                "--web.listen-address",
+                ":2",
+                "--collector.app-status.timeout",
+                "3s",
+                "--web.max-requests",
+                "0",
+            ],
+            &[],
+        )
+        .unwrap();
         assert_eq!(c.web.listen_addresses, vec!["127.0.0.1:1", ":2"]);
         assert_eq!(c.web.max_requests, 0);
-        assert_eq!(c.collectors["app-status"].settings.timeout, Some(Duration::from_secs(3)));
+        assert_eq!(
+            c.collectors["app-status"].settings.timeout,
+            Some(Duration::from_secs(3))
+        );
         let c = load_args(&["--no-collector.app-status"], &[]).unwrap();
         assert!(!c.collectors["app-status"].enabled);
         let c = load_args(&["--collector.disable-defaults"], &[]).unwrap();
         assert!(!c.collectors["app-status"].enabled);
-        let c = load_args(&["--collector.disable-defaults", "--collector.app-status"], &[]).unwrap();
+        let c = load_args(
+            &["--collector.disable-defaults", "--collector.app-status"],
+            &[],
+        )
+        .unwrap();
         assert!(c.collectors["app-status"].enabled);
     }
 
@@ -453,7 +609,11 @@ mod tests {
     fn exporter_port_applies_unless_a_listen_address_is_given() {
         let c = load_args(&[], &[("EXPORTER_PORT", "9999")]).unwrap();
         assert_eq!(c.web.listen_addresses, vec![":9999"]);
-        let c = load_args(&["--web.listen-address", "127.0.0.1:1"], &[("EXPORTER_PORT", "9999")]).unwrap();
+        let c = load_args(
+            &["--web.listen-address", "127.0.0.1:1"],
+            &[("EXPORTER_PORT", "9999")],
+        )
+        .unwrap();
         assert_eq!(c.web.listen_addresses, vec!["127.0.0.1:1"]);
         let e = load_args(&[], &[("EXPORTER_PORT", "abc")]).unwrap_err();
         assert!(e.0.contains("EXPORTER_PORT"), "{e}");
@@ -463,13 +623,25 @@ mod tests {
     fn errors_name_the_key() {
         for (args, want) in [
             (&["--collector.ifcb"][..], "not compiled into this binary"),
-            (&["--collector.app-status", "--no-collector.app-status"][..], "contradict"),
+            (
+                &["--collector.app-status", "--no-collector.app-status"][..],
+                "contradict",
+            ),
             (&["--scrape.default-timeout", "soon"][..], "default_timeout"),
-            (&["--web.listen-address", "nowhere"][..], "web.listen_addresses"),
+            (
+                &["--web.listen-address", "nowhere"][..],
+                "web.listen_addresses",
+            ),
             (&["--web.telemetry-path", "metrics"][..], "telemetry_path"),
             (&["--log.format", "xml"][..], "format"),
-            (&["--collector.app-status.timeout=-1"][..], "--collector.app-status.timeout"),
-            (&["--config", "/nonexistent/tidegauge.toml"][..], "no such file"),
+            (
+                &["--collector.app-status.timeout=-1"][..],
+                "--collector.app-status.timeout",
+            ),
+            (
+                &["--config", "/nonexistent/tidegauge.toml"][..],
+                "no such file",
+            ),
         ] {
             let e = load_args(args, &[]).unwrap_err();
             assert!(e.0.contains(want), "{args:?}: {e}");
@@ -490,15 +662,25 @@ mod tests {
         assert!(a.own.find_ref("min_interval").is_some());
         assert!(a.own.find_ref("cache_ttl").is_none());
         // Flags beat the file.
-        let c = load_args(&["--config", f.to_str().unwrap(), "--web.max-requests", "9"], &[]).unwrap();
+        let c = load_args(
+            &["--config", f.to_str().unwrap(), "--web.max-requests", "9"],
+            &[],
+        )
+        .unwrap();
         assert_eq!(c.web.max_requests, 9);
 
         for (text, want) in [
             ("[web]\nmax_requests = \"many\"\n", "max_requests"),
             ("[webb]\n", "webb"),
-            ("[collectors.ifcb]\nbase_url = \"x\"\n", "not compiled into this binary"),
+            (
+                "[collectors.ifcb]\nbase_url = \"x\"\n",
+                "not compiled into this binary",
+            ),
             ("[collectors.nope]\n", "unknown collector"),
-            ("[collectors.app-status]\nenabled = \"yes\"\n", "collectors.app-status"),
+            (
+                "[collectors.app-status]\nenabled = \"yes\"\n",
+                "collectors.app-status",
+            ),
             ("not toml at all [", "t.toml"),
         ] {
             std::fs::write(&f, text).unwrap();

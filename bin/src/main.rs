@@ -67,11 +67,17 @@ fn main() -> ExitCode {
         println!("configuration is valid");
         println!("listen: {}", cfg.web.listen_addresses.join(", "));
         for (name, c) in &cfg.collectors {
-            println!("collector {name}: {}", if c.enabled { "enabled" } else { "disabled" });
+            println!(
+                "collector {name}: {}",
+                if c.enabled { "enabled" } else { "disabled" }
+            );
         }
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tidegauge: cannot start the runtime: {e}");
@@ -125,11 +131,15 @@ async fn bind(addr: &str) -> std::io::Result<Vec<TcpListener>> {
             // Dual-stack where the host has IPv6, plain IPv4 otherwise.
             match TcpListener::bind(SocketAddr::from(([0u16; 8], port))).await {
                 Ok(l) => Ok(vec![l]),
-                Err(_) => Ok(vec![TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?]),
+                Err(_) => Ok(vec![
+                    TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?,
+                ]),
             }
         }
         Listen::Host(host, port) => {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await?.collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect();
             let mut out = Vec::new();
             let mut last_err = None;
             for a in addrs {
@@ -140,7 +150,9 @@ async fn bind(addr: &str) -> std::io::Result<Vec<TcpListener>> {
             }
             match (out.is_empty(), last_err) {
                 (true, Some(e)) => Err(e),
-                (true, None) => Err(std::io::Error::other(format!("{addr}: no address to listen on"))),
+                (true, None) => Err(std::io::Error::other(format!(
+                    "{addr}: no address to listen on"
+                ))),
                 _ => Ok(out),
             }
         }
@@ -157,7 +169,12 @@ async fn serve(
     for addr in &cfg.web.listen_addresses {
         match bind(addr).await {
             Ok(ls) => listeners.extend(ls),
-            Err(e) => return Err(std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr}: {e}"),
+                ));
+            }
         }
     }
     let shutdown = CancellationToken::new();
@@ -177,7 +194,17 @@ async fn serve(
             let running = Arc::clone(&running);
             let matches = matches.clone();
             let services = services.clone();
-            async move { reload(&matches, &services, &shared, &background, &shutdown, &running) }.boxed()
+            async move {
+                reload(
+                    &matches,
+                    &services,
+                    &shared,
+                    &background,
+                    &shutdown,
+                    &running,
+                )
+            }
+            .boxed()
         })
     };
     let settings = WebSettings {
@@ -262,7 +289,10 @@ fn reload(
 
 async fn watch_signals(shutdown: CancellationToken, reload: ReloadFn) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return;
     };

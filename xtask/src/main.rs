@@ -1,1 +1,106 @@
-fn main() {}
+//! Repository chores: `cargo xtask test | demo | bench | new-collector NAME`.
+
+mod bench;
+mod demo;
+mod scaffold;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: cargo xtask <command>\n\n\
+         commands:\n  \
+         test                 install test tools when missing (promtool), then run every test\n  \
+         demo                 start a sample status application and the host configured for it\n  \
+         bench [host]         measure scrape latency, cached throughput and idle memory (release build)\n  \
+         new-collector NAME   scaffold a collector crate wired behind a feature in bin/"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo::run(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("new-collector") => match args.get(1) {
+            Some(name) => scaffold::new_collector(&root(), name),
+            None => return usage(),
+        },
+        _ => return usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command in the workspace root, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: running {shown}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed with {status}"))
+    }
+}
+
+/// Whether `tool` is on the PATH.
+pub fn has(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    run(Command::new("bash").arg(root().join("scripts/install-test-deps.sh")))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let nextest = Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if nextest {
+        run(Command::new(&cargo)
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-features",
+                "--no-fail-fast",
+            ])
+            .args(extra))?;
+    } else {
+        run(Command::new(&cargo)
+            .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
+            .args(extra))?;
+    }
+    // The smallest build must keep compiling too.
+    run(Command::new(&cargo).args([
+        "check",
+        "-p",
+        "tidegauge",
+        "--no-default-features",
+        "--features",
+        "app-status",
+    ]))?;
+    Ok(())
+}

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 /// The collector's configuration (`[collectors.app-status]`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -19,7 +19,10 @@ pub struct Config {
     pub modules: BTreeMap<String, ModuleConfig>,
     /// Minimum interval between two fetches of one target (seed: `POLLING_INTERVAL_SECONDS`,
     /// default 5 s); a scrape arriving sooner is served the previous result. `0`: every scrape.
-    #[serde(default, deserialize_with = "tidegauge_core::duration::deserialize_opt")]
+    #[serde(
+        default,
+        deserialize_with = "tidegauge_core::duration::deserialize_opt"
+    )]
     pub min_interval: Option<Duration>,
     /// `/probe` settings.
     pub probe: ProbeConfig,
@@ -59,7 +62,10 @@ pub struct ProbeConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModuleConfig {
     /// Upper bound of one fetch (the scrape budget may cut it shorter).
-    #[serde(default = "default_timeout", deserialize_with = "tidegauge_core::duration::deserialize")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "tidegauge_core::duration::deserialize"
+    )]
     pub timeout: Duration,
     /// Largest accepted body in bytes.
     #[serde(default = "default_max_body")]
@@ -223,23 +229,36 @@ impl<'de> Deserialize<'de> for Convert {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Convert, A::Error> {
                 let t = ConvertTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                let kinds = [t.map.is_some(), t.states.is_some(), t.timestamp.is_some(), t.regex.is_some()]
-                    .iter()
-                    .filter(|b| **b)
-                    .count();
+                let kinds = [
+                    t.map.is_some(),
+                    t.states.is_some(),
+                    t.timestamp.is_some(),
+                    t.regex.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
                 if kinds > 1 {
-                    return Err(de::Error::custom("a converter takes only one of map, states, timestamp, regex"));
+                    return Err(de::Error::custom(
+                        "a converter takes only one of map, states, timestamp, regex",
+                    ));
                 }
                 let only = |ok: bool, what: &str| {
                     if ok {
                         Ok(())
                     } else {
-                        Err(de::Error::custom(format!("{what}")))
+                        Err(de::Error::custom(what))
                     }
                 };
                 if let Some(table) = t.map {
-                    only(t.states.is_none() && t.label.is_none() && t.scale.is_none(), "map takes only `default` besides the table")?;
-                    return Ok(Convert::Map { table, default: t.default });
+                    only(
+                        t.states.is_none() && t.label.is_none() && t.scale.is_none(),
+                        "map takes only `default` besides the table",
+                    )?;
+                    return Ok(Convert::Map {
+                        table,
+                        default: t.default,
+                    });
                 }
                 only(t.default.is_none(), "`default` belongs to a map converter")?;
                 if let Some(states) = t.states {
@@ -247,7 +266,10 @@ impl<'de> Deserialize<'de> for Convert {
                     if states.is_empty() {
                         return Err(de::Error::custom("states must list at least one state"));
                     }
-                    return Ok(Convert::States { states, label: t.label });
+                    return Ok(Convert::States {
+                        states,
+                        label: t.label,
+                    });
                 }
                 only(t.label.is_none(), "`label` belongs to a states converter")?;
                 if let Some(unit) = t.timestamp {
@@ -255,16 +277,23 @@ impl<'de> Deserialize<'de> for Convert {
                     return match unit.as_str() {
                         "s" => Ok(Convert::Timestamp { millis: false }),
                         "ms" => Ok(Convert::Timestamp { millis: true }),
-                        other => Err(de::Error::custom(format!("timestamp unit {other:?}: expected \"s\" or \"ms\""))),
+                        other => Err(de::Error::custom(format!(
+                            "timestamp unit {other:?}: expected \"s\" or \"ms\""
+                        ))),
                     };
                 }
                 if let Some(pattern) = t.regex {
-                    return Ok(Convert::Regex { pattern, scale: t.scale.unwrap_or(1.0) });
+                    return Ok(Convert::Regex {
+                        pattern,
+                        scale: t.scale.unwrap_or(1.0),
+                    });
                 }
                 if let Some(f) = t.scale {
                     return Ok(Convert::Scale(f));
                 }
-                Err(de::Error::custom("empty converter table: give one of map, states, timestamp, regex, scale"))
+                Err(de::Error::custom(
+                    "empty converter table: give one of map, states, timestamp, regex, scale",
+                ))
             }
         }
         d.deserialize_any(V)
@@ -299,8 +328,16 @@ pub fn seed_module() -> ModuleConfig {
         bearer_token_env: None,
         basic_auth: None,
         metrics: vec![
-            m("$.current_requests", "app_requests_current", "Current requests"),
-            m("$.pending_requests", "app_requests_pending", "Pending requests"),
+            m(
+                "$.current_requests",
+                "app_requests_current",
+                "Current requests",
+            ),
+            m(
+                "$.pending_requests",
+                "app_requests_pending",
+                "Pending requests",
+            ),
             m("$.total_uptime", "app_uptime", "Uptime"),
             health,
         ],
@@ -327,19 +364,26 @@ impl SeedEnv {
         let get = |k: &str, d: &str| env(k).unwrap_or_else(|| d.to_owned());
         let scheme = get("TARGET_SCHEME", "http");
         if scheme != "http" && scheme != "https" {
-            return Err(ConfigError(format!("TARGET_SCHEME={scheme:?}: expected http or https")));
+            return Err(ConfigError(format!(
+                "TARGET_SCHEME={scheme:?}: expected http or https"
+            )));
         }
         let host = get("TARGET_HOST", "localhost");
         if host.is_empty() || host.contains(['/', ' ', '?', '#']) {
-            return Err(ConfigError(format!("TARGET_HOST={host:?}: expected a host name or address")));
+            return Err(ConfigError(format!(
+                "TARGET_HOST={host:?}: expected a host name or address"
+            )));
         }
         let port_raw = get("TARGET_PORT", "8000");
-        let port: u16 = port_raw
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError(format!("TARGET_PORT={port_raw:?}: expected a port number (1-65535)")))?;
+        let port: u16 = port_raw.trim().parse().map_err(|_| {
+            ConfigError(format!(
+                "TARGET_PORT={port_raw:?}: expected a port number (1-65535)"
+            ))
+        })?;
         if port == 0 {
-            return Err(ConfigError("TARGET_PORT=0: expected a port number (1-65535)".into()));
+            return Err(ConfigError(
+                "TARGET_PORT=0: expected a port number (1-65535)".into(),
+            ));
         }
         let path = get("TARGET_METRICS", "status");
         let min_interval = match env("POLLING_INTERVAL_SECONDS") {
@@ -373,8 +417,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -387,7 +433,12 @@ mod tests {
 
     #[test]
     fn leading_slash_is_stripped() {
-        let s = SeedEnv::read(&env(&[("TARGET_METRICS", "/status"), ("TARGET_HOST", "node-app"), ("TARGET_PORT", "9000")])).unwrap();
+        let s = SeedEnv::read(&env(&[
+            ("TARGET_METRICS", "/status"),
+            ("TARGET_HOST", "node-app"),
+            ("TARGET_PORT", "9000"),
+        ]))
+        .unwrap();
         assert_eq!(s.url, "http://node-app:9000/status");
     }
 
@@ -409,10 +460,24 @@ mod tests {
         }
         let p = |s: &str| toml::from_str::<W>(s).map(|w| w.c);
         assert_eq!(p("c = \"number\"").unwrap(), Convert::Number);
-        assert_eq!(p("c = { timestamp = \"ms\" }").unwrap(), Convert::Timestamp { millis: true });
+        assert_eq!(
+            p("c = { timestamp = \"ms\" }").unwrap(),
+            Convert::Timestamp { millis: true }
+        );
         assert_eq!(p("c = { scale = 0.001 }").unwrap(), Convert::Scale(0.001));
-        assert!(matches!(p("c = { map = { a = 1 }, default = 0 }").unwrap(), Convert::Map { default: Some(_), .. }));
-        assert!(p("c = \"nope\"").unwrap_err().to_string().contains("unknown converter"));
+        assert!(matches!(
+            p("c = { map = { a = 1 }, default = 0 }").unwrap(),
+            Convert::Map {
+                default: Some(_),
+                ..
+            }
+        ));
+        assert!(
+            p("c = \"nope\"")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown converter")
+        );
         assert!(p("c = { states = [] }").is_err());
         assert!(p("c = { map = { a = 1 }, states = [\"x\"] }").is_err());
         assert!(p("c = { bogus = 1 }").is_err());

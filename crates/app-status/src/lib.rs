@@ -53,17 +53,27 @@ struct Module {
 }
 
 impl Module {
-    fn compile(name: &str, c: &ModuleConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    fn compile(
+        name: &str,
+        c: &ModuleConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let at = format!("modules.{name}");
         let err = |m: String| ConfigError(format!("{at}: {m}"));
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         for (k, v) in &c.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| err(format!("headers: invalid header name {k:?}")))?;
-            let value = HeaderValue::from_str(v).map_err(|_| err(format!("headers.{k}: invalid header value")))?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| err(format!("headers: invalid header name {k:?}")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| err(format!("headers.{k}: invalid header value")))?;
             headers.insert(name, value);
         }
-        let secret = |lit: &Option<String>, file: &Option<String>, var: &Option<String>, what: &str| -> Result<Option<String>, ConfigError> {
+        let secret = |lit: &Option<String>,
+                      file: &Option<String>,
+                      var: &Option<String>,
+                      what: &str|
+         -> Result<Option<String>, ConfigError> {
             match (lit, file, var) {
                 (None, None, None) => Ok(None),
                 (Some(s), None, None) => Ok(Some(s.clone())),
@@ -73,10 +83,17 @@ impl Module {
                 (None, None, Some(v)) => env(v)
                     .map(Some)
                     .ok_or_else(|| err(format!("{what}_env: environment variable {v} is not set"))),
-                _ => Err(err(format!("give only one of {what}, {what}_file, {what}_env"))),
+                _ => Err(err(format!(
+                    "give only one of {what}, {what}_file, {what}_env"
+                ))),
             }
         };
-        let token = secret(&c.bearer_token, &c.bearer_token_file, &c.bearer_token_env, "bearer_token")?;
+        let token = secret(
+            &c.bearer_token,
+            &c.bearer_token_file,
+            &c.bearer_token_env,
+            "bearer_token",
+        )?;
         if let Some(token) = token {
             let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| err("bearer_token: not a valid header value".into()))?;
@@ -85,11 +102,22 @@ impl Module {
         }
         if let Some(b) = &c.basic_auth {
             if headers.contains_key(AUTHORIZATION) {
-                return Err(err("give either bearer_token or basic_auth, not both".into()));
+                return Err(err(
+                    "give either bearer_token or basic_auth, not both".into()
+                ));
             }
-            let password = secret(&b.password, &b.password_file, &b.password_env, "basic_auth.password")?.unwrap_or_default();
-            let mut v = HeaderValue::from_str(&format!("Basic {}", base64(&format!("{}:{password}", b.username))))
-                .map_err(|_| err("basic_auth: not a valid header value".into()))?;
+            let password = secret(
+                &b.password,
+                &b.password_file,
+                &b.password_env,
+                "basic_auth.password",
+            )?
+            .unwrap_or_default();
+            let mut v = HeaderValue::from_str(&format!(
+                "Basic {}",
+                base64(&format!("{}:{password}", b.username))
+            ))
+            .map_err(|_| err("basic_auth: not a valid header value".into()))?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
@@ -109,12 +137,18 @@ impl Module {
         for (i, m) in c.metrics.iter().enumerate() {
             let mapping = Mapping::compile(m, &format!("{at}.metrics[{i}]"))?;
             if STATUS_FAMILIES.contains(&mapping.name()) {
-                return Err(err(format!("metrics[{i}]: name {:?} is reserved for the collector's status metrics", mapping.name())));
+                return Err(err(format!(
+                    "metrics[{i}]: name {:?} is reserved for the collector's status metrics",
+                    mapping.name()
+                )));
             }
             if let Some(k) = kinds.insert(mapping.name().to_owned(), mapping.kind())
                 && k != mapping.kind()
             {
-                return Err(err(format!("metrics[{i}]: {:?} is mapped twice with different types", mapping.name())));
+                return Err(err(format!(
+                    "metrics[{i}]: {:?} is mapped twice with different types",
+                    mapping.name()
+                )));
             }
             mappings.push(mapping);
         }
@@ -201,7 +235,9 @@ impl AppStatus {
     /// variables (used when no targets are configured) and `*_env` secrets.
     pub fn new(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut module_configs = config.modules.clone();
-        module_configs.entry("default".into()).or_insert_with(seed_module);
+        module_configs
+            .entry("default".into())
+            .or_insert_with(seed_module);
         let mut modules = BTreeMap::new();
         for (name, m) in &module_configs {
             modules.insert(name.clone(), Arc::new(Module::compile(name, m, env)?));
@@ -214,7 +250,12 @@ impl AppStatus {
         let min_interval = config
             .min_interval
             .or(seed.as_ref().and_then(|s| s.min_interval))
-            .or_else(|| env("POLLING_INTERVAL_SECONDS").and_then(|v| v.trim().parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64))
+            .or_else(|| {
+                env("POLLING_INTERVAL_SECONDS")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64)
+            })
             .unwrap_or(DEFAULT_MIN_INTERVAL);
         let target_configs = match seed {
             Some(seed) => vec![TargetConfig {
@@ -234,17 +275,29 @@ impl AppStatus {
                 return Err(ConfigError(format!("{at}.name must not be empty")));
             }
             if !names.insert(t.name.clone()) {
-                return Err(ConfigError(format!("{at}: target name {:?} is used twice", t.name)));
+                return Err(ConfigError(format!(
+                    "{at}: target name {:?} is used twice",
+                    t.name
+                )));
             }
-            let url = reqwest::Url::parse(&t.url).map_err(|e| ConfigError(format!("{at}.url {:?}: {e}", t.url)))?;
+            let url = reqwest::Url::parse(&t.url)
+                .map_err(|e| ConfigError(format!("{at}.url {:?}: {e}", t.url)))?;
             if url.scheme() != "http" && url.scheme() != "https" {
-                return Err(ConfigError(format!("{at}.url {:?}: scheme must be http or https", t.url)));
+                return Err(ConfigError(format!(
+                    "{at}.url {:?}: scheme must be http or https",
+                    t.url
+                )));
             }
-            let module = modules
-                .get(&t.module)
-                .ok_or_else(|| ConfigError(format!("{at}.module {:?}: no such module (known: {})", t.module, modules.keys().cloned().collect::<Vec<_>>().join(", "))))?;
+            let module = modules.get(&t.module).ok_or_else(|| {
+                ConfigError(format!(
+                    "{at}.module {:?}: no such module (known: {})",
+                    t.module,
+                    modules.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
             for k in t.labels.keys() {
-                tidegauge_core::snapshot::check_label_name(k).map_err(|e| ConfigError(format!("{at}.labels: {e}")))?;
+                tidegauge_core::snapshot::check_label_name(k)
+                    .map_err(|e| ConfigError(format!("{at}.labels: {e}")))?;
             }
             if !label_sets.insert(t.labels.clone()) && target_configs.len() > 1 {
                 return Err(ConfigError(format!(
@@ -256,7 +309,11 @@ impl AppStatus {
                 name: t.name.clone(),
                 url: url.to_string(),
                 module: Arc::clone(module),
-                labels: t.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                labels: t
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 state: Mutex::new(TargetState::default()),
                 flight: SingleFlight::new(),
             }));
@@ -268,7 +325,10 @@ impl AppStatus {
                 if let Some(k) = kinds.insert(m.name(), m.kind())
                     && k != m.kind()
                 {
-                    return Err(ConfigError(format!("metric {:?} has different types in different modules", m.name())));
+                    return Err(ConfigError(format!(
+                        "metric {:?} has different types in different modules",
+                        m.name()
+                    )));
                 }
             }
         }
@@ -283,7 +343,10 @@ impl AppStatus {
 
     /// The targets' names and URLs.
     pub fn targets(&self) -> Vec<(String, String)> {
-        self.targets.iter().map(|t| (t.name.clone(), t.url.clone())).collect()
+        self.targets
+            .iter()
+            .map(|t| (t.name.clone(), t.url.clone()))
+            .collect()
     }
 
     async fn refresh(&self, target: &Arc<Target>, ctx: &ScrapeContext) -> Arc<Fetched> {
@@ -326,7 +389,12 @@ impl AppStatus {
 }
 
 /// Fetches `url` and applies the module; never fails, errors become reasons.
-async fn fetch(module: &Module, url: &str, extra: &[(String, String)], ctx: &ScrapeContext) -> Fetched {
+async fn fetch(
+    module: &Module,
+    url: &str,
+    extra: &[(String, String)],
+    ctx: &ScrapeContext,
+) -> Fetched {
     let started = std::time::Instant::now();
     let at = ctx.now();
     let timeout = module.timeout.min(ctx.upstream_budget());
@@ -358,20 +426,30 @@ async fn fetch(module: &Module, url: &str, extra: &[(String, String)], ctx: &Scr
     out
 }
 
-async fn fetch_body(module: &Module, url: &str, ctx: &ScrapeContext) -> Result<serde_json::Value, Reason> {
+async fn fetch_body(
+    module: &Module,
+    url: &str,
+    ctx: &ScrapeContext,
+) -> Result<serde_json::Value, Reason> {
     let client = ctx.http();
     let req = match &module.body {
         Some(body) => client.post(url).body(body.clone()),
         None => client.get(url),
     };
-    let resp = req.headers(module.headers.clone()).send().await.map_err(classify)?;
+    let resp = req
+        .headers(module.headers.clone())
+        .send()
+        .await
+        .map_err(classify)?;
     if !module.status_ok(resp.status().as_u16()) {
         return Err(Reason::HttpStatus);
     }
-    let body = read_body_limited(resp, module.max_body).await.map_err(|e| match e {
-        BodyError::TooLarge { .. } => Reason::BodyTooLarge,
-        BodyError::Transport(e) => classify(e),
-    })?;
+    let body = read_body_limited(resp, module.max_body)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { .. } => Reason::BodyTooLarge,
+            BodyError::Transport(e) => classify(e),
+        })?;
     serde_json::from_slice(&body).map_err(|_| Reason::InvalidJson)
 }
 
@@ -384,7 +462,11 @@ fn classify(e: reqwest::Error) -> Reason {
 }
 
 /// Merges families of the same name (several targets) keeping first-seen order.
-fn merge_into(out: &mut Vec<MetricFamily>, index: &mut HashMap<String, usize>, families: &[MetricFamily]) {
+fn merge_into(
+    out: &mut Vec<MetricFamily>,
+    index: &mut HashMap<String, usize>,
+    families: &[MetricFamily],
+) {
     for f in families {
         match index.get(&f.name) {
             Some(&i) => out[i].samples.extend(f.samples.iter().cloned()),
@@ -407,24 +489,45 @@ impl Collector for AppStatus {
         let now = ctx.now();
         let mut mapped = Vec::new();
         let mut index = HashMap::new();
-        let mut up = MetricFamily::gauge("app_status_up", "Whether the last fetch of the target's status route succeeded (accepted status and a JSON document).");
-        let mut duration = MetricFamily::gauge("app_status_fetch_duration_seconds", "Duration of the last fetch of the target's status route.");
-        let mut last_ok = MetricFamily::gauge("app_status_last_success_timestamp_seconds", "Time of the last successful fetch of the target's status route.");
-        let mut age = MetricFamily::gauge("app_status_result_age_seconds", "Age of the result served; results are reused for the minimum interval between fetches.");
-        let mut errors = MetricFamily::counter("app_status_errors", "Errors met fetching or mapping the target's status, by reason.");
+        let mut up = MetricFamily::gauge(
+            "app_status_up",
+            "Whether the last fetch of the target's status route succeeded (accepted status and a JSON document).",
+        );
+        let mut duration = MetricFamily::gauge(
+            "app_status_fetch_duration_seconds",
+            "Duration of the last fetch of the target's status route.",
+        );
+        let mut last_ok = MetricFamily::gauge(
+            "app_status_last_success_timestamp_seconds",
+            "Time of the last successful fetch of the target's status route.",
+        );
+        let mut age = MetricFamily::gauge(
+            "app_status_result_age_seconds",
+            "Age of the result served; results are reused for the minimum interval between fetches.",
+        );
+        let mut errors = MetricFamily::counter(
+            "app_status_errors",
+            "Errors met fetching or mapping the target's status, by reason.",
+        );
         for (t, r) in self.targets.iter().zip(&results) {
             merge_into(&mut mapped, &mut index, &r.families);
             let l = labels([("target", &t.name)]);
             up.push(l.clone(), if r.up { 1.0 } else { 0.0 });
             duration.push(l.clone(), r.duration.as_secs_f64());
-            age.push(l.clone(), now.duration_since(r.at).unwrap_or_default().as_secs_f64());
+            age.push(
+                l.clone(),
+                now.duration_since(r.at).unwrap_or_default().as_secs_f64(),
+            );
             let st = lock(&t.state);
             if let Some(ts) = st.last_success {
                 last_ok.push(l.clone(), unix_seconds(ts));
             }
             for reason in Reason::ALL {
                 let n = st.errors.get(&reason).copied().unwrap_or(0);
-                errors.push(labels([("target", &t.name), ("reason", reason.as_str())]), n as f64);
+                errors.push(
+                    labels([("target", &t.name), ("reason", reason.as_str())]),
+                    n as f64,
+                );
             }
         }
         let mut snap = Snapshot::new();
@@ -448,7 +551,12 @@ impl Prober for AppStatus {
         self.modules.keys().cloned().collect()
     }
 
-    async fn probe(&self, module: &str, target: &str, ctx: &ScrapeContext) -> Result<ProbeResult, ProbeError> {
+    async fn probe(
+        &self,
+        module: &str,
+        target: &str,
+        ctx: &ScrapeContext,
+    ) -> Result<ProbeResult, ProbeError> {
         let m = self
             .modules
             .get(module)
@@ -459,12 +567,17 @@ impl Prober for AppStatus {
         } else {
             format!("http://{raw}")
         };
-        let url = reqwest::Url::parse(&with_scheme).map_err(|e| ProbeError::BadTarget(format!("{raw:?}: {e}")))?;
+        let url = reqwest::Url::parse(&with_scheme)
+            .map_err(|e| ProbeError::BadTarget(format!("{raw:?}: {e}")))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(ProbeError::BadTarget(format!("{raw:?}: scheme must be http or https")));
+            return Err(ProbeError::BadTarget(format!(
+                "{raw:?}: scheme must be http or https"
+            )));
         }
         let url = url.to_string();
-        if !self.probe_allow.is_empty() && !self.probe_allow.iter().any(|p| url.starts_with(p.as_str())) {
+        if !self.probe_allow.is_empty()
+            && !self.probe_allow.iter().any(|p| url.starts_with(p.as_str()))
+        {
             return Err(ProbeError::Forbidden(url));
         }
         let fetched = fetch(m, &url, &[], ctx).await;

@@ -72,10 +72,21 @@ enum LabelSource {
 #[derive(Debug, Clone)]
 enum Conv {
     Number,
-    Timestamp { millis: bool },
-    Map { table: Vec<(String, f64)>, default: Option<f64> },
-    States { states: Vec<String>, label: String },
-    Regex { re: Regex, scale: f64 },
+    Timestamp {
+        millis: bool,
+    },
+    Map {
+        table: Vec<(String, f64)>,
+        default: Option<f64>,
+    },
+    States {
+        states: Vec<String>,
+        label: String,
+    },
+    Regex {
+        re: Regex,
+        scale: f64,
+    },
     Scale(f64),
 }
 
@@ -98,7 +109,9 @@ impl Mapping {
         let err = |m: String| ConfigError(format!("{at} ({}): {m}", c.name));
         check_metric_name(&c.name).map_err(|e| err(e.to_string()))?;
         if c.kind == MappedType::Counter && c.name.ends_with("_total") {
-            return Err(err("counter names are written without `_total`; tidegauge appends it".into()));
+            return Err(err(
+                "counter names are written without `_total`; tidegauge appends it".into(),
+            ));
         }
         let path = JsonPath::parse(&c.path).map_err(|e| err(e.to_string()))?;
         let each = c
@@ -140,9 +153,14 @@ impl Mapping {
                     return Err(err(format!("state label {label:?} is also a series label")));
                 }
                 if c.kind == MappedType::Counter {
-                    return Err(err("a states converter makes a state set; type must not be counter".into()));
+                    return Err(err(
+                        "a states converter makes a state set; type must not be counter".into(),
+                    ));
                 }
-                Conv::States { states: states.clone(), label }
+                Conv::States {
+                    states: states.clone(),
+                    label,
+                }
             }
             Convert::Regex { pattern, scale } => {
                 let re = Regex::new(pattern).map_err(|e| err(format!("regex: {e}")))?;
@@ -320,7 +338,11 @@ fn convert(conv: &Conv, v: &Value) -> Result<Converted, Reason> {
             Value::String(s) => {
                 let caps = re.captures(s).ok_or(Reason::TypeMismatch)?;
                 let m = caps.get(1).ok_or(Reason::TypeMismatch)?;
-                m.as_str().trim().parse::<f64>().map_err(|_| Reason::TypeMismatch)? * scale
+                m.as_str()
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| Reason::TypeMismatch)?
+                    * scale
             }
             Value::Number(_) => number(v)? * scale,
             _ => return Err(Reason::TypeMismatch),
@@ -340,7 +362,11 @@ fn parse_datetime(s: &str) -> Option<f64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9);
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             let t = t.and_utc();
             return Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9);
@@ -360,25 +386,50 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(parse_datetime("2024-05-01T12:00:00Z"), Some(1714564800.0));
-        assert_eq!(parse_datetime("2024-05-01T14:00:00+02:00"), Some(1714564800.0));
+        assert_eq!(
+            parse_datetime("2024-05-01T14:00:00+02:00"),
+            Some(1714564800.0)
+        );
         assert_eq!(parse_datetime("2024-05-01T12:00:00"), Some(1714564800.0));
         assert_eq!(parse_datetime("2024-05-01"), Some(1714521600.0));
         assert_eq!(parse_datetime("yesterday"), None);
         let c = Conv::Timestamp { millis: false };
-        assert!(matches!(convert(&c, &json!(1.757568506e+09)), Ok(Converted::Number(n)) if n == 1757568506.0));
+        assert!(
+            matches!(convert(&c, &json!(1.757568506e+09)), Ok(Converted::Number(n)) if n == 1757568506.0)
+        );
         let c = Conv::Timestamp { millis: true };
-        assert!(matches!(convert(&c, &json!(1714564800123u64)), Ok(Converted::Number(n)) if (n - 1714564800.123).abs() < 1e-6));
+        assert!(
+            matches!(convert(&c, &json!(1714564800123u64)), Ok(Converted::Number(n)) if (n - 1714564800.123).abs() < 1e-6)
+        );
     }
 
     #[test]
     fn numbers() {
-        assert!(matches!(convert(&Conv::Number, &json!("1e3")), Ok(Converted::Number(n)) if n == 1000.0));
-        assert!(matches!(convert(&Conv::Number, &json!(true)), Ok(Converted::Number(n)) if n == 1.0));
-        assert!(matches!(convert(&Conv::Number, &json!("ten")), Err(Reason::TypeMismatch)));
-        assert!(matches!(convert(&Conv::Number, &json!({"a": 1})), Err(Reason::TypeMismatch)));
-        let re = Conv::Regex { re: Regex::new(r"^([0-9.]+)\s*G$").unwrap(), scale: 1e9 };
+        assert!(
+            matches!(convert(&Conv::Number, &json!("1e3")), Ok(Converted::Number(n)) if n == 1000.0)
+        );
+        assert!(
+            matches!(convert(&Conv::Number, &json!(true)), Ok(Converted::Number(n)) if n == 1.0)
+        );
+        assert!(matches!(
+            convert(&Conv::Number, &json!("ten")),
+            Err(Reason::TypeMismatch)
+        ));
+        assert!(matches!(
+            convert(&Conv::Number, &json!({"a": 1})),
+            Err(Reason::TypeMismatch)
+        ));
+        let re = Conv::Regex {
+            re: Regex::new(r"^([0-9.]+)\s*G$").unwrap(),
+            scale: 1e9,
+        };
         assert!(matches!(convert(&re, &json!("150G")), Ok(Converted::Number(n)) if n == 150e9));
-        assert!(matches!(convert(&re, &json!("150M")), Err(Reason::TypeMismatch)));
-        assert!(matches!(convert(&Conv::Scale(0.001), &json!(250)), Ok(Converted::Number(n)) if n == 0.25));
+        assert!(matches!(
+            convert(&re, &json!("150M")),
+            Err(Reason::TypeMismatch)
+        ));
+        assert!(
+            matches!(convert(&Conv::Scale(0.001), &json!(250)), Ok(Converted::Number(n)) if n == 0.25)
+        );
     }
 }

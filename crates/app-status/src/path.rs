@@ -97,9 +97,9 @@ impl JsonPath {
                                 i += 1;
                             }
                             let digits: String = chars[start..i].iter().collect();
-                            let n = digits
-                                .parse::<usize>()
-                                .map_err(|_| err("expected 'key', a non-negative index or * inside [ ]"))?;
+                            let n = digits.parse::<usize>().map_err(|_| {
+                                err("expected 'key', a non-negative index or * inside [ ]")
+                            })?;
                             segments.push(Segment::Index(n));
                         }
                     }
@@ -186,9 +186,17 @@ mod tests {
         assert_eq!(p("$.a[\"b c\"][2].d").get(&doc), Some(&json!(3)));
         assert_eq!(p("$.missing").get(&doc), None);
         assert_eq!(p("$.a['b c'][9]").get(&doc), None);
-        let ids: Vec<_> = p("$.xs[*].id").select(&doc).into_iter().map(|(_, v)| v.clone()).collect();
+        let ids: Vec<_> = p("$.xs[*].id")
+            .select(&doc)
+            .into_iter()
+            .map(|(_, v)| v.clone())
+            .collect();
         assert_eq!(ids, vec![json!(1), json!(2)]);
-        let keys: Vec<_> = p("$.m.*").select(&doc).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<_> = p("$.m.*")
+            .select(&doc)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, vec![Some("k1".to_owned()), Some("k2".to_owned())]);
         assert!(p("$.xs[*]").has_wildcard());
     }

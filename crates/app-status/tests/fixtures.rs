@@ -23,7 +23,8 @@ fn seed_env(server: &MockServer, metrics_path: &str) -> impl Fn(&str) -> Option<
 }
 
 fn json(file: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_raw(fixture(&format!("app-status/{file}")), "application/json")
+    ResponseTemplate::new(200)
+        .set_body_raw(fixture(&format!("app-status/{file}")), "application/json")
 }
 
 async fn serve(file: &str) -> MockServer {
@@ -78,7 +79,10 @@ async fn null_and_numeric_string() {
 async fn not_json() {
     let server = MockServer::start().await;
     Mock::given(path("/status"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(fixture("app-status/not-json.html"), "text/html"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(fixture("app-status/not-json.html"), "text/html"),
+        )
         .mount(&server)
         .await;
     let c = AppStatus::new(&Config::default(), &seed_env(&server, "status")).unwrap();
@@ -96,7 +100,11 @@ async fn seed_env_path_with_leading_slash() {
         .mount(&server)
         .await;
     let c = AppStatus::new(&Config::default(), &seed_env(&server, "/status")).unwrap();
-    assert!(c.targets()[0].1.ends_with(&format!(":{}/status", server.address().port())));
+    assert!(
+        c.targets()[0]
+            .1
+            .ends_with(&format!(":{}/status", server.address().port()))
+    );
     let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
     let snap = c.collect(&ctx).await.unwrap();
     assert_eq!(value(&snap, "app_status_up"), 1.0);
@@ -122,7 +130,8 @@ async fn http_500_and_valid_status() {
     let server = MockServer::start().await;
     Mock::given(path("/status"))
         .respond_with(
-            ResponseTemplate::new(500).set_body_raw(fixture("app-status/error-500.json"), "application/json"),
+            ResponseTemplate::new(500)
+                .set_body_raw(fixture("app-status/error-500.json"), "application/json"),
         )
         .mount(&server)
         .await;
@@ -159,9 +168,15 @@ async fn http_500_and_valid_status() {
 #[tokio::test]
 async fn target_down() {
     // Bind and drop: the port is then (almost certainly) refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let c = AppStatus::new(
-        &config(&format!("[[targets]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port}/status\"\n")),
+        &config(&format!(
+            "[[targets]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port}/status\"\n"
+        )),
         &no_env,
     )
     .unwrap();
@@ -181,7 +196,10 @@ async fn hang_past_the_budget() {
     let ctx = context(Duration::from_millis(500), FakeClock::at(FIXTURE_EPOCH));
     let started = std::time::Instant::now();
     let snap = c.collect(&ctx).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "fetch was not bounded by the budget");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fetch was not bounded by the budget"
+    );
     insta::assert_snapshot!(render(&snap));
 }
 
@@ -195,7 +213,9 @@ async fn min_interval_reuses_the_previous_result() {
         .await;
     let uri = server.uri();
     let c = AppStatus::new(
-        &config(&format!("min_interval = \"5s\"\n[[targets]]\nname = \"app\"\nurl = \"{uri}/status\"\n")),
+        &config(&format!(
+            "min_interval = \"5s\"\n[[targets]]\nname = \"app\"\nurl = \"{uri}/status\"\n"
+        )),
         &no_env,
     )
     .unwrap();
@@ -343,7 +363,11 @@ async fn body_over_the_size_cap() {
     let too_large = errors
         .samples
         .iter()
-        .find(|s| s.labels.iter().any(|(k, v)| k == "reason" && v == "body_too_large"))
+        .find(|s| {
+            s.labels
+                .iter()
+                .any(|(k, v)| k == "reason" && v == "body_too_large")
+        })
         .unwrap();
     assert_eq!(too_large.value, tidegauge_core::Value::Number(1.0));
 }
@@ -352,17 +376,27 @@ async fn body_over_the_size_cap() {
 async fn probe_outcomes() {
     let server = serve("healthy.json").await;
     let c = AppStatus::new(
-        &config(&format!("[probe]\nallow = [\"{}\"]\n[[targets]]\nname = \"x\"\nurl = \"{}/status\"\n", server.uri(), server.uri())),
+        &config(&format!(
+            "[probe]\nallow = [\"{}\"]\n[[targets]]\nname = \"x\"\nurl = \"{}/status\"\n",
+            server.uri(),
+            server.uri()
+        )),
         &no_env,
     )
     .unwrap();
     let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
     let prober: &dyn Prober = c.prober().unwrap();
     assert_eq!(prober.modules(), vec!["default".to_owned()]);
-    let ok = prober.probe("default", &format!("{}/status", server.uri()), &ctx).await.unwrap();
+    let ok = prober
+        .probe("default", &format!("{}/status", server.uri()), &ctx)
+        .await
+        .unwrap();
     assert!(ok.success);
     assert_eq!(value(&ok.snapshot, "app_uptime"), 25.99);
-    assert!(ok.snapshot.family("app_status_up").is_none(), "status metrics never appear in probes");
+    assert!(
+        ok.snapshot.family("app_status_up").is_none(),
+        "status metrics never appear in probes"
+    );
     // Without a scheme, http:// is assumed.
     let bare = server.uri().trim_start_matches("http://").to_owned() + "/status";
     assert!(prober.probe("default", &bare, &ctx).await.unwrap().success);
@@ -371,14 +405,27 @@ async fn probe_outcomes() {
         ProbeError::UnknownModule("nope".into())
     );
     assert!(matches!(
-        prober.probe("default", "http://192.0.2.1/status", &ctx).await,
+        prober
+            .probe("default", "http://192.0.2.1/status", &ctx)
+            .await,
         Err(ProbeError::Forbidden(_))
     ));
-    assert!(matches!(prober.probe("default", "http://[::1", &ctx).await, Err(ProbeError::BadTarget(_))));
+    assert!(matches!(
+        prober.probe("default", "http://[::1", &ctx).await,
+        Err(ProbeError::BadTarget(_))
+    ));
 
     // A refused target is a probe that ran and failed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let open = AppStatus::new(&config("[[targets]]\nname = \"x\"\nurl = \"http://127.0.0.1:1/\"\n"), &no_env).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let open = AppStatus::new(
+        &config("[[targets]]\nname = \"x\"\nurl = \"http://127.0.0.1:1/\"\n"),
+        &no_env,
+    )
+    .unwrap();
     let refused = open
         .prober()
         .unwrap()
@@ -392,8 +439,14 @@ async fn probe_outcomes() {
 #[test]
 fn bad_configuration_names_the_problem() {
     let cases = [
-        ("[[targets]]\nname = \"a\"\nurl = \"not a url\"\n", "targets[0].url"),
-        ("[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nmodule = \"m\"\n", "no such module"),
+        (
+            "[[targets]]\nname = \"a\"\nurl = \"not a url\"\n",
+            "targets[0].url",
+        ),
+        (
+            "[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nmodule = \"m\"\n",
+            "no such module",
+        ),
         (
             "[[targets]]\nname = \"a\"\nurl = \"http://x/\"\n[[targets]]\nname = \"b\"\nurl = \"http://y/\"\n",
             "distinct labels",
@@ -421,9 +474,15 @@ fn bad_configuration_names_the_problem() {
     ];
     for (text, want) in cases {
         let err = AppStatus::new(&config(text), &no_env).unwrap_err();
-        assert!(err.to_string().contains(want), "{text}\n=> {err}\n(wanted {want:?})");
+        assert!(
+            err.to_string().contains(want),
+            "{text}\n=> {err}\n(wanted {want:?})"
+        );
     }
     // Unknown keys are rejected by the parser, not ignored.
-    let err = toml::from_str::<Config>("[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nepochTimestamp = 1\n").unwrap_err();
+    let err = toml::from_str::<Config>(
+        "[[targets]]\nname = \"a\"\nurl = \"http://x/\"\nepochTimestamp = 1\n",
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("epochTimestamp"), "{err}");
 }

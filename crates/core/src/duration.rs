@@ -10,12 +10,16 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = t.parse::<f64>() {
         return from_secs(secs);
     }
-    humantime::parse_duration(t).map_err(|e| format!("invalid duration {s:?}: {e} (examples: \"10s\", \"1m30s\", \"250ms\", 5)"))
+    humantime::parse_duration(t).map_err(|e| {
+        format!("invalid duration {s:?}: {e} (examples: \"10s\", \"1m30s\", \"250ms\", 5)")
+    })
 }
 
 fn from_secs(secs: f64) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration {secs}: must be a finite, non-negative number of seconds"));
+        return Err(format!(
+            "invalid duration {secs}: must be a finite, non-negative number of seconds"
+        ));
     }
     Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {secs}: {e}"))
 }
@@ -29,7 +33,9 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
         Float(f64),
         Text(String),
     }
-    match Raw::deserialize(d).map_err(|_| de::Error::custom("expected a duration such as \"10s\", \"250ms\" or a number of seconds"))? {
+    match Raw::deserialize(d).map_err(|_| {
+        de::Error::custom("expected a duration such as \"10s\", \"250ms\" or a number of seconds")
+    })? {
         Raw::Int(n) => Ok(Duration::from_secs(n)),
         Raw::Float(f) => from_secs(f).map_err(de::Error::custom),
         Raw::Text(s) => parse(&s).map_err(de::Error::custom),

@@ -50,7 +50,11 @@ pub fn encode_openmetrics(parts: &[Arc<Snapshot>]) -> String {
 }
 
 fn estimate(parts: &[Arc<Snapshot>]) -> usize {
-    parts.iter().map(|p| p.sample_count() * 64 + p.families.len() * 96).sum::<usize>() + 16
+    parts
+        .iter()
+        .map(|p| p.sample_count() * 64 + p.families.len() * 96)
+        .sum::<usize>()
+        + 16
 }
 
 /// Hands finished snapshots to prometheus-client's encoder.
@@ -111,9 +115,18 @@ fn encode_sample_om(
     value: &Value,
 ) -> fmt::Result {
     match (kind, value) {
-        (MetricType::Counter, Value::Number(v)) => enc.encode_counter::<NoLabelSet, f64, f64>(v, None),
+        (MetricType::Counter, Value::Number(v)) => {
+            enc.encode_counter::<NoLabelSet, f64, f64>(v, None)
+        }
         (_, Value::Number(v)) => enc.encode_gauge(v),
-        (_, Value::Histogram { buckets, sum, count }) => {
+        (
+            _,
+            Value::Histogram {
+                buckets,
+                sum,
+                count,
+            },
+        ) => {
             let mut plain = Vec::with_capacity(buckets.len() + 1);
             let mut prev = 0u64;
             for (le, cum) in buckets {
@@ -142,8 +155,16 @@ pub fn encode_text(parts: &[Arc<Snapshot>]) -> String {
 
 fn write_family_text(out: &mut String, f: &MetricFamily) -> fmt::Result {
     let (sample_name, type_name, type_word) = match f.kind {
-        MetricType::Counter => (format!("{}_total", f.name), format!("{}_total", f.name), "counter"),
-        MetricType::Info => (format!("{}_info", f.name), format!("{}_info", f.name), "gauge"),
+        MetricType::Counter => (
+            format!("{}_total", f.name),
+            format!("{}_total", f.name),
+            "counter",
+        ),
+        MetricType::Info => (
+            format!("{}_info", f.name),
+            format!("{}_info", f.name),
+            "gauge",
+        ),
         MetricType::Gauge | MetricType::StateSet => (f.name.clone(), f.name.clone(), "gauge"),
         MetricType::Untyped => (f.name.clone(), f.name.clone(), "untyped"),
         MetricType::Histogram => (f.name.clone(), f.name.clone(), "histogram"),
@@ -160,7 +181,11 @@ fn write_family_text(out: &mut String, f: &MetricFamily) -> fmt::Result {
                 push_float(out, v);
                 out.push('\n');
             }
-            Value::Histogram { buckets, sum, count } => {
+            Value::Histogram {
+                buckets,
+                sum,
+                count,
+            } => {
                 for (le, cum) in buckets {
                     let mut le_s = String::new();
                     push_float(&mut le_s, *le);
@@ -247,7 +272,12 @@ mod tests {
                 .with(labels([("target", "a\"b"), ("reason", "connect")]), 3.0),
         );
         let mut st = MetricFamily::new("app_health", "Health", MetricType::StateSet);
-        st.push_states(&[], "app_health", &["healthy", "unhealthy"], Some("healthy"));
+        st.push_states(
+            &[],
+            "app_health",
+            &["healthy", "unhealthy"],
+            Some("healthy"),
+        );
         s.push(st);
         s.push(
             MetricFamily::new("tidegauge_build", "Build information", MetricType::Info)

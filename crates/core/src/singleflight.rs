@@ -5,13 +5,16 @@ use std::sync::{Arc, Mutex};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
+type Flight<T> = Shared<BoxFuture<'static, Option<T>>>;
+type Slot<T> = Arc<Mutex<Option<(u64, Flight<T>)>>>;
+
 /// At most one computation in flight at a time; concurrent callers await the same result.
 ///
 /// The computation runs as a spawned task, so it completes (and its result can be remembered)
 /// even when every caller has given up waiting; callers bound their wait themselves.
 #[derive(Debug)]
 pub struct SingleFlight<T: Clone + Send + Sync + 'static> {
-    slot: Arc<Mutex<Option<(u64, Shared<BoxFuture<'static, Option<T>>>)>>>,
+    slot: Slot<T>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -37,7 +40,7 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
 
     /// Joins the computation in flight, or starts `make()` when none is. The returned future
     /// resolves to `None` only if the computation panicked.
-    pub fn run<F>(&self, make: F) -> Shared<BoxFuture<'static, Option<T>>>
+    pub fn run<F>(&self, make: F) -> Flight<T>
     where
         F: FnOnce() -> BoxFuture<'static, T>,
     {

@@ -281,7 +281,12 @@ mod tests {
     #[test]
     fn states() {
         let mut f = MetricFamily::new("app_health", "Health", MetricType::StateSet);
-        f.push_states(&[], "app_health", &["healthy", "unhealthy"], Some("unhealthy"));
+        f.push_states(
+            &[],
+            "app_health",
+            &["healthy", "unhealthy"],
+            Some("unhealthy"),
+        );
         assert_eq!(f.samples.len(), 2);
         assert_eq!(f.samples[0].value, Value::Number(0.0));
         assert_eq!(f.samples[1].value, Value::Number(1.0));

@@ -25,7 +25,9 @@ pub const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
 
 /// A timeout header that is not a finite non-negative number of seconds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {SCRAPE_TIMEOUT_HEADER} header {0:?}: expected a finite, non-negative number of seconds")]
+#[error(
+    "invalid {SCRAPE_TIMEOUT_HEADER} header {0:?}: expected a finite, non-negative number of seconds"
+)]
 pub struct BadTimeoutHeader(pub String);
 
 /// `budget = max(base − offset, base / 2)`, where `base` is the header's value or the default
@@ -89,7 +91,10 @@ mod tests {
             match want {
                 Some(w) => {
                     let got = got.unwrap_or_else(|e| panic!("{header:?}: {e}"));
-                    assert!((got.as_secs_f64() - w).abs() < 1e-9, "{header:?} {cap:?}: {got:?} != {w}");
+                    assert!(
+                        (got.as_secs_f64() - w).abs() < 1e-9,
+                        "{header:?} {cap:?}: {got:?} != {w}"
+                    );
                 }
                 None => assert!(got.is_err(), "{header:?} should be rejected, got {got:?}"),
             }
@@ -103,6 +108,9 @@ mod tests {
             offset: Duration::from_secs(1),
         };
         assert_eq!(scrape_budget(None, &s), Ok(Duration::from_secs(29)));
-        assert_eq!(scrape_budget(Some("1.5"), &s), Ok(Duration::from_millis(750)));
+        assert_eq!(
+            scrape_budget(Some("1.5"), &s),
+            Ok(Duration::from_millis(750))
+        );
     }
 }

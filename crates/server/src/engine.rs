@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tidegauge_core::singleflight::SingleFlight;
-use tidegauge_core::{
-    Clock, Collector, MetricFamily, ScrapeContext, Snapshot, labels,
-};
+use tidegauge_core::{Clock, Collector, MetricFamily, ScrapeContext, Snapshot, labels};
 use tokio::time::Instant;
 
 use crate::deadline::{BadTimeoutHeader, TimeoutSettings, collector_budget, scrape_budget};
@@ -210,7 +208,10 @@ impl EngineBuilder {
             r.fallback(|| async {
                 (
                     axum::http::StatusCode::NOT_FOUND,
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8",
+                    )],
                     "not found\n",
                 )
             })
@@ -264,7 +265,11 @@ impl Engine {
     }
 
     /// Resolves `collect[]` / `exclude[]` parameters into a selection.
-    pub fn select(&self, collect: Vec<String>, exclude: Vec<String>) -> Result<Selection, ScrapeError> {
+    pub fn select(
+        &self,
+        collect: Vec<String>,
+        exclude: Vec<String>,
+    ) -> Result<Selection, ScrapeError> {
         if !collect.is_empty() && !exclude.is_empty() {
             return Err(ScrapeError::CombinedFilters);
         }
@@ -281,7 +286,10 @@ impl Engine {
                 .map(|s| s.name.as_str())
                 .chain(self.disabled.iter().map(String::as_str))
                 .collect();
-            return Err(ScrapeError::UnknownCollector(name.clone(), known.join(", ")));
+            return Err(ScrapeError::UnknownCollector(
+                name.clone(),
+                known.join(", "),
+            ));
         }
         Ok(if !collect.is_empty() {
             Selection::Only(collect)
@@ -405,10 +413,9 @@ impl Engine {
             Err(failure) => {
                 let msg = match failure {
                     Failure::Error(e) => e.clone(),
-                    Failure::Timeout => format!(
-                        "timed out after {:.3}s",
-                        outcome.duration.as_secs_f64()
-                    ),
+                    Failure::Timeout => {
+                        format!("timed out after {:.3}s", outcome.duration.as_secs_f64())
+                    }
                     Failure::Panic => "panicked".to_owned(),
                 };
                 tracing::warn!(collector = %slot.name, error = %msg, "collector failed");
@@ -535,7 +542,8 @@ impl SelfMetrics {
         self.success.push(l.clone(), if ok { 1.0 } else { 0.0 });
         self.duration
             .push(l.clone(), outcome.duration.as_secs_f64());
-        self.timeout.push(l.clone(), if timed_out { 1.0 } else { 0.0 });
+        self.timeout
+            .push(l.clone(), if timed_out { 1.0 } else { 0.0 });
         if let Some(age) = cache_age {
             self.cache_age.push(l, age.as_secs_f64());
         }
@@ -561,4 +569,3 @@ impl SelfMetrics {
         s
     }
 }
-

@@ -18,11 +18,19 @@ pub fn negotiate(accept: Option<&str>) -> Format {
         let mut q = 1.0;
         let mut version: Option<String> = None;
         for p in parts {
-            let Some((k, v)) = p.split_once('=') else { continue };
+            let Some((k, v)) = p.split_once('=') else {
+                continue;
+            };
             let k = k.trim().to_ascii_lowercase();
             let v = v.trim().trim_matches('"');
             match k.as_str() {
-                "q" => q = v.parse::<f64>().ok().filter(|q| q.is_finite()).unwrap_or(0.0),
+                "q" => {
+                    q = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|q| q.is_finite())
+                        .unwrap_or(0.0)
+                }
                 "version" => version = Some(v.to_ascii_lowercase()),
                 _ => {}
             }
@@ -62,18 +70,38 @@ mod tests {
         let cases: &[(Option<&str>, Format)] = &[
             (Some(PROMETHEUS3), om),
             (Some("application/openmetrics-text;version=1.0.0"), om),
-            (Some("application/openmetrics-text; Version = \"1.0.0\""), om),
+            (
+                Some("application/openmetrics-text; Version = \"1.0.0\""),
+                om,
+            ),
             (Some("application/openmetrics-text"), text),
             (Some("application/openmetrics-text;version=0.0.1"), text),
             (Some("*/*"), text),
             (Some("text/plain"), text),
             (None, text),
             (Some("application/json"), text),
-            (Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"), text),
-            (Some("application/openmetrics-text;version=1.0.0;q=0,text/plain"), text),
-            (Some("text/plain;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5"), text),
-            (Some("text/plain;q=0.5,application/openmetrics-text;version=1.0.0;q=0.5"), om),
-            (Some("*/*;q=0.9,application/openmetrics-text;version=1.0.0;q=0.9"), om),
+            (
+                Some(
+                    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+                ),
+                text,
+            ),
+            (
+                Some("application/openmetrics-text;version=1.0.0;q=0,text/plain"),
+                text,
+            ),
+            (
+                Some("text/plain;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5"),
+                text,
+            ),
+            (
+                Some("text/plain;q=0.5,application/openmetrics-text;version=1.0.0;q=0.5"),
+                om,
+            ),
+            (
+                Some("*/*;q=0.9,application/openmetrics-text;version=1.0.0;q=0.9"),
+                om,
+            ),
             (Some("garbage;;;,=,q=x"), text),
         ];
         for (accept, want) in cases {

@@ -9,7 +9,7 @@ use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, on, MethodFilter};
+use axum::routing::{MethodFilter, get, on};
 use futures_util::future::BoxFuture;
 use tidegauge_core::encode::{Format, encode};
 use tidegauge_core::{MetricFamily, ProbeError, Snapshot};
@@ -36,12 +36,20 @@ impl SharedEngine {
 
     /// The engine now serving.
     pub fn current(&self) -> Arc<Engine> {
-        Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Replaces the engine; returns the previous one.
     pub fn replace(&self, engine: Engine) -> Arc<Engine> {
-        let mut guard = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         std::mem::replace(&mut *guard, Arc::new(engine))
     }
 }
@@ -95,7 +103,8 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 
 /// Builds the host's router.
 pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
-    let limiter = (settings.max_requests > 0).then(|| Arc::new(Semaphore::new(settings.max_requests)));
+    let limiter =
+        (settings.max_requests > 0).then(|| Arc::new(Semaphore::new(settings.max_requests)));
     let telemetry = settings.telemetry_path.clone();
     let state = AppState {
         engine,
@@ -108,15 +117,28 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), limit));
     let mut app = Router::new()
         .merge(limited)
-        .route("/-/healthy", on(MethodFilter::GET.or(MethodFilter::HEAD), healthy))
-        .route("/-/ready", on(MethodFilter::GET.or(MethodFilter::HEAD), ready))
-        .route("/-/reload", on(MethodFilter::POST.or(MethodFilter::PUT), reload));
+        .route(
+            "/-/healthy",
+            on(MethodFilter::GET.or(MethodFilter::HEAD), healthy),
+        )
+        .route(
+            "/-/ready",
+            on(MethodFilter::GET.or(MethodFilter::HEAD), ready),
+        )
+        .route(
+            "/-/reload",
+            on(MethodFilter::POST.or(MethodFilter::PUT), reload),
+        );
     if telemetry != "/" {
         app = app.route("/", get(landing));
     }
-    app.fallback(collector_routes)
-        .with_state(state)
-        .layer(CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd())
+    app.fallback(collector_routes).with_state(state).layer(
+        CompressionLayer::new()
+            .gzip(true)
+            .no_br()
+            .no_deflate()
+            .no_zstd(),
+    )
 }
 
 async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -158,19 +180,21 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Response> {
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
     match headers.get(name) {
         None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| {
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("header {name} is not valid text"),
-            )
-        }),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| format!("header {name} is not valid text")),
     }
 }
 
-async fn metrics(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
     let engine = state.engine.current();
     let mut collect = Vec::new();
     let mut exclude = Vec::new();
@@ -187,7 +211,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap, RawQuery(q):
     };
     let timeout = match header_str(&headers, SCRAPE_TIMEOUT_HEADER) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match engine.scrape(&selection, timeout).await {
@@ -207,7 +231,11 @@ fn exposition(format: Format, parts: &[Arc<Snapshot>]) -> Response {
     resp
 }
 
-async fn probe(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+async fn probe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
     let engine = state.engine.current();
     let mut module = None;
     let mut target = None;
@@ -218,21 +246,24 @@ async fn probe(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
             _ => {}
         }
     }
-    let module = module.filter(|m| !m.is_empty()).unwrap_or_else(|| "default".to_owned());
+    let module = module
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
     let Some(target) = target.filter(|t| !t.trim().is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "Target parameter is missing");
     };
     let timeout = match header_str(&headers, SCRAPE_TIMEOUT_HEADER) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     let budget = match scrape_budget(timeout, engine.timeouts()) {
         Ok(b) => b,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let prober = engine
-        .collectors()
-        .find(|c| c.prober().is_some_and(|p| p.modules().iter().any(|m| m == &module)));
+    let prober = engine.collectors().find(|c| {
+        c.prober()
+            .is_some_and(|p| p.modules().iter().any(|m| m == &module))
+    });
     let Some(collector) = prober else {
         let known: Vec<String> = engine
             .collectors()
@@ -249,7 +280,8 @@ async fn probe(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
     };
     let ctx = engine.context(budget);
     let started = Instant::now();
-    let result = tokio::time::timeout_at(ctx.deadline(), prober.probe(&module, &target, &ctx)).await;
+    let result =
+        tokio::time::timeout_at(ctx.deadline(), prober.probe(&module, &target, &ctx)).await;
     let elapsed = started.elapsed().as_secs_f64();
     let (success, mut snapshot) = match result {
         Ok(Ok(r)) => (r.success, r.snapshot),
@@ -261,16 +293,25 @@ async fn probe(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
         }
     };
     snapshot.push(
-        MetricFamily::gauge("probe_success", "Displays whether or not the probe was a success")
-            .with(vec![], if success { 1.0 } else { 0.0 }),
+        MetricFamily::gauge(
+            "probe_success",
+            "Displays whether or not the probe was a success",
+        )
+        .with(vec![], if success { 1.0 } else { 0.0 }),
     );
     snapshot.push(
-        MetricFamily::gauge("probe_duration_seconds", "Returns how long the probe took to complete in seconds")
-            .with(vec![], elapsed),
+        MetricFamily::gauge(
+            "probe_duration_seconds",
+            "Returns how long the probe took to complete in seconds",
+        )
+        .with(vec![], elapsed),
     );
     snapshot.push(
-        MetricFamily::gauge("probe_timeout_seconds", "Returns how long the probe had to complete in seconds")
-            .with(vec![], budget.as_secs_f64()),
+        MetricFamily::gauge(
+            "probe_timeout_seconds",
+            "Returns how long the probe had to complete in seconds",
+        )
+        .with(vec![], budget.as_secs_f64()),
     );
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     exposition(format, &[Arc::new(snapshot)])
@@ -312,7 +353,10 @@ async fn landing(State(state): State<AppState>) -> Response {
         let result = match s.last_success {
             None => "not scraped yet".to_owned(),
             Some(true) => "ok".to_owned(),
-            Some(false) => format!("failed: {}", html_escape(s.last_error.as_deref().unwrap_or(""))),
+            Some(false) => format!(
+                "failed: {}",
+                html_escape(s.last_error.as_deref().unwrap_or(""))
+            ),
         };
         let last_ok = s
             .last_success_time
@@ -365,4 +409,3 @@ async fn landing(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
-

@@ -60,7 +60,10 @@ impl Collector for Fake {
         if self.fail {
             return Err(CollectError::msg("upstream exploded"));
         }
-        let name = self.family.clone().unwrap_or_else(|| format!("{}_value", self.name.replace('-', "_")));
+        let name = self
+            .family
+            .clone()
+            .unwrap_or_else(|| format!("{}_value", self.name.replace('-', "_")));
         let mut s = Snapshot::new();
         s.push(MetricFamily::gauge(name, "A test value").with(vec![], 42.0));
         Ok(s)
@@ -75,7 +78,12 @@ impl Prober for Fake {
     fn modules(&self) -> Vec<String> {
         vec!["default".into(), "slow".into()]
     }
-    async fn probe(&self, module: &str, target: &str, _ctx: &ScrapeContext) -> Result<ProbeResult, ProbeError> {
+    async fn probe(
+        &self,
+        module: &str,
+        target: &str,
+        _ctx: &ScrapeContext,
+    ) -> Result<ProbeResult, ProbeError> {
         if target.contains("forbidden") {
             return Err(ProbeError::Forbidden(target.into()));
         }
@@ -87,12 +95,19 @@ impl Prober for Fake {
         if ok {
             snapshot.push(MetricFamily::gauge("app_uptime", "Uptime").with(vec![], 5.0));
         }
-        Ok(ProbeResult { success: ok, snapshot })
+        Ok(ProbeResult {
+            success: ok,
+            snapshot,
+        })
     }
 }
 
 fn engine(collectors: Vec<(Fake, CollectorSettings)>) -> Engine {
-    let mut b = Engine::builder(Arc::new(tidegauge_core::SystemClock), tidegauge_core::http::client().unwrap()).disabled("sleepy");
+    let mut b = Engine::builder(
+        Arc::new(tidegauge_core::SystemClock),
+        tidegauge_core::http::client().unwrap(),
+    )
+    .disabled("sleepy");
     for (c, s) in collectors {
         b = b.collector(Arc::new(c), s);
     }
@@ -100,25 +115,44 @@ fn engine(collectors: Vec<(Fake, CollectorSettings)>) -> Engine {
 }
 
 fn app(collectors: Vec<(Fake, CollectorSettings)>) -> axum::Router {
-    router(SharedEngine::new(engine(collectors)), WebSettings::default())
+    router(
+        SharedEngine::new(engine(collectors)),
+        WebSettings::default(),
+    )
 }
 
 fn plain(names: &[&str]) -> axum::Router {
-    app(names.iter().map(|n| (Fake::new(n), CollectorSettings::default())).collect())
+    app(names
+        .iter()
+        .map(|n| (Fake::new(n), CollectorSettings::default()))
+        .collect())
 }
 
-async fn get(app: &axum::Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, axum::http::HeaderMap, String) {
+async fn get(
+    app: &axum::Router,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, String) {
     let mut req = Request::get(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let body = if headers.get(header::CONTENT_ENCODING).is_some_and(|v| v == "gzip") {
+    let body = if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v == "gzip")
+    {
         let mut out = String::new();
-        flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut out)
+            .unwrap();
         out
     } else {
         String::from_utf8(bytes.to_vec()).unwrap()
@@ -140,11 +174,26 @@ async fn metrics_default_is_text_004() {
     let app = plain(&["alpha", "beta"]);
     let (status, headers, body) = get(&app, "/metrics", &[]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers[header::CONTENT_TYPE], "text/plain; version=0.0.4; charset=utf-8");
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     assert_eq!(line_value(&body, "alpha_value"), Some(42.0));
     assert_eq!(line_value(&body, "beta_value"), Some(42.0));
-    assert_eq!(line_value(&body, "tidegauge_scrape_collector_success{collector=\"alpha\"}"), Some(1.0));
-    assert_eq!(line_value(&body, "tidegauge_scrape_collector_timeout{collector=\"beta\"}"), Some(0.0));
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_scrape_collector_success{collector=\"alpha\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_scrape_collector_timeout{collector=\"beta\"}"
+        ),
+        Some(0.0)
+    );
     assert!(body.contains("tidegauge_build_info{version=\""));
     assert!(!body.contains("# EOF"));
 }
@@ -153,11 +202,23 @@ async fn metrics_default_is_text_004() {
 async fn content_negotiation() {
     let app = plain(&["alpha"]);
     let cases = [
-        (Some(PROMETHEUS3_ACCEPT), "application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        (Some("application/openmetrics-text;version=1.0.0"), "application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        (Some("application/openmetrics-text"), "text/plain; version=0.0.4; charset=utf-8"),
+        (
+            Some(PROMETHEUS3_ACCEPT),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        (
+            Some("application/openmetrics-text;version=1.0.0"),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        (
+            Some("application/openmetrics-text"),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
         (Some("*/*"), "text/plain; version=0.0.4; charset=utf-8"),
-        (Some("application/json"), "text/plain; version=0.0.4; charset=utf-8"),
+        (
+            Some("application/json"),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
         (None, "text/plain; version=0.0.4; charset=utf-8"),
     ];
     for (accept, want) in cases {
@@ -165,7 +226,11 @@ async fn content_negotiation() {
         let (status, h, body) = get(&app, "/metrics", &headers).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(h[header::CONTENT_TYPE], want, "{accept:?}");
-        assert_eq!(body.ends_with("# EOF\n"), want.starts_with("application/openmetrics"), "{accept:?}");
+        assert_eq!(
+            body.ends_with("# EOF\n"),
+            want.starts_with("application/openmetrics"),
+            "{accept:?}"
+        );
     }
 }
 
@@ -177,9 +242,21 @@ async fn gzip_when_accepted() {
     let (status, headers, body) = get(&app, "/metrics", &[("accept-encoding", "gzip")]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
-    assert!(headers[header::VARY].to_str().unwrap().to_ascii_lowercase().contains("accept-encoding"));
-    assert_eq!(headers[header::CONTENT_TYPE], "text/plain; version=0.0.4; charset=utf-8");
-    assert_eq!(tidegauge_testkit::redact(&body), tidegauge_testkit::redact(&plain_body));
+    assert!(
+        headers[header::VARY]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("accept-encoding")
+    );
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert_eq!(
+        tidegauge_testkit::redact(&body),
+        tidegauge_testkit::redact(&plain_body)
+    );
 }
 
 #[tokio::test]
@@ -194,7 +271,10 @@ async fn collect_and_exclude_filters() {
     let (_, _, body) = get(&app, "/metrics?collect[]=alpha&collect[]=beta", &[]).await;
     assert!(body.contains("alpha_value") && body.contains("beta_value"));
     for (uri, want) in [
-        ("/metrics?collect[]=alpha&exclude[]=beta", "combined collect and exclude"),
+        (
+            "/metrics?collect[]=alpha&exclude[]=beta",
+            "combined collect and exclude",
+        ),
         ("/metrics?collect[]=nope", "unknown collector \"nope\""),
         ("/metrics?exclude[]=sleepy", "disabled"),
     ] {
@@ -220,25 +300,76 @@ async fn failing_and_panicking_collectors_hide_nothing_else() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(line_value(&body, "good_value"), Some(42.0));
     assert!(!body.contains("bad_value") && !body.contains("buggy_value"));
-    assert_eq!(line_value(&body, "tidegauge_scrape_collector_success{collector=\"bad\"}"), Some(0.0));
-    assert_eq!(line_value(&body, "tidegauge_scrape_collector_success{collector=\"buggy\"}"), Some(0.0));
-    assert_eq!(line_value(&body, "tidegauge_scrape_collector_timeout{collector=\"bad\"}"), Some(0.0));
-    assert_eq!(line_value(&body, "tidegauge_scrape_collector_success{collector=\"good\"}"), Some(1.0));
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_scrape_collector_success{collector=\"bad\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_scrape_collector_success{collector=\"buggy\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_scrape_collector_timeout{collector=\"bad\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_scrape_collector_success{collector=\"good\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn slow_collector_times_out_at_the_budget() {
     let app = app(vec![
-        (Fake::new("slow").delay(Duration::from_secs(3600)), CollectorSettings::default()),
+        (
+            Fake::new("slow").delay(Duration::from_secs(3600)),
+            CollectorSettings::default(),
+        ),
         (Fake::new("fast"), CollectorSettings::default()),
     ]);
     // Header 3 s, offset 0.5 s: budget 2.5 s (virtual time).
-    let (s, _, body) = get(&app, "/metrics", &[("x-prometheus-scrape-timeout-seconds", "3")]).await;
+    let (s, _, body) = get(
+        &app,
+        "/metrics",
+        &[("x-prometheus-scrape-timeout-seconds", "3")],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(line_value(&body, "tidegauge_scrape_collector_timeout{collector=\"slow\"}"), Some(1.0));
-    assert_eq!(line_value(&body, "tidegauge_scrape_collector_success{collector=\"slow\"}"), Some(0.0));
-    let d = line_value(&body, "tidegauge_scrape_collector_duration_seconds{collector=\"slow\"}").unwrap();
-    assert!((d - 2.5).abs() < 0.01, "duration measured from the real start: {d}");
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_scrape_collector_timeout{collector=\"slow\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_scrape_collector_success{collector=\"slow\"}"
+        ),
+        Some(0.0)
+    );
+    let d = line_value(
+        &body,
+        "tidegauge_scrape_collector_duration_seconds{collector=\"slow\"}",
+    )
+    .unwrap();
+    assert!(
+        (d - 2.5).abs() < 0.01,
+        "duration measured from the real start: {d}"
+    );
     assert_eq!(line_value(&body, "fast_value"), Some(42.0));
 }
 
@@ -246,11 +377,29 @@ async fn slow_collector_times_out_at_the_budget() {
 async fn per_collector_timeout_cap() {
     let app = app(vec![(
         Fake::new("capped").delay(Duration::from_secs(2)),
-        CollectorSettings { timeout: Some(Duration::from_secs(1)), cache_ttl: None },
+        CollectorSettings {
+            timeout: Some(Duration::from_secs(1)),
+            cache_ttl: None,
+        },
     )]);
-    let (_, _, body) = get(&app, "/metrics", &[("x-prometheus-scrape-timeout-seconds", "15")]).await;
-    assert_eq!(line_value(&body, "tidegauge_scrape_collector_timeout{collector=\"capped\"}"), Some(1.0));
-    let d = line_value(&body, "tidegauge_scrape_collector_duration_seconds{collector=\"capped\"}").unwrap();
+    let (_, _, body) = get(
+        &app,
+        "/metrics",
+        &[("x-prometheus-scrape-timeout-seconds", "15")],
+    )
+    .await;
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_scrape_collector_timeout{collector=\"capped\"}"
+        ),
+        Some(1.0)
+    );
+    let d = line_value(
+        &body,
+        "tidegauge_scrape_collector_duration_seconds{collector=\"capped\"}",
+    )
+    .unwrap();
     assert!((d - 1.0).abs() < 0.01, "{d}");
 }
 
@@ -258,11 +407,34 @@ async fn per_collector_timeout_cap() {
 async fn tiny_timeout_headers_still_succeed_with_fast_collectors() {
     let app = plain(&["alpha"]);
     for h in ["1", "0.6"] {
-        let (s, _, body) = get(&app, "/metrics", &[("x-prometheus-scrape-timeout-seconds", h)]).await;
+        let (s, _, body) = get(
+            &app,
+            "/metrics",
+            &[("x-prometheus-scrape-timeout-seconds", h)],
+        )
+        .await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(line_value(&body, "tidegauge_scrape_collector_success{collector=\"alpha\"}"), Some(1.0), "{h}");
-        assert_eq!(line_value(&body, "tidegauge_scrape_collector_timeout{collector=\"alpha\"}"), Some(0.0), "{h}");
-        let d = line_value(&body, "tidegauge_scrape_collector_duration_seconds{collector=\"alpha\"}").unwrap();
+        assert_eq!(
+            line_value(
+                &body,
+                "tidegauge_scrape_collector_success{collector=\"alpha\"}"
+            ),
+            Some(1.0),
+            "{h}"
+        );
+        assert_eq!(
+            line_value(
+                &body,
+                "tidegauge_scrape_collector_timeout{collector=\"alpha\"}"
+            ),
+            Some(0.0),
+            "{h}"
+        );
+        let d = line_value(
+            &body,
+            "tidegauge_scrape_collector_duration_seconds{collector=\"alpha\"}",
+        )
+        .unwrap();
         assert!(d > 0.0 && d < 0.3, "{h}: {d}");
     }
 }
@@ -271,10 +443,18 @@ async fn tiny_timeout_headers_still_succeed_with_fast_collectors() {
 async fn bad_timeout_header_is_400() {
     let app = plain(&["alpha"]);
     for h in ["abc", "-5", "NaN"] {
-        let (s, headers, body) = get(&app, "/metrics", &[("x-prometheus-scrape-timeout-seconds", h)]).await;
+        let (s, headers, body) = get(
+            &app,
+            "/metrics",
+            &[("x-prometheus-scrape-timeout-seconds", h)],
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{h}");
         assert!(headers.contains_key(header::CONTENT_TYPE));
-        assert!(body.contains("X-Prometheus-Scrape-Timeout-Seconds"), "{body}");
+        assert!(
+            body.contains("X-Prometheus-Scrape-Timeout-Seconds"),
+            "{body}"
+        );
     }
 }
 
@@ -304,14 +484,38 @@ async fn concurrent_scrapes_share_one_collection() {
 async fn cache_ttl_serves_the_last_snapshot() {
     let fake = Fake::new("cached");
     let calls = Arc::clone(&fake.calls);
-    let app = app(vec![(fake, CollectorSettings { timeout: None, cache_ttl: Some(Duration::from_secs(60)) })]);
+    let app = app(vec![(
+        fake,
+        CollectorSettings {
+            timeout: None,
+            cache_ttl: Some(Duration::from_secs(60)),
+        },
+    )]);
     let (_, _, first) = get(&app, "/metrics", &[]).await;
     let (_, _, second) = get(&app, "/metrics", &[]).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(line_value(&first, "tidegauge_scrape_collector_cache_age_seconds{collector=\"cached\"}"), Some(0.0));
-    assert!(line_value(&second, "tidegauge_scrape_collector_cache_age_seconds{collector=\"cached\"}").is_some());
+    assert_eq!(
+        line_value(
+            &first,
+            "tidegauge_scrape_collector_cache_age_seconds{collector=\"cached\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(
+        line_value(
+            &second,
+            "tidegauge_scrape_collector_cache_age_seconds{collector=\"cached\"}"
+        )
+        .is_some()
+    );
     assert_eq!(line_value(&second, "cached_value"), Some(42.0));
-    assert_eq!(line_value(&second, "tidegauge_scrape_collector_success{collector=\"cached\"}"), Some(1.0));
+    assert_eq!(
+        line_value(
+            &second,
+            "tidegauge_scrape_collector_success{collector=\"cached\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -330,17 +534,41 @@ async fn duplicate_family_names_keep_the_first_collector() {
     let (_, _, body) = get(&app, "/metrics", &[]).await;
     assert_eq!(body.matches("# TYPE shared_metric gauge").count(), 1);
     assert_eq!(body.matches("# TYPE tidegauge_build_info gauge").count(), 1);
-    assert_eq!(line_value(&body, "tidegauge_duplicate_families_total{collector=\"aaa\"}"), Some(0.0));
-    assert_eq!(line_value(&body, "tidegauge_duplicate_families_total{collector=\"bbb\"}"), Some(1.0));
-    assert_eq!(line_value(&body, "tidegauge_duplicate_families_total{collector=\"ccc\"}"), Some(1.0));
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_duplicate_families_total{collector=\"aaa\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_duplicate_families_total{collector=\"bbb\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_duplicate_families_total{collector=\"ccc\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
 async fn max_requests_answers_503() {
-    let engine = engine(vec![(Fake::new("slow").delay(Duration::from_millis(500)), CollectorSettings::default())]);
+    let engine = engine(vec![(
+        Fake::new("slow").delay(Duration::from_millis(500)),
+        CollectorSettings::default(),
+    )]);
     let app = router(
         SharedEngine::new(engine),
-        WebSettings { max_requests: 1, ..WebSettings::default() },
+        WebSettings {
+            max_requests: 1,
+            ..WebSettings::default()
+        },
     );
     let first = {
         let app = app.clone();
@@ -361,32 +589,51 @@ async fn probe_route() {
     let app = plain(&["prober", "other"]);
     let (s, h, body) = get(&app, "/probe?target=http://good/status", &[]).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(h[header::CONTENT_TYPE], "text/plain; version=0.0.4; charset=utf-8");
+    assert_eq!(
+        h[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     assert_eq!(line_value(&body, "probe_success"), Some(1.0));
     assert_eq!(line_value(&body, "app_uptime"), Some(5.0));
     assert_eq!(line_value(&body, "probe_timeout_seconds"), Some(9.5));
     assert!(line_value(&body, "probe_duration_seconds").is_some());
-    assert!(!body.contains("tidegauge_"), "self-metrics never appear in probes");
+    assert!(
+        !body.contains("tidegauge_"),
+        "self-metrics never appear in probes"
+    );
 
     let (s, _, body) = get(&app, "/probe?target=http://bad/status&module=default", &[]).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(line_value(&body, "probe_success"), Some(0.0));
 
     let (s, _, body) = get(&app, "/probe?module=default", &[]).await;
-    assert_eq!((s, body.trim()), (StatusCode::BAD_REQUEST, "Target parameter is missing"));
+    assert_eq!(
+        (s, body.trim()),
+        (StatusCode::BAD_REQUEST, "Target parameter is missing")
+    );
     let (s, _, body) = get(&app, "/probe?target=x&module=nope", &[]).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(body.contains("Unknown module \"nope\""), "{body}");
     let (s, _, _) = get(&app, "/probe?target=forbidden", &[]).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _, _) = get(&app, "/probe?target=x", &[("x-prometheus-scrape-timeout-seconds", "abc")]).await;
+    let (s, _, _) = get(
+        &app,
+        "/probe?target=x",
+        &[("x-prometheus-scrape-timeout-seconds", "abc")],
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(start_paused = true)]
 async fn probe_past_the_deadline_is_a_failed_probe() {
     let app = plain(&["prober"]);
-    let (s, _, body) = get(&app, "/probe?target=http://good/&module=slow", &[("x-prometheus-scrape-timeout-seconds", "2")]).await;
+    let (s, _, body) = get(
+        &app,
+        "/probe?target=http://good/&module=slow",
+        &[("x-prometheus-scrape-timeout-seconds", "2")],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(line_value(&body, "probe_success"), Some(0.0));
     assert_eq!(line_value(&body, "probe_timeout_seconds"), Some(1.5));
@@ -416,34 +663,63 @@ async fn telemetry_path_and_reload() {
     let reload: ReloadFn = Arc::new(move || {
         let n = c2.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
-            if n == 0 { Ok("configuration reloaded".to_owned()) } else { Err("collectors.app-status: bad".to_owned()) }
+            if n == 0 {
+                Ok("configuration reloaded".to_owned())
+            } else {
+                Err("collectors.app-status: bad".to_owned())
+            }
         })
     });
     let app = router(
-        SharedEngine::new(engine(vec![(Fake::new("alpha"), CollectorSettings::default())])),
-        WebSettings { telemetry_path: "/".into(), max_requests: 40, reload: Some(reload) },
+        SharedEngine::new(engine(vec![(
+            Fake::new("alpha"),
+            CollectorSettings::default(),
+        )])),
+        WebSettings {
+            telemetry_path: "/".into(),
+            max_requests: 40,
+            reload: Some(reload),
+        },
     );
     let (s, _, body) = get(&app, "/", &[]).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(body.contains("alpha_value"), "metrics served at / when the telemetry path is /");
+    assert!(
+        body.contains("alpha_value"),
+        "metrics served at / when the telemetry path is /"
+    );
     let post = |app: axum::Router| async move {
-        let resp = app.oneshot(Request::post("/-/reload").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app
+            .oneshot(Request::post("/-/reload").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
     };
-    assert_eq!(post(app.clone()).await, (StatusCode::OK, "configuration reloaded\n".to_owned()));
+    assert_eq!(
+        post(app.clone()).await,
+        (StatusCode::OK, "configuration reloaded\n".to_owned())
+    );
     let (s, body) = post(app.clone()).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(body.contains("running configuration stays") && body.contains("collectors.app-status"), "{body}");
+    assert!(
+        body.contains("running configuration stays") && body.contains("collectors.app-status"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn swapping_the_engine_takes_effect_at_once() {
-    let shared = SharedEngine::new(engine(vec![(Fake::new("alpha"), CollectorSettings::default())]));
+    let shared = SharedEngine::new(engine(vec![(
+        Fake::new("alpha"),
+        CollectorSettings::default(),
+    )]));
     let app = router(shared.clone(), WebSettings::default());
     assert!(get(&app, "/metrics", &[]).await.2.contains("alpha_value"));
-    shared.replace(engine(vec![(Fake::new("beta"), CollectorSettings::default())]));
+    shared.replace(engine(vec![(
+        Fake::new("beta"),
+        CollectorSettings::default(),
+    )]));
     let body = get(&app, "/metrics", &[]).await.2;
     assert!(body.contains("beta_value") && !body.contains("alpha_value"));
 }

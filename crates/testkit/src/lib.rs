@@ -22,19 +22,28 @@ impl FakeClock {
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *t += by;
     }
 
     /// Sets the clock.
     pub fn set(&self, to: SystemTime) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = to;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = to;
     }
 }
 
 impl Clock for FakeClock {
     fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -47,9 +56,17 @@ pub fn context(budget: Duration, clock: Arc<dyn Clock>) -> ScrapeContext {
     ScrapeContext::new(budget, clock, http)
 }
 
-/// The workspace's `fixtures/` directory.
+/// The workspace's `fixtures/` directory: the first `fixtures/` above the crate under test
+/// (cargo sets `CARGO_MANIFEST_DIR` when it runs a test).
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start
+        .ancestors()
+        .map(|d| d.join("fixtures"))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| start.join("fixtures"))
 }
 
 /// Reads `fixtures/<rel>`.
@@ -71,8 +88,9 @@ pub fn render(snapshot: &Snapshot) -> String {
 /// Replaces the values of series that measure elapsed time (names ending in
 /// `duration_seconds`) with `<elapsed>`, so snapshots do not depend on speed.
 pub fn redact(exposition: &str) -> String {
-    let re = regex::Regex::new(r"(?m)^([a-zA-Z_:][a-zA-Z0-9_:]*duration_seconds(?:\{[^}]*\})?) \S+$")
-        .unwrap_or_else(|e| panic!("redaction regex: {e}"));
+    let re =
+        regex::Regex::new(r"(?m)^([a-zA-Z_:][a-zA-Z0-9_:]*duration_seconds(?:\{[^}]*\})?) \S+$")
+            .unwrap_or_else(|e| panic!("redaction regex: {e}"));
     re.replace_all(exposition, "$1 <elapsed>").into_owned()
 }
 
@@ -94,6 +112,9 @@ mod tests {
         let c = FakeClock::at(FIXTURE_EPOCH);
         let t0 = c.now();
         c.advance(Duration::from_secs(3));
-        assert_eq!(c.now().duration_since(t0).ok(), Some(Duration::from_secs(3)));
+        assert_eq!(
+            c.now().duration_since(t0).ok(),
+            Some(Duration::from_secs(3))
+        );
     }
 }

@@ -1,0 +1,366 @@
+//! End-to-end: the built binary on an ephemeral loopback port, scraped over HTTP, checked by
+//! `promtool check metrics`, reloaded, and stopped.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidegauge");
+
+struct Host {
+    child: Child,
+    addr: String,
+    logs: mpsc::Receiver<String>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Host {
+    /// Starts the binary and waits for its "listening" log line.
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Host {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("EXPORTER_PORT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Owned by `Host` from here on, so it is killed and reaped whatever happens.
+        let mut host = Host {
+            child,
+            addr: String::new(),
+            logs: rx,
+        };
+        let re = regex::Regex::new(r"address=(\S+).*listening|listening.*address=(\S+)").unwrap();
+        loop {
+            let line = host
+                .logs
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("no 'listening' line from tidegauge: {e}"));
+            if let Some(c) = re.captures(&line) {
+                host.addr = c.get(1).or(c.get(2)).unwrap().as_str().to_owned();
+                return host;
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn wait_for_log(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .logs
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("no log line containing {needle:?}: {e}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tidegauge-e2e-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_config(path: &Path, status_url: &str, extra: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "[collectors.app-status]\nmin_interval = 0\n[[collectors.app-status.targets]]\nname = \"app\"\nurl = \"{status_url}\"\n{extra}"
+        ),
+    )
+    .unwrap();
+}
+
+async fn status_app() -> MockServer {
+    let server = MockServer::start().await;
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/app-status/healthy.json"
+    ))
+    .unwrap();
+    Mock::given(path("/status"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn client() -> reqwest::Client {
+    tidegauge_core::http::client().unwrap()
+}
+
+fn promtool_check(exposition: &str) {
+    let promtool = which("promtool").unwrap_or_else(|| {
+        panic!("promtool not found: run scripts/install-test-deps.sh (or `cargo xtask test`, which runs it)")
+    });
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejected the exposition:\n{}{}\n---\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_app_status_that_promtool_accepts() {
+    let app = status_app().await;
+    let dir = temp_dir("serve");
+    let cfg = dir.join("tidegauge.toml");
+    write_config(&cfg, &format!("{}/status", app.uri()), "");
+    let host = Host::start(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let http = client();
+
+    let resp = http.get(host.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let body = resp.text().await.unwrap();
+    assert_eq!(value(&body, "app_requests_current"), Some(10.0));
+    assert_eq!(
+        value(&body, "app_health{app_health=\"healthy\"}"),
+        Some(1.0)
+    );
+    assert_eq!(value(&body, "app_status_up{target=\"app\"}"), Some(1.0));
+    assert_eq!(
+        value(
+            &body,
+            "tidegauge_scrape_collector_success{collector=\"app-status\"}"
+        ),
+        Some(1.0)
+    );
+    promtool_check(&body);
+
+    // What Prometheus 3 asks for.
+    let om = http
+        .get(host.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0;q=0.6,text/plain;version=0.0.4;q=0.3",
+        )
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        om.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(om.text().await.unwrap().ends_with("# EOF\n"));
+
+    let probe = http
+        .get(host.url(&format!(
+            "/probe?module=default&target={}/status",
+            app.uri()
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(value(&probe, "probe_success"), Some(1.0));
+    assert_eq!(value(&probe, "app_uptime"), Some(25.99));
+    promtool_check(&probe);
+
+    let landing = http
+        .get(host.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(landing.contains("app-status"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_the_running_configuration_when_the_file_is_bad() {
+    let app = status_app().await;
+    let dir = temp_dir("reload");
+    let cfg = dir.join("tidegauge.toml");
+    let url = format!("{}/status", app.uri());
+    write_config(&cfg, &url, "");
+    let host = Host::start(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let http = client();
+
+    // A broken file: SIGHUP logs why and keeps serving the old configuration.
+    std::fs::write(
+        &cfg,
+        "[collectors.app-status]\nmin_interval = \"whenever\"\n",
+    )
+    .unwrap();
+    let pid = host.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let line = host.wait_for_log("reload failed");
+    assert!(line.contains("min_interval"), "{line}");
+    let body = http
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(value(&body, "app_status_up{target=\"app\"}"), Some(1.0));
+
+    // A good file through POST /-/reload: a second target appears.
+    write_config(
+        &cfg,
+        &url,
+        &format!(
+            "labels = {{ site = \"a\" }}\n[[collectors.app-status.targets]]\nname = \"second\"\nurl = \"{url}\"\nlabels = {{ site = \"b\" }}\n"
+        ),
+    );
+    let resp = http.post(host.url("/-/reload")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(value(&body, "app_status_up{target=\"second\"}"), Some(1.0));
+    assert_eq!(value(&body, "app_requests_current{site=\"b\"}"), Some(10.0));
+
+    // Bad again, through the route: 500 with the reason, still serving.
+    std::fs::write(&cfg, "[collectors.app-status]\nbogus = 1\n").unwrap();
+    let resp = http.post(host.url("/-/reload")).send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert!(resp.text().await.unwrap().contains("bogus"));
+    let body = http
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(value(&body, "app_status_up{target=\"second\"}"), Some(1.0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn invalid_configuration_exits_2_naming_the_key() {
+    let dir = temp_dir("invalid");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "[web]\nmax_requests = \"lots\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("web.max_requests"), "{err}");
+
+    let out = Command::new(BIN)
+        .env("TARGET_PORT", "abc")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TARGET_PORT"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sigterm_stops_gracefully() {
+    let host = Host::start(
+        &["--web.listen-address", "127.0.0.1:0"],
+        &[("TARGET_PORT", "1")],
+    );
+    let pid = host.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut host = host;
+    let status = host.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

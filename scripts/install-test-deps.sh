@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the external tools the tests and benchmarks use, from Debian's packages, when missing:
+# promtool (package prometheus) always; extra packages named as arguments (e.g. wrk).
+# Needs root for apt-get; does nothing when everything is already there.
+set -euo pipefail
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+for tool in "$@"; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-test-deps: missing ${need[*]}; run as root or install them with apt-get" >&2
+  exit 1
+fi
+echo "install-test-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian's package may start a Prometheus server where an init system runs; tests need none.
+if command -v service >/dev/null 2>&1; then service prometheus stop >/dev/null 2>&1 || true; fi
+command -v promtool >/dev/null

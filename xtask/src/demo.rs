@@ -1,0 +1,84 @@
+//! `cargo xtask demo`: a sample status application plus the host configured for it.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+
+/// Serves the seed's status application on `listener`: `/` counts a request, `/status`
+/// answers after `delay` with the seed's JSON document.
+pub async fn sample_status_app(listener: tokio::net::TcpListener, delay: Duration) {
+    let started = Instant::now();
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = Arc::clone(&hits);
+    let app = Router::new()
+        .route(
+            "/",
+            get(move || {
+                let n = h.fetch_add(1, Ordering::Relaxed) + 1;
+                async move { format!("Hello, visitor number {n}\n") }
+            }),
+        )
+        .route(
+            "/status",
+            get(move || {
+                let hits = Arc::clone(&hits);
+                async move {
+                    tokio::time::sleep(delay).await;
+                    let doc = serde_json::json!({
+                        "current_requests": hits.load(Ordering::Relaxed),
+                        "pending_requests": 0,
+                        "total_uptime": started.elapsed().as_secs_f64(),
+                        "health": "healthy",
+                    });
+                    ([("content-type", "application/json")], doc.to_string())
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("xtask: sample status app stopped: {e}");
+    }
+}
+
+pub fn run() -> Result<(), String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| format!("cannot bind the sample app: {e}"))?;
+    let app_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    rt.spawn(sample_status_app(listener, Duration::ZERO));
+
+    let dir = crate::root().join("target/demo");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cfg = dir.join("tidegauge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "# Written by `cargo xtask demo`.\n\
+             [web]\nlisten_addresses = [\"127.0.0.1:9877\"]\n\n\
+             [collectors.app-status]\nmin_interval = \"1s\"\n\n\
+             [[collectors.app-status.targets]]\nname = \"sample\"\nurl = \"http://{app_addr}/status\"\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!(
+        "xtask: sample status application on http://{app_addr}/status (visit http://{app_addr}/ to count requests)"
+    );
+    eprintln!(
+        "xtask: tidegauge on http://127.0.0.1:9877/ with {}",
+        cfg.display()
+    );
+    eprintln!(
+        "xtask: try  curl -s http://127.0.0.1:9877/metrics  and  curl -s 'http://127.0.0.1:9877/probe?target=http://{app_addr}/status'"
+    );
+    eprintln!("xtask: Ctrl-C stops both");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    crate::run(
+        Command::new(cargo)
+            .args(["run", "--release", "-p", "tidegauge", "--", "--config"])
+            .arg(&cfg),
+    )
+}
