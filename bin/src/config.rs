@@ -689,4 +689,37 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    #[test]
+    fn readme_example_configuration_loads() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```toml\n[collectors.app-status]")
+            .expect("README has the example")
+            + "```toml\n".len();
+        let len = readme[start..].find("```").unwrap();
+        let dir = std::env::temp_dir().join(format!("tidegauge-readme-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("readme.toml");
+        std::fs::write(&f, &readme[start..start + len]).unwrap();
+        let env = |k: &str| (k == "BILLING_TOKEN").then(|| "secret".to_owned());
+        let m = command()
+            .try_get_matches_from(["tidegauge", "--config", f.to_str().unwrap()])
+            .unwrap();
+        let c = load(&m, &env).unwrap();
+        let services = tidegauge_core::HostServices {
+            http: tidegauge_core::http::client().unwrap(),
+            clock: std::sync::Arc::new(tidegauge_core::SystemClock),
+            data_dir: dir.clone(),
+        };
+        let collector = crate::collectors::build(
+            "app-status",
+            &c.collectors["app-status"].own,
+            &services,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(collector.name(), "app-status");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
