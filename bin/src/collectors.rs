@@ -24,8 +24,6 @@ pub fn build(
             Ok(Arc::new(c))
         }
         // new-collector: construction
-        other => Err(ConfigError(format!(
-            "the {other} collector is not compiled into this binary (rebuild with --features {other})"
-        ))),
+        other => Err(ConfigError(crate::config::not_compiled(other))),
     }
 }

@@ -21,6 +21,20 @@ pub const KNOWN_COLLECTORS: &[&str] = &[
     // new-collector: known
 ];
 
+/// Collectors tidegauge will have that no version provides yet (no cargo feature exists).
+const UNRELEASED: &[&str] = &["icos-push", "ifcb", "sensor-bridge"];
+
+/// Why a known collector is absent from this binary.
+pub fn not_compiled(name: &str) -> String {
+    if UNRELEASED.contains(&name) {
+        format!("the {name} collector is not available in this version of tidegauge")
+    } else {
+        format!(
+            "the {name} collector is not compiled into this binary (rebuild with --features {name})"
+        )
+    }
+}
+
 /// Whether this binary was built with the collector.
 pub fn compiled_in(name: &str) -> bool {
     match name {
@@ -339,18 +353,22 @@ pub fn load(
         fig = fig.merge(Toml::file_exact(f));
     }
     fig = fig.merge(Env::prefixed("TIDEGAUGE_").split("__"));
-    // Seed compatibility: the status exporter's port, unless a listen address is given.
+    // Seed compatibility: the status exporter's port, unless the file, the environment or a flag
+    // gives listen addresses.
+    let listen_set = fig.find_value("web.listen_addresses").is_ok();
     if let Some(port) = env("EXPORTER_PORT") {
         let p: u16 = port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
             ConfigError(format!(
                 "EXPORTER_PORT={port:?}: expected a port number (1-65535)"
             ))
         })?;
-        fig = fig.merge(Setting::new(
-            "web.listen_addresses",
-            vec![format!(":{p}")],
-            "environment variable EXPORTER_PORT",
-        ));
+        if !listen_set {
+            fig = fig.merge(Setting::new(
+                "web.listen_addresses",
+                vec![format!(":{p}")],
+                "environment variable EXPORTER_PORT",
+            ));
+        }
     }
     if let Some(addrs) = m.get_many::<String>("web.listen-address") {
         let addrs: Vec<String> = addrs.cloned().collect();
@@ -404,7 +422,8 @@ pub fn load(
         }
         if !compiled_in(&name) {
             return Err(ConfigError(format!(
-                "collectors.{key}: the {name} collector is not compiled into this binary (rebuild with --features {name})"
+                "collectors.{key}: {}",
+                not_compiled(&name)
             )));
         }
         tables.entry(name).or_default().extend(dict);
@@ -422,7 +441,8 @@ pub fn load(
         if !compiled_in(name) {
             if on || flag_value(m, &format!("collector.{name}.timeout")).is_some() {
                 return Err(ConfigError(format!(
-                    "--collector.{name}: the {name} collector is not compiled into this binary (rebuild with --features {name})"
+                    "--collector.{name}: {}",
+                    not_compiled(name)
                 )));
             }
             continue;
@@ -495,9 +515,15 @@ fn validate_web(web: &WebConfig) -> Result<(), ConfigError> {
     for a in &web.listen_addresses {
         parse_listen(a).map_err(|e| ConfigError(format!("web.listen_addresses: {e}")))?;
     }
-    if !web.telemetry_path.starts_with('/') {
+    if !web.telemetry_path.starts_with('/')
+        || !web
+            .telemetry_path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c))
+        || web.telemetry_path.contains("//")
+    {
         return Err(ConfigError(format!(
-            "web.telemetry_path {:?}: must start with /",
+            "web.telemetry_path {:?}: must start with / and use only letters, digits and / - _ . ~",
             web.telemetry_path
         )));
     }
@@ -622,7 +648,7 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         for (args, want) in [
-            (&["--collector.ifcb"][..], "not compiled into this binary"),
+            (&["--collector.ifcb"][..], "not available in this version"),
             (
                 &["--collector.app-status", "--no-collector.app-status"][..],
                 "contradict",
@@ -633,6 +659,8 @@ mod tests {
                 "web.listen_addresses",
             ),
             (&["--web.telemetry-path", "metrics"][..], "telemetry_path"),
+            (&["--web.telemetry-path", "/{x}"][..], "telemetry_path"),
+            (&["--web.telemetry-path", "/:x"][..], "telemetry_path"),
             (&["--log.format", "xml"][..], "format"),
             (
                 &["--collector.app-status.timeout=-1"][..],
@@ -661,6 +689,15 @@ mod tests {
         assert_eq!(a.settings.timeout, Some(Duration::from_secs(2)));
         assert!(a.own.find_ref("min_interval").is_some());
         assert!(a.own.find_ref("cache_ttl").is_none());
+        // The file's listen addresses beat the seed's EXPORTER_PORT.
+        std::fs::write(&f, "[web]\nlisten_addresses = [\"127.0.0.1:7\"]\n").unwrap();
+        let c = load_args(
+            &["--config", f.to_str().unwrap()],
+            &[("EXPORTER_PORT", "9999")],
+        )
+        .unwrap();
+        assert_eq!(c.web.listen_addresses, vec!["127.0.0.1:7"]);
+        std::fs::write(&f, "[web]\nmax_requests = 7\n[collectors.app-status]\ncache_ttl = \"30s\"\ntimeout = 2\nmin_interval = 0\n").unwrap();
         // Flags beat the file.
         let c = load_args(
             &["--config", f.to_str().unwrap(), "--web.max-requests", "9"],
@@ -674,7 +711,7 @@ mod tests {
             ("[webb]\n", "webb"),
             (
                 "[collectors.ifcb]\nbase_url = \"x\"\n",
-                "not compiled into this binary",
+                "not available in this version",
             ),
             ("[collectors.nope]\n", "unknown collector"),
             (

@@ -214,7 +214,11 @@ async fn serve(
     };
     let app = tidegauge_server::router(shared, settings);
 
-    tokio::spawn(watch_signals(shutdown.clone(), reload));
+    // Installed before the first "listening" line, so a signal from then on is never lost.
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate())?;
+    let hup = signal(SignalKind::hangup())?;
+    tokio::spawn(watch_signals(shutdown.clone(), reload, term, hup));
     let mut servers = Vec::new();
     for listener in listeners {
         let addr = listener.local_addr()?;
@@ -287,15 +291,12 @@ fn reload(
     Ok(msg)
 }
 
-async fn watch_signals(shutdown: CancellationToken, reload: ReloadFn) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
+async fn watch_signals(
+    shutdown: CancellationToken,
+    reload: ReloadFn,
+    mut term: tokio::signal::unix::Signal,
+    mut hup: tokio::signal::unix::Signal,
+) {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

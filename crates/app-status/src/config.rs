@@ -359,6 +359,27 @@ pub struct SeedEnv {
 }
 
 impl SeedEnv {
+    /// `POLLING_INTERVAL_SECONDS`, when set: a non-negative number of seconds.
+    pub fn polling_interval(
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let Some(raw) = env("POLLING_INTERVAL_SECONDS") else {
+            return Ok(None);
+        };
+        let bad = || {
+            ConfigError(format!(
+                "POLLING_INTERVAL_SECONDS={raw:?}: expected a non-negative number of seconds"
+            ))
+        };
+        let secs: f64 = raw.trim().parse().map_err(|_| bad())?;
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(bad());
+        }
+        Duration::try_from_secs_f64(secs)
+            .map(Some)
+            .map_err(|_| bad())
+    }
+
     /// Reads the variables through `env` (so tests need not touch the process environment).
     pub fn read(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str, d: &str| env(k).unwrap_or_else(|| d.to_owned());
@@ -386,20 +407,7 @@ impl SeedEnv {
             ));
         }
         let path = get("TARGET_METRICS", "status");
-        let min_interval = match env("POLLING_INTERVAL_SECONDS") {
-            None => None,
-            Some(raw) => {
-                let secs: f64 = raw.trim().parse().map_err(|_| {
-                    ConfigError(format!("POLLING_INTERVAL_SECONDS={raw:?}: expected a non-negative number of seconds"))
-                })?;
-                if !secs.is_finite() || secs < 0.0 {
-                    return Err(ConfigError(format!(
-                        "POLLING_INTERVAL_SECONDS={raw:?}: expected a non-negative number of seconds"
-                    )));
-                }
-                Some(Duration::from_secs_f64(secs))
-            }
-        };
+        let min_interval = Self::polling_interval(env)?;
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
         } else {
@@ -446,8 +454,10 @@ mod tests {
     fn bad_env_names_the_variable() {
         let e = SeedEnv::read(&env(&[("TARGET_PORT", "abc")])).unwrap_err();
         assert!(e.0.contains("TARGET_PORT"), "{e}");
-        let e = SeedEnv::read(&env(&[("POLLING_INTERVAL_SECONDS", "-1")])).unwrap_err();
-        assert!(e.0.contains("POLLING_INTERVAL_SECONDS"), "{e}");
+        for bad in ["-1", "soon", "1e300", "inf"] {
+            let e = SeedEnv::read(&env(&[("POLLING_INTERVAL_SECONDS", bad)])).unwrap_err();
+            assert!(e.0.contains("POLLING_INTERVAL_SECONDS"), "{e}");
+        }
         let e = SeedEnv::read(&env(&[("TARGET_SCHEME", "ftp")])).unwrap_err();
         assert!(e.0.contains("TARGET_SCHEME"), "{e}");
     }

@@ -227,7 +227,7 @@ pub struct AppStatus {
     targets: Vec<Arc<Target>>,
     modules: BTreeMap<String, Arc<Module>>,
     min_interval: Duration,
-    probe_allow: Vec<String>,
+    probe_allow: Vec<reqwest::Url>,
 }
 
 impl AppStatus {
@@ -247,16 +247,11 @@ impl AppStatus {
         } else {
             None
         };
-        let min_interval = config
-            .min_interval
-            .or(seed.as_ref().and_then(|s| s.min_interval))
-            .or_else(|| {
-                env("POLLING_INTERVAL_SECONDS")
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64)
-            })
-            .unwrap_or(DEFAULT_MIN_INTERVAL);
+        // The file's setting beats the seed's variable, which applies to configured targets too.
+        let min_interval = match config.min_interval {
+            Some(d) => d,
+            None => SeedEnv::polling_interval(env)?.unwrap_or(DEFAULT_MIN_INTERVAL),
+        };
         let target_configs = match seed {
             Some(seed) => vec![TargetConfig {
                 name: "default".into(),
@@ -298,6 +293,17 @@ impl AppStatus {
             for k in t.labels.keys() {
                 tidegauge_core::snapshot::check_label_name(k)
                     .map_err(|e| ConfigError(format!("{at}.labels: {e}")))?;
+                if let Some(m) = module
+                    .mappings
+                    .iter()
+                    .find(|m| m.label_names().contains(&k.as_str()))
+                {
+                    return Err(ConfigError(format!(
+                        "{at}.labels.{k}: module {:?} already writes label {k:?} on {}; choose another name",
+                        t.module,
+                        m.name()
+                    )));
+                }
             }
             if !label_sets.insert(t.labels.clone()) && target_configs.len() > 1 {
                 return Err(ConfigError(format!(
@@ -332,7 +338,16 @@ impl AppStatus {
                 }
             }
         }
-        let probe_allow = config.probe.allow.clone();
+        let mut probe_allow = Vec::new();
+        for (i, a) in config.probe.allow.iter().enumerate() {
+            let url = reqwest::Url::parse(a).map_err(|e| ConfigError(format!("probe.allow[{i}] {a:?}: {e} (expected a URL prefix such as \"http://app-1:8000/\")")))?;
+            if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+                return Err(ConfigError(format!(
+                    "probe.allow[{i}] {a:?}: expected scheme://host[:port][/path] without credentials"
+                )));
+            }
+            probe_allow.push(url);
+        }
         Ok(Self {
             targets,
             modules,
@@ -574,12 +589,15 @@ impl Prober for AppStatus {
                 "{raw:?}: scheme must be http or https"
             )));
         }
-        let url = url.to_string();
-        if !self.probe_allow.is_empty()
-            && !self.probe_allow.iter().any(|p| url.starts_with(p.as_str()))
-        {
-            return Err(ProbeError::Forbidden(url));
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ProbeError::BadTarget(format!(
+                "{raw:?}: credentials in the URL are not accepted"
+            )));
         }
+        if !self.probe_allow.is_empty() && !self.probe_allow.iter().any(|p| allowed(p, &url)) {
+            return Err(ProbeError::Forbidden(url.to_string()));
+        }
+        let url = url.to_string();
         let fetched = fetch(m, &url, &[], ctx).await;
         let mut snapshot = Snapshot::new();
         for f in fetched.families {
@@ -592,9 +610,36 @@ impl Prober for AppStatus {
     }
 }
 
+/// Same scheme, host and port as the allowed prefix, and a path under its path.
+fn allowed(prefix: &reqwest::Url, url: &reqwest::Url) -> bool {
+    prefix.scheme() == url.scheme()
+        && prefix.host_str() == url.host_str()
+        && prefix.port_or_known_default() == url.port_or_known_default()
+        && url.path().starts_with(prefix.path())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_list_compares_origins_not_strings() {
+        let p = |s: &str| reqwest::Url::parse(s).unwrap();
+        let prefix = p("http://app-1:8000/");
+        assert!(allowed(&prefix, &p("http://app-1:8000/status")));
+        assert!(!allowed(&prefix, &p("http://app-1:8000@evil.example/")));
+        assert!(!allowed(&prefix, &p("http://app-1:8001/status")));
+        assert!(!allowed(&prefix, &p("https://app-1:8000/status")));
+        assert!(!allowed(
+            &p("http://app-1/"),
+            &p("http://app-1.evil.example/")
+        ));
+        assert!(allowed(
+            &p("http://app-1/api/"),
+            &p("http://app-1:80/api/status")
+        ));
+        assert!(!allowed(&p("http://app-1/api/"), &p("http://app-1/other")));
+    }
 
     #[test]
     fn base64_matches_rfc4648() {

@@ -198,6 +198,16 @@ impl Mapping {
     pub fn kind(&self) -> MetricType {
         self.kind
     }
+
+    /// The label names this mapping writes (besides a target's own labels).
+    pub fn label_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.key_label.iter().map(String::as_str).collect();
+        names.extend(self.labels.iter().map(|(k, _)| k.as_str()));
+        if let Conv::States { label, .. } = &self.conv {
+            names.push(label);
+        }
+        names
+    }
 }
 
 /// What a document gave under a module's mappings.

@@ -88,7 +88,8 @@ fn encode_family_om(encoder: &mut DescriptorEncoder<'_>, f: &MetricFamily) -> fm
         ),
         _ => (f.name.as_str(), None),
     };
-    let help = escape_help(&f.help);
+    // OpenMetrics escapes `"` in HELP as well; text 0.0.4 must not.
+    let help = escape_help(&f.help).replace('"', "\\\"");
     let mut family = encoder.encode_descriptor(name, &help, unit.as_ref(), kind)?;
     for sample in &f.samples {
         let labels: Vec<(&str, &str)> = sample
@@ -268,8 +269,11 @@ mod tests {
         let mut s = Snapshot::new();
         s.push(MetricFamily::gauge("app_requests_current", "Current requests").with(vec![], 10.0));
         s.push(
-            MetricFamily::counter("app_status_errors", "Errors by reason\nand \\ backslash")
-                .with(labels([("target", "a\"b"), ("reason", "connect")]), 3.0),
+            MetricFamily::counter(
+                "app_status_errors",
+                "Errors \"by\" reason\nand \\ backslash",
+            )
+            .with(labels([("target", "a\"b"), ("reason", "connect")]), 3.0),
         );
         let mut st = MetricFamily::new("app_health", "Health", MetricType::StateSet);
         st.push_states(
@@ -335,6 +339,80 @@ mod tests {
             assert_eq!(s, want, "{v}");
             assert_eq!(s.parse::<f64>().ok(), Some(v));
         }
+    }
+
+    /// Sample lines of an exposition as `name{sorted labels}` → value; `le` compared as a number.
+    fn parse_back(text: &str) -> std::collections::BTreeMap<String, f64> {
+        let mut out = std::collections::BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("value in {line:?}"));
+            let (name, labels) = match series.split_once('{') {
+                None => (series, Vec::new()),
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').expect("closing brace");
+                    let mut labels = Vec::new();
+                    let mut chars = body.chars().peekable();
+                    while chars.peek().is_some() {
+                        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                        assert_eq!(chars.next(), Some('"'), "{line}");
+                        let mut v = String::new();
+                        while let Some(c) = chars.next() {
+                            match c {
+                                '\\' => match chars.next() {
+                                    Some('n') => v.push('\n'),
+                                    Some(o) => v.push(o),
+                                    None => panic!("dangling escape in {line}"),
+                                },
+                                '"' => break,
+                                c => v.push(c),
+                            }
+                        }
+                        if key == "le" && v != "+Inf" {
+                            v = v.parse::<f64>().expect("numeric le").to_string();
+                        }
+                        labels.push((key, v));
+                        if chars.peek() == Some(&',') {
+                            chars.next();
+                        }
+                    }
+                    labels.sort();
+                    (name, labels)
+                }
+            };
+            let key = format!("{name}{labels:?}");
+            // NaN never equals itself; compare it as a marker.
+            let value = if value.is_nan() {
+                f64::MIN_POSITIVE
+            } else {
+                value
+            };
+            assert!(
+                out.insert(key, value).is_none(),
+                "duplicate series in {line}"
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn both_formats_parse_back_to_the_same_series() {
+        let parts = [fixture()];
+        let text = parse_back(&encode_text(&parts));
+        let om = parse_back(&encode_openmetrics(&parts));
+        assert_eq!(text, om);
+        assert_eq!(
+            text.get(
+                "app_status_errors_total[(\"reason\", \"connect\"), (\"target\", \"a\\\"b\")]"
+            ),
+            Some(&3.0)
+        );
+        assert_eq!(text.len(), 17);
     }
 
     #[test]

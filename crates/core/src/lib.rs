@@ -64,8 +64,12 @@ pub struct ScrapeContext {
 impl ScrapeContext {
     /// A context whose deadline is `budget` from now.
     pub fn new(budget: Duration, clock: Arc<dyn Clock>, http: reqwest::Client) -> Self {
+        let now = tokio::time::Instant::now();
         Self {
-            deadline: tokio::time::Instant::now() + budget,
+            // A budget too large to represent means "no practical deadline": a day.
+            deadline: now
+                .checked_add(budget)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400)),
             clock,
             http,
         }

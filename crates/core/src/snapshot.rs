@@ -177,6 +177,9 @@ pub enum NameError {
     /// with the reserved `__`.
     #[error("invalid label name {0:?}: must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __")]
     Label(String),
+    /// A sample carries the same label name twice.
+    #[error("label name {0:?} appears twice in one series")]
+    Repeated(String),
 }
 
 /// Whether `name` is a valid metric name.
@@ -218,12 +221,15 @@ pub fn check_label_name(name: &str) -> Result<(), NameError> {
 }
 
 impl MetricFamily {
-    /// Checks the family name and every label name of every sample.
+    /// Checks the family name, and every label name of every sample (valid, not repeated).
     pub fn validate(&self) -> Result<(), NameError> {
         check_metric_name(&self.name)?;
         for s in &self.samples {
-            for (k, _) in &s.labels {
+            for (i, (k, _)) in s.labels.iter().enumerate() {
                 check_label_name(k)?;
+                if s.labels[..i].iter().any(|(other, _)| other == k) {
+                    return Err(NameError::Repeated(k.clone()));
+                }
             }
         }
         Ok(())
@@ -291,5 +297,11 @@ mod tests {
         assert_eq!(f.samples[0].value, Value::Number(0.0));
         assert_eq!(f.samples[1].value, Value::Number(1.0));
         assert_eq!(f.samples[1].labels, labels([("app_health", "unhealthy")]));
+    }
+
+    #[test]
+    fn repeated_label_names_are_invalid() {
+        let f = MetricFamily::gauge("x", "x").with(labels([("a", "1"), ("a", "2")]), 1.0);
+        assert_eq!(f.validate(), Err(NameError::Repeated("a".into())));
     }
 }

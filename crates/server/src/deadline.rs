@@ -20,6 +20,10 @@ impl Default for TimeoutSettings {
     }
 }
 
+/// Longest budget a scrape may get, however large the header: keeps deadlines representable
+/// and bounds how long a request can hold resources.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The header Prometheus sends with every scrape.
 pub const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
 
@@ -50,6 +54,7 @@ pub fn scrape_budget(
             }
         }
     };
+    let base = base.min(MAX_TIMEOUT);
     Ok(base.saturating_sub(settings.offset).max(base / 2))
 }
 
@@ -79,6 +84,8 @@ mod tests {
             (Some("1"), None, Some(0.5)),
             (Some("0.6"), None, Some(0.3)),
             (Some(" 2.5 "), None, Some(2.0)),
+            (Some("1e19"), None, Some(3599.5)),
+            (Some("100000"), Some(5.0), Some(5.0)),
             (Some("abc"), None, None),
             (Some("-5"), None, None),
             (Some(""), None, None),

@@ -85,8 +85,8 @@ pub struct CollectorStatus {
 struct SlotState {
     /// Last successful snapshot, when it was taken (monotonic) and how long it took.
     cached: Option<(Instant, Arc<Snapshot>, Duration)>,
-    /// When the flight in progress started.
-    flight_started: Option<Instant>,
+    /// When the flight in progress started, and the deadline it runs under.
+    flight_started: Option<(Instant, Instant)>,
     status: CollectorStatus,
     duplicates: u64,
 }
@@ -355,12 +355,26 @@ impl Engine {
                 return (outcome, Some(age));
             }
         }
-        let deadline = Instant::now() + budget;
+        let now = Instant::now();
+        let deadline = now + budget;
+        // A collection still running past its own deadline is stuck (blocking work the runtime
+        // cannot cancel): report it timed out at once rather than wait on it again.
+        if slot.flight.in_flight()
+            && let Some((started, flight_deadline)) = lock(&slot.state).flight_started
+            && flight_deadline < now
+        {
+            let outcome = Outcome {
+                result: Err(Failure::Timeout),
+                duration: started.elapsed(),
+            };
+            self.remember(slot, &outcome);
+            return (outcome, None);
+        }
         let flight = slot.flight.run(|| {
             let collector = Arc::clone(&slot.collector);
             let ctx = ScrapeContext::new(budget, Arc::clone(&self.clock), self.http.clone());
             let started = Instant::now();
-            lock(&slot.state).flight_started = Some(started);
+            lock(&slot.state).flight_started = Some((started, ctx.deadline()));
             async move {
                 let result = tokio::time::timeout_at(ctx.deadline(), collector.collect(&ctx)).await;
                 let result = match result {
@@ -387,14 +401,19 @@ impl Engine {
             },
         };
         self.remember(slot, &outcome);
-        let cache_age = slot.settings.cache_ttl.map(|_| Duration::ZERO);
+        // A fresh snapshot is zero seconds old; a failed collection serves none.
+        let cache_age = slot
+            .settings
+            .cache_ttl
+            .filter(|_| outcome.result.is_ok())
+            .map(|_| Duration::ZERO);
         (outcome, cache_age)
     }
 
     fn flight_elapsed(&self, slot: &Slot) -> Duration {
         lock(&slot.state)
             .flight_started
-            .map(|s| s.elapsed())
+            .map(|(s, _)| s.elapsed())
             .unwrap_or_default()
     }
 

@@ -132,13 +132,25 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
     if telemetry != "/" {
         app = app.route("/", get(landing));
     }
-    app.fallback(collector_routes).with_state(state).layer(
-        CompressionLayer::new()
-            .gzip(true)
-            .no_br()
-            .no_deflate()
-            .no_zstd(),
-    )
+    app.fallback(collector_routes)
+        .with_state(state)
+        .layer(middleware::map_response(ensure_content_type))
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .no_br()
+                .no_deflate()
+                .no_zstd(),
+        )
+}
+
+/// Every response carries a `Content-Type`, including axum's own (405 and the like).
+async fn ensure_content_type(mut resp: Response) -> Response {
+    if !resp.headers().contains_key(header::CONTENT_TYPE) {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
+    }
+    resp
 }
 
 async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
