@@ -67,6 +67,19 @@ impl Host {
         }
     }
 
+    /// Starts the binary with a configuration file on an ephemeral loopback port.
+    fn with_config(cfg: &Path) -> Host {
+        Host::start(
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--web.listen-address",
+                "127.0.0.1:0",
+            ],
+            &[],
+        )
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -165,15 +178,7 @@ async fn serves_app_status_that_promtool_accepts() {
     let dir = temp_dir("serve");
     let cfg = dir.join("tidegauge.toml");
     write_config(&cfg, &format!("{}/status", app.uri()), "");
-    let host = Host::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--web.listen-address",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let host = Host::with_config(&cfg);
     let http = client();
 
     let resp = http.get(host.url("/metrics")).send().await.unwrap();
@@ -249,15 +254,7 @@ async fn reload_keeps_the_running_configuration_when_the_file_is_bad() {
     let cfg = dir.join("tidegauge.toml");
     let url = format!("{}/status", app.uri());
     write_config(&cfg, &url, "");
-    let host = Host::start(
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--web.listen-address",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let host = Host::with_config(&cfg);
     let http = client();
 
     // A broken file: SIGHUP logs why and keeps serving the old configuration.

@@ -74,6 +74,17 @@ pub fn has(tool: &str) -> bool {
 fn test(extra: &[String]) -> Result<(), String> {
     run(Command::new("bash").arg(root().join("scripts/install-test-deps.sh")))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The smallest build must keep compiling, and the collector template must keep working.
+    run(Command::new(&cargo).args([
+        "check",
+        "-p",
+        "tidegauge",
+        "--no-default-features",
+        "--features",
+        "app-status",
+    ]))?;
+    scaffold::check(&cargo)?;
+    // The test run goes last, so its summary closes the output.
     let nextest = Command::new(&cargo)
         .args(["nextest", "--version"])
         .output()
@@ -87,20 +98,10 @@ fn test(extra: &[String]) -> Result<(), String> {
                 "--all-features",
                 "--no-fail-fast",
             ])
-            .args(extra))?;
+            .args(extra))
     } else {
         run(Command::new(&cargo)
             .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
-            .args(extra))?;
+            .args(extra))
     }
-    // The smallest build must keep compiling too.
-    run(Command::new(&cargo).args([
-        "check",
-        "-p",
-        "tidegauge",
-        "--no-default-features",
-        "--features",
-        "app-status",
-    ]))?;
-    Ok(())
 }

@@ -244,3 +244,74 @@ async fn reads_the_value() {{
     );
     Ok(())
 }
+
+/// Scaffolds a collector in a scratch copy of the tracked tree and proves it compiles, passes its
+/// test and is accepted by clippy behind its feature, so the template cannot rot unnoticed.
+pub fn check(cargo: &str) -> Result<(), String> {
+    use std::process::Command;
+    let root = crate::root();
+    let scratch = root.join("target/scaffold-check");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    }
+    let files = Command::new("git")
+        .args(["ls-files", "-co", "--exclude-standard"])
+        .current_dir(&root)
+        .output()
+        .map_err(|e| format!("git ls-files: {e}"))?;
+    if !files.status.success() {
+        return Err("git ls-files failed".into());
+    }
+    for rel in String::from_utf8_lossy(&files.stdout).lines() {
+        let from = root.join(rel);
+        if !from.is_file() {
+            continue;
+        }
+        let to = scratch.join(rel);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
+    new_collector(&scratch, "scaffold-probe")?;
+    let target = root.join("target");
+    let run = |args: &[&str]| -> Result<(), String> {
+        let shown = format!("cargo {}", args.join(" "));
+        eprintln!("xtask: scaffold check: {shown}");
+        let status = Command::new(cargo)
+            .args(args)
+            .current_dir(&scratch)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .map_err(|e| format!("{shown}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("scaffold check: {shown} failed with {status}"))
+        }
+    };
+    run(&[
+        "test",
+        "-q",
+        "-p",
+        "tidegauge-scaffold-probe",
+        "--test",
+        "fixtures",
+    ])?;
+    run(&[
+        "clippy",
+        "-q",
+        "-p",
+        "tidegauge",
+        "-p",
+        "tidegauge-scaffold-probe",
+        "--features",
+        "scaffold-probe",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    std::fs::remove_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    Ok(())
+}
