@@ -23,6 +23,13 @@ pub fn build(
                 .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
             Ok(Arc::new(c))
         }
+        #[cfg(feature = "ifcb")]
+        tidegauge_ifcb::NAME => {
+            let cfg: tidegauge_ifcb::Config = crate::config::deserialize(name, own)?;
+            let c = tidegauge_ifcb::Ifcb::new(&cfg, services.http.clone())
+                .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
+            Ok(Arc::new(c))
+        }
         // new-collector: construction
         other => Err(ConfigError(crate::config::not_compiled(other))),
     }

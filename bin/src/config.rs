@@ -22,7 +22,7 @@ pub const KNOWN_COLLECTORS: &[&str] = &[
 ];
 
 /// Collectors tidegauge will have that no version provides yet (no cargo feature exists).
-const UNRELEASED: &[&str] = &["icos-push", "ifcb", "sensor-bridge"];
+const UNRELEASED: &[&str] = &["icos-push", "sensor-bridge"];
 
 /// Why a known collector is absent from this binary.
 pub fn not_compiled(name: &str) -> String {
@@ -39,6 +39,7 @@ pub fn not_compiled(name: &str) -> String {
 pub fn compiled_in(name: &str) -> bool {
     match name {
         "app-status" => cfg!(feature = "app-status"),
+        "ifcb" => cfg!(feature = "ifcb"),
         // new-collector: compiled
         _ => false,
     }
@@ -292,6 +293,9 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Run only the collectors enabled explicitly"),
         );
+    if compiled_in("ifcb") {
+        cmd = ifcb_seed_flags(cmd);
+    }
     for name in KNOWN_COLLECTORS {
         let suffix = if compiled_in(name) {
             ""
@@ -319,6 +323,157 @@ pub fn command() -> Command {
             );
     }
     cmd
+}
+
+/// The original IFCB exporter's command line, kept working.
+fn ifcb_seed_flags(cmd: Command) -> Command {
+    let num = |id: &'static str, help: &'static str| {
+        Arg::new(id)
+            .long(id)
+            .value_name("SECONDS")
+            .value_parser(clap::value_parser!(u64))
+            .help(help)
+            .help_heading("IFCB exporter compatibility")
+    };
+    cmd.arg(
+        Arg::new("base-url")
+            .long("base-url")
+            .value_name("[NAME=]URL")
+            .action(ArgAction::Append)
+            .help("IFCB dashboard API base ending in /api; repeatable; enables the ifcb collector")
+            .help_heading("IFCB exporter compatibility"),
+    )
+    .arg(num(
+        "lag-threshold-seconds",
+        "Newest-bin age above which a dataset is not up to date (default 86400)",
+    ))
+    .arg(num(
+        "lookback-seconds",
+        "Window for time series and the product scan (default 1209600)",
+    ))
+    .arg(num(
+        "interval",
+        "How old a dataset's values may be before a scrape refreshes them (default 900)",
+    ))
+    .arg(num(
+        "request-timeout-seconds",
+        "Total time per dashboard request (default 35)",
+    ))
+    .arg(
+        Arg::new("max-concurrency")
+            .long("max-concurrency")
+            .value_name("N")
+            .value_parser(clap::value_parser!(u64))
+            .help("Requests in flight per dashboard, 1-4 (default 2)")
+            .help_heading("IFCB exporter compatibility"),
+    )
+    .arg(
+        Arg::new("max-scan-bins")
+            .long("max-scan-bins")
+            .value_name("N")
+            .value_parser(clap::value_parser!(u64))
+            .help("has_products calls per dataset per refresh (default 20)")
+            .help_heading("IFCB exporter compatibility"),
+    )
+    .arg(
+        Arg::new("datasets")
+            .long("datasets")
+            .value_name("A,B")
+            .help("Read only these datasets (skips discovery)")
+            .help_heading("IFCB exporter compatibility"),
+    )
+    .arg(
+        Arg::new("refresh-at-start")
+            .long("refresh-at-start")
+            .action(ArgAction::SetTrue)
+            .help("Refresh every dataset once at start-up")
+            .help_heading("IFCB exporter compatibility"),
+    )
+    .arg(
+        Arg::new("port")
+            .long("port")
+            .value_name("PORT")
+            .value_parser(clap::value_parser!(u16))
+            .help("Listen port (all interfaces), unless --web.listen-address is given")
+            .help_heading("IFCB exporter compatibility"),
+    )
+}
+
+/// Settings from the IFCB exporter's flags.
+fn ifcb_seed_settings(m: &ArgMatches) -> Vec<Setting> {
+    let mut out = Vec::new();
+    if m.try_get_one::<String>("base-url").is_err() {
+        return out;
+    }
+    if let Some(urls) = m.get_many::<String>("base-url") {
+        let datasets: Option<Vec<Value>> = flag_value(m, "datasets").map(|d| {
+            d.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::from(s.to_owned()))
+                .collect()
+        });
+        let dashboards: Vec<Value> = urls
+            .map(|u| {
+                let d = tidegauge_ifcb_flag::split(u);
+                let mut t = Dict::new();
+                t.insert("url".into(), Value::from(d.1));
+                if let Some(name) = d.0 {
+                    t.insert("name".into(), Value::from(name));
+                }
+                if let Some(ds) = &datasets {
+                    t.insert("datasets".into(), Value::from(ds.clone()));
+                }
+                Value::from(t)
+            })
+            .collect();
+        out.push(Setting::new(
+            "collectors.ifcb.dashboards",
+            dashboards,
+            "flag --base-url",
+        ));
+    }
+    for (flag, key) in [
+        ("lag-threshold-seconds", "collectors.ifcb.lag_threshold"),
+        ("lookback-seconds", "collectors.ifcb.lookback"),
+        ("interval", "collectors.ifcb.interval"),
+        ("request-timeout-seconds", "collectors.ifcb.request_timeout"),
+        ("max-concurrency", "collectors.ifcb.max_concurrency"),
+        ("max-scan-bins", "collectors.ifcb.max_scan_bins"),
+    ] {
+        if let Some(v) = m.get_one::<u64>(flag) {
+            out.push(Setting::new(key, *v, format!("flag --{flag}")));
+        }
+    }
+    if m.get_flag("refresh-at-start") {
+        out.push(Setting::new(
+            "collectors.ifcb.refresh_at_start",
+            true,
+            "flag --refresh-at-start",
+        ));
+    }
+    if let Some(p) = m.get_one::<u16>("port")
+        && m.get_many::<String>("web.listen-address").is_none()
+    {
+        out.push(Setting::new(
+            "web.listen_addresses",
+            vec![format!(":{p}")],
+            "flag --port",
+        ));
+    }
+    out
+}
+
+/// `NAME=URL` or `URL`, as the IFCB exporter's `--base-url` takes it.
+mod tidegauge_ifcb_flag {
+    pub fn split(v: &str) -> (Option<String>, String) {
+        match v.split_once('=') {
+            Some((name, url)) if !name.is_empty() && !name.contains(['/', ':']) => {
+                (Some(name.to_owned()), url.to_owned())
+            }
+            _ => (None, v.to_owned()),
+        }
+    }
 }
 
 fn flag_value(m: &ArgMatches, id: &str) -> Option<String> {
@@ -402,6 +557,14 @@ pub fn load(
             fig = fig.merge(Setting::new(key, v, format!("flag --{flag}")));
         }
     }
+    let seed_ifcb = m
+        .try_get_many::<String>("base-url")
+        .ok()
+        .flatten()
+        .is_some();
+    for s in ifcb_seed_settings(m) {
+        fig = fig.merge(s);
+    }
     let raw: RawConfig = fig.extract()?;
     validate_web(&raw.web)?;
     if raw.scrape.default_timeout.is_zero() {
@@ -429,6 +592,7 @@ pub fn load(
         tables.entry(name).or_default().extend(dict);
     }
     let disable_defaults = m.get_flag("collector.disable-defaults");
+    let tables_given: Vec<String> = tables.keys().cloned().collect();
     let mut collectors = BTreeMap::new();
     for name in KNOWN_COLLECTORS {
         let on = m.get_flag(&format!("collector.{name}"));
@@ -462,12 +626,20 @@ pub fn load(
                     .map_err(|e| ConfigError(format!("--collector.{name}.timeout: {e}")))?,
             );
         }
+        // Without configuration ifcb has nothing to read; the IFCB exporter's command line
+        // (`--base-url`) means "this is an IFCB exporter": other collectors then run only when
+        // configured or enabled explicitly.
+        let default_on = match *name {
+            "ifcb" => own.contains_key("dashboards"),
+            _ if seed_ifcb => tables_given.contains(&(*name).to_owned()),
+            _ => true,
+        };
         let enabled = if on {
             true
         } else if off {
             false
         } else {
-            host.enabled.unwrap_or(!disable_defaults)
+            host.enabled.unwrap_or(!disable_defaults && default_on)
         };
         collectors.insert(
             (*name).to_owned(),
@@ -648,7 +820,10 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         for (args, want) in [
-            (&["--collector.ifcb"][..], "not available in this version"),
+            (
+                &["--collector.sensor-bridge"][..],
+                "not available in this version",
+            ),
             (
                 &["--collector.app-status", "--no-collector.app-status"][..],
                 "contradict",
@@ -710,7 +885,7 @@ mod tests {
             ("[web]\nmax_requests = \"many\"\n", "max_requests"),
             ("[webb]\n", "webb"),
             (
-                "[collectors.ifcb]\nbase_url = \"x\"\n",
+                "[collectors.sensor-bridge]\nboards = []\n",
                 "not available in this version",
             ),
             ("[collectors.nope]\n", "unknown collector"),
@@ -725,6 +900,53 @@ mod tests {
             assert!(e.0.contains(want), "{text}: {e}");
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn ifcb_exporter_command_line() {
+        let c = load_args(
+            &[
+                "--base-url",
+                "caloos=http://127.0.0.1:1/api",
+                "--base-url",
+                "http://127.0.0.2:1/api",
+                "--lag-threshold-seconds",
+                "100",
+                "--interval",
+                "60",
+                "--datasets",
+                "a,b",
+                "--port",
+                "8000",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.web.listen_addresses, vec![":8000"]);
+        assert!(c.collectors["ifcb"].enabled);
+        assert!(
+            !c.collectors["app-status"].enabled,
+            "an IFCB exporter command line runs only ifcb"
+        );
+        let cfg: tidegauge_ifcb::Config = deserialize("ifcb", &c.collectors["ifcb"].own).unwrap();
+        assert_eq!(cfg.lag_threshold, Duration::from_secs(100));
+        assert_eq!(cfg.interval, Duration::from_secs(60));
+        assert_eq!(cfg.dashboards.len(), 2);
+        assert_eq!(cfg.dashboards[0].name.as_deref(), Some("caloos"));
+        assert_eq!(cfg.dashboards[1].name, None);
+        assert_eq!(cfg.dashboards[1].datasets, vec!["a", "b"]);
+        // Without dashboards ifcb stays off; asked for explicitly it is a clear error.
+        assert!(!load_args(&[], &[]).unwrap().collectors["ifcb"].enabled);
+        let c = load_args(&["--collector.ifcb"], &[]).unwrap();
+        let services = tidegauge_core::HostServices {
+            http: tidegauge_core::http::client().unwrap(),
+            clock: std::sync::Arc::new(tidegauge_core::SystemClock),
+            data_dir: std::env::temp_dir(),
+        };
+        let err = crate::collectors::build("ifcb", &c.collectors["ifcb"].own, &services, &|_| None)
+            .err()
+            .unwrap();
+        assert!(err.0.contains("no dashboards"), "{err}");
     }
 
     #[test]

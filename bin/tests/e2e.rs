@@ -361,3 +361,76 @@ fn sigterm_stops_gracefully() {
     let status = host.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ifcb_exporter_command_line_serves_a_dashboard() {
+    use tidegauge_testkit::ifcb::{FakeDashboard, FakeDataset, Model};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut model = Model::new(now);
+    model
+        .datasets
+        .insert("mvco".into(), FakeDataset::regular(100, now - 600));
+    model.datasets.insert(
+        "empty".into(),
+        FakeDataset {
+            active: true,
+            ..FakeDataset::default()
+        },
+    );
+    let fake = FakeDashboard::start(model).await.unwrap();
+    let host = Host::start(
+        &[
+            "--base-url",
+            &format!("whoi={}", fake.url),
+            "--lag-threshold-seconds",
+            "3600",
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let body = client()
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        value(
+            &body,
+            "ifcb_is_dataset_up_to_date{dashboard=\"whoi\",dataset=\"mvco\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &body,
+            "ifcb_latest_bin_timestamp{dashboard=\"empty\",dataset=\"empty\"}"
+        ),
+        None
+    );
+    assert_eq!(
+        value(
+            &body,
+            "ifcb_latest_bin_timestamp{dashboard=\"whoi\",dataset=\"empty\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &body,
+            "tidegauge_scrape_collector_success{collector=\"ifcb\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !body.contains("app_status_up"),
+        "only the IFCB collector runs"
+    );
+    promtool_check(&body);
+}

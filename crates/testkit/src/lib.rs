@@ -1,6 +1,8 @@
 //! Helpers for testing tidegauge collectors: a settable clock, scrape contexts, fixture paths
 //! and filters that make encoded output deterministic for snapshots.
 
+pub mod ifcb;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -86,10 +88,10 @@ pub fn render(snapshot: &Snapshot) -> String {
 }
 
 /// Replaces the values of series that measure elapsed time (names ending in
-/// `duration_seconds`) with `<elapsed>`, so snapshots do not depend on speed.
+/// `duration_seconds`, histogram series included) with `<elapsed>`, so snapshots do not depend on speed.
 pub fn redact(exposition: &str) -> String {
     let re =
-        regex::Regex::new(r"(?m)^([a-zA-Z_:][a-zA-Z0-9_:]*duration_seconds(?:\{[^}]*\})?) \S+$")
+        regex::Regex::new(r"(?m)^([a-zA-Z_:][a-zA-Z0-9_:]*duration_seconds(?:_bucket|_sum|_count)?(?:\{[^}]*\})?) \S+$")
             .unwrap_or_else(|e| panic!("redaction regex: {e}"));
     re.replace_all(exposition, "$1 <elapsed>").into_owned()
 }

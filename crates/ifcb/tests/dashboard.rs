@@ -1,0 +1,644 @@
+//! The ifcb collector against the fake dashboard (tidegauge_testkit::ifcb): the spec's fixture
+//! scenarios, and a regression test named after each defect of the original exporter.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidegauge_core::{Collector, Snapshot, Value};
+use tidegauge_ifcb::{Config, DashboardConfig, Ifcb};
+use tidegauge_testkit::ifcb::{CADENCE, FakeBin, FakeDashboard, FakeDataset, Model};
+use tidegauge_testkit::{FakeClock, context, render};
+
+/// 2025-06-15T00:00:00Z.
+const NOW: i64 = 1_749_945_600;
+const DAY: i64 = 86_400;
+
+struct Rig {
+    fake: FakeDashboard,
+    ifcb: Ifcb,
+    clock: Arc<FakeClock>,
+}
+
+impl Rig {
+    async fn new(mut model: Model, tweak: impl FnOnce(&mut Config)) -> Rig {
+        model.single_worker = false;
+        let fake = FakeDashboard::start(model).await.unwrap();
+        let mut cfg = Config {
+            dashboards: vec![DashboardConfig::from_flag(&format!("test={}", fake.url))],
+            ..Config::default()
+        };
+        tweak(&mut cfg);
+        let ifcb = Ifcb::new(&cfg, tidegauge_core::http::client().unwrap()).unwrap();
+        Rig {
+            fake,
+            ifcb,
+            clock: FakeClock::at(NOW as u64),
+        }
+    }
+
+    async fn scrape(&self) -> Snapshot {
+        let ctx = context(Duration::from_secs(10), self.clock.clone());
+        self.ifcb.collect(&ctx).await.unwrap()
+    }
+
+    /// Moves both clocks forward.
+    fn advance(&self, secs: i64) {
+        self.clock.advance(Duration::from_secs(secs as u64));
+        self.fake.update(|m| m.now += secs);
+    }
+}
+
+fn model(datasets: Vec<(&str, FakeDataset)>) -> Model {
+    let mut m = Model::new(NOW);
+    for (name, d) in datasets {
+        m.datasets.insert(name.to_owned(), d);
+    }
+    m
+}
+
+fn get(snap: &Snapshot, family: &str, dataset: &str) -> Option<f64> {
+    snap.family(family)?.samples.iter().find_map(|s| {
+        let hit = s.labels.iter().any(|(k, v)| k == "dataset" && v == dataset);
+        match (&s.value, hit) {
+            (Value::Number(v), true) => Some(*v),
+            _ => None,
+        }
+    })
+}
+
+fn live() -> FakeDataset {
+    FakeDataset::regular(960, NOW - 600)
+}
+
+#[tokio::test]
+async fn live_dataset_full_output() {
+    let rig = Rig::new(model(vec![("mvco", live())]), |_| {}).await;
+    let snap = rig.scrape().await;
+    insta::assert_snapshot!(render(&snap));
+    // Cold: latest bin + nine series + bin list + one has_products.
+    assert_eq!(
+        rig.fake.requests().len(),
+        1 + 12,
+        "{:#?}",
+        rig.fake.requests()
+    );
+}
+
+#[tokio::test]
+async fn warm_scrapes_are_served_from_memory_and_refreshes_are_cheap() {
+    let rig = Rig::new(model(vec![("mvco", live())]), |_| {}).await;
+    rig.scrape().await;
+    rig.fake.clear_log();
+    // Within the interval: nothing is asked.
+    rig.advance(60);
+    rig.scrape().await;
+    assert!(rig.fake.requests().is_empty(), "{:#?}", rig.fake.requests());
+    // After the interval with nothing new: discovery + latest bin + nine series.
+    rig.advance(900);
+    let snap = rig.scrape().await;
+    assert_eq!(
+        rig.fake.requests().len(),
+        1 + 10,
+        "{:#?}",
+        rig.fake.requests()
+    );
+    assert_eq!(
+        get(&snap, "ifcb_dataset_last_success_timestamp_seconds", "mvco"),
+        Some((NOW + 960) as f64)
+    );
+    // A new bin: one has_products call finds all three products on it.
+    rig.fake.update(|m| {
+        let d = m.datasets.get_mut("mvco").unwrap();
+        d.bins.push(FakeBin::at(NOW + 700));
+    });
+    rig.fake.clear_log();
+    rig.advance(900);
+    let snap = rig.scrape().await;
+    assert_eq!(rig.fake.count("has_products"), 1);
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "mvco"),
+        Some((NOW + 700) as f64)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_class_scores_lag_seconds", "mvco"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn finished_cruise_uses_a_window_anchored_at_its_last_bin() {
+    let newest = NOW - 120 * DAY;
+    let rig = Rig::new(
+        model(vec![("cruise", FakeDataset::regular(5000, newest))]),
+        |_| {},
+    )
+    .await;
+    let snap = rig.scrape().await;
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "cruise"),
+        Some(newest as f64)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_temperature_timestamp", "cruise"),
+        Some(newest as f64)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_is_dataset_up_to_date", "cruise"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_blobs_lag_seconds", "cruise"),
+        Some(0.0)
+    );
+    let start =
+        tidegauge_ifcb::api::encode(&tidegauge_ifcb::api::format_timestamp(newest - 14 * DAY));
+    for r in rig
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("time-series"))
+    {
+        assert!(r.contains(&format!("start={start}")), "{r}");
+    }
+}
+
+#[tokio::test]
+async fn empty_dataset_aborts_the_cycle() {
+    let empty = FakeDataset {
+        active: true,
+        ..FakeDataset::default()
+    };
+    let rig = Rig::new(model(vec![("a-empty", empty), ("b-live", live())]), |_| {}).await;
+    let snap = rig.scrape().await;
+    insta::assert_snapshot!(render(&snap));
+    assert_eq!(get(&snap, "ifcb_dataset_up", "a-empty"), Some(1.0));
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "a-empty"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_features_lag_seconds", "a-empty"),
+        Some(-1.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_is_dataset_up_to_date", "a-empty"),
+        Some(0.0)
+    );
+    assert_eq!(get(&snap, "ifcb_temperature_value", "a-empty"), None);
+    assert_eq!(get(&snap, "ifcb_dataset_up", "b-live"), Some(1.0));
+    assert_eq!(
+        get(&snap, "ifcb_is_dataset_up_to_date", "b-live"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn early_break() {
+    // Features missing on the newest 2 bins, class scores on the newest 5.
+    let mut d = live();
+    let n = d.bins.len();
+    for (i, b) in d.bins.iter_mut().rev().enumerate() {
+        b.products[1] = i >= 2;
+        b.products[2] = i >= 5;
+    }
+    assert_eq!(n, 960);
+    let rig = Rig::new(model(vec![("mvco", d)]), |_| {}).await;
+    let snap = rig.scrape().await;
+    assert_eq!(
+        get(&snap, "ifcb_latest_blobs_lag_seconds", "mvco"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_features_lag_seconds", "mvco"),
+        Some(2.0 * CADENCE as f64)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_class_scores_lag_seconds", "mvco"),
+        Some(5.0 * CADENCE as f64)
+    );
+    assert_eq!(rig.fake.count("has_products"), 6);
+}
+
+#[tokio::test]
+async fn full_history_scans() {
+    let mut d = live();
+    for b in &mut d.bins {
+        b.products[2] = false;
+    }
+    let rig = Rig::new(model(vec![("mvco", d)]), |_| {}).await;
+    let snap = rig.scrape().await;
+    assert_eq!(
+        get(&snap, "ifcb_latest_class_scores_timestamp", "mvco"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_class_scores_lag_seconds", "mvco"),
+        Some(-1.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_blobs_lag_seconds", "mvco"),
+        Some(0.0)
+    );
+    assert_eq!(
+        rig.fake.count("has_products"),
+        20,
+        "at most --max-scan-bins per refresh"
+    );
+    rig.fake.clear_log();
+    rig.advance(901);
+    rig.scrape().await;
+    assert!(rig.fake.count("has_products") <= 20);
+}
+
+#[tokio::test]
+async fn has_products_errors_skip_the_bin() {
+    let mut d = live();
+    for (i, b) in d.bins.iter_mut().rev().enumerate().take(4) {
+        b.has_products_status = if i < 3 { 500 } else { 502 };
+    }
+    let rig = Rig::new(model(vec![("mvco", d)]), |_| {}).await;
+    let snap = rig.scrape().await;
+    for p in ["blobs", "features", "class_scores"] {
+        assert_eq!(
+            get(&snap, &format!("ifcb_latest_{p}_lag_seconds"), "mvco"),
+            Some(4.0 * CADENCE as f64),
+            "{p}"
+        );
+    }
+    assert_eq!(get(&snap, "ifcb_dataset_up", "mvco"), Some(1.0));
+}
+
+#[tokio::test]
+async fn has_products_404() {
+    let mut d = live();
+    if let Some(b) = d.bins.last_mut() {
+        b.has_products_status = 404;
+    }
+    let rig = Rig::new(model(vec![("mvco", d)]), |_| {}).await;
+    let snap = rig.scrape().await;
+    assert_eq!(get(&snap, "ifcb_dataset_up", "mvco"), Some(1.0));
+    assert_eq!(
+        get(&snap, "ifcb_latest_blobs_lag_seconds", "mvco"),
+        Some(CADENCE as f64)
+    );
+}
+
+#[tokio::test]
+async fn newest_bin_skipped() {
+    let mut d = live();
+    if let Some(b) = d.bins.last_mut() {
+        b.skip = true;
+    }
+    let rig = Rig::new(model(vec![("mvco", d)]), |_| {}).await;
+    let snap = rig.scrape().await;
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "mvco"),
+        Some((NOW - 600) as f64)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_temperature_timestamp", "mvco"),
+        Some((NOW - 600 - CADENCE) as f64)
+    );
+}
+
+#[tokio::test]
+async fn pid_sort() {
+    // 2006-era old-style pids, then a live recent history: the scan follows time, not pids.
+    let mut d = live();
+    let mut old: Vec<FakeBin> = (0..50)
+        .map(|i| {
+            let mut b = FakeBin::at(1_149_617_639 + i * CADENCE);
+            b.old_pid = true;
+            b
+        })
+        .collect();
+    old.append(&mut d.bins);
+    d.bins = old;
+    for b in d.bins.iter_mut().rev().take(3) {
+        b.products[2] = false;
+    }
+    let rig = Rig::new(model(vec![("mvco", d)]), |cfg| {
+        cfg.lookback = Duration::from_secs(30 * DAY as u64)
+    })
+    .await;
+    let snap = rig.scrape().await;
+    assert_eq!(
+        get(&snap, "ifcb_latest_class_scores_lag_seconds", "mvco"),
+        Some(3.0 * CADENCE as f64)
+    );
+    assert!(
+        !rig.fake
+            .requests()
+            .iter()
+            .any(|r| r.contains("has_products/IFCB1_")),
+        "{:#?}",
+        rig.fake.requests()
+    );
+}
+
+#[tokio::test]
+async fn millisecond_timestamps() {
+    let mut m = model(vec![("mvco", FakeDataset::regular(10, 1_748_736_754))]);
+    m.millis = true;
+    m.now = 1_748_736_754 + 600;
+    m.list_bins = false;
+    let fake_now = m.now;
+    let rig = Rig::new(m, |_| {}).await;
+    rig.clock
+        .set(std::time::UNIX_EPOCH + Duration::from_secs(fake_now as u64));
+    let snap = rig.scrape().await;
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "mvco"),
+        Some(1_748_736_754.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_temperature_timestamp", "mvco"),
+        Some(1_748_736_754.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_blobs_timestamp", "mvco"),
+        Some(1_748_736_754.0)
+    );
+}
+
+#[tokio::test]
+async fn clamped_values_are_exported_as_zero() {
+    let mut d = live();
+    let n = d.bins.len();
+    d.bins[n - 1].temperature = None;
+    d.bins[n - 2].temperature = Some(-9_999_999.0);
+    let rig = Rig::new(model(vec![("mvco", d)]), |_| {}).await;
+    let snap = rig.scrape().await;
+    assert_eq!(get(&snap, "ifcb_temperature_value", "mvco"), Some(0.0));
+}
+
+#[tokio::test]
+async fn list_bins_removal() {
+    let mut m = model(vec![("mvco", live())]);
+    m.list_bins = false;
+    let rig = Rig::new(m, |_| {}).await;
+    let snap = rig.scrape().await;
+    assert_eq!(get(&snap, "ifcb_dataset_up", "mvco"), Some(1.0));
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "mvco"),
+        Some((NOW - 600) as f64)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_class_scores_lag_seconds", "mvco"),
+        Some(0.0)
+    );
+    assert_eq!(rig.fake.count("export_metadata"), 1);
+    // Remembered: the next refresh does not ask list_bins again.
+    rig.fake.clear_log();
+    rig.fake.update(|m| {
+        m.datasets
+            .get_mut("mvco")
+            .unwrap()
+            .bins
+            .push(FakeBin::at(NOW + 700))
+    });
+    rig.advance(901);
+    rig.scrape().await;
+    assert_eq!(rig.fake.count("list_bins"), 0, "{:#?}", rig.fake.requests());
+    assert_eq!(rig.fake.count("export_metadata"), 1);
+}
+
+#[tokio::test]
+async fn older_dashboard_without_most_recent_bin() {
+    let mut m = model(
+        (0..5)
+            .map(|i| (["a", "b", "c", "d", "e"][i], live()))
+            .collect(),
+    );
+    m.most_recent_bin = false;
+    let rig = Rig::new(m, |_| {}).await;
+    let snap = rig.scrape().await;
+    for ds in ["a", "b", "c", "d", "e"] {
+        assert_eq!(
+            get(&snap, "ifcb_latest_bin_timestamp", ds),
+            Some((NOW - 600) as f64),
+            "{ds}"
+        );
+        assert_eq!(get(&snap, "ifcb_dataset_up", ds), Some(1.0), "{ds}");
+    }
+    assert_eq!(
+        rig.fake.count("most_recent_bin"),
+        1,
+        "only the first dataset pays for the 404"
+    );
+}
+
+#[tokio::test]
+async fn no_timeouts() {
+    let slow = FakeDataset {
+        slow: Some(Duration::from_secs(5)),
+        ..live()
+    };
+    let broken = FakeDataset {
+        time_series_status: Some(502),
+        ..live()
+    };
+    let rig = Rig::new(
+        model(vec![("broken", broken), ("mvco", live()), ("slow", slow)]),
+        |cfg| {
+            cfg.request_timeout = Duration::from_millis(300);
+        },
+    )
+    .await;
+    let snap = rig.scrape().await;
+    assert_eq!(get(&snap, "ifcb_dataset_up", "slow"), Some(0.0));
+    assert_eq!(get(&snap, "ifcb_dataset_up", "broken"), Some(0.0));
+    assert_eq!(get(&snap, "ifcb_dataset_up", "mvco"), Some(1.0));
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "mvco"),
+        Some((NOW - 600) as f64)
+    );
+    let requests = snap.family("tidegauge_ifcb_upstream_requests").unwrap();
+    let errors: f64 = requests
+        .samples
+        .iter()
+        .filter(|s| s.labels.iter().any(|(k, v)| k == "code" && v == "error"))
+        .map(|s| match s.value {
+            Value::Number(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert!(errors >= 1.0, "timeouts are counted as code=\"error\"");
+}
+
+#[tokio::test]
+async fn nothing_removed() {
+    let rig = Rig::new(model(vec![("gone", live()), ("mvco", live())]), |_| {}).await;
+    let snap = rig.scrape().await;
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "gone"),
+        Some((NOW - 600) as f64)
+    );
+    // A failing dataset keeps its values with dataset_up 0; a removed one disappears.
+    rig.fake.update(|m| {
+        m.datasets.get_mut("gone").unwrap().active = false;
+        m.datasets.get_mut("mvco").unwrap().time_series_status = Some(500);
+    });
+    rig.advance(901);
+    let snap = rig.scrape().await;
+    assert_eq!(get(&snap, "ifcb_dataset_up", "gone"), None);
+    assert_eq!(get(&snap, "ifcb_latest_bin_timestamp", "gone"), None);
+    assert_eq!(get(&snap, "ifcb_dataset_up", "mvco"), Some(0.0));
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "mvco"),
+        Some((NOW - 600) as f64)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_dataset_last_success_timestamp_seconds", "mvco"),
+        Some(NOW as f64)
+    );
+}
+
+#[tokio::test]
+async fn discovery_failure_marks_every_dataset_down() {
+    let rig = Rig::new(model(vec![("mvco", live())]), |_| {}).await;
+    rig.scrape().await;
+    rig.fake.update(|m| m.filter_options_status = Some(500));
+    rig.advance(901);
+    let snap = rig.scrape().await;
+    assert_eq!(get(&snap, "ifcb_dataset_up", "mvco"), Some(0.0));
+    assert_eq!(
+        get(&snap, "ifcb_latest_bin_timestamp", "mvco"),
+        Some((NOW - 600) as f64)
+    );
+    let up = snap.family("ifcb_dashboard_up").unwrap();
+    assert_eq!(up.samples[0].value, Value::Number(0.0));
+}
+
+#[tokio::test]
+async fn unbound_variable() {
+    // Products remembered, then every bin disappears: no crash, no bins.
+    let rig = Rig::new(model(vec![("mvco", live())]), |_| {}).await;
+    rig.scrape().await;
+    rig.fake
+        .update(|m| m.datasets.get_mut("mvco").unwrap().bins.clear());
+    rig.advance(901);
+    let snap = rig.scrape().await;
+    assert_eq!(get(&snap, "ifcb_dataset_up", "mvco"), Some(1.0));
+    assert_eq!(get(&snap, "ifcb_latest_bin_timestamp", "mvco"), Some(0.0));
+    assert_eq!(
+        get(&snap, "ifcb_latest_blobs_lag_seconds", "mvco"),
+        Some(-1.0)
+    );
+    assert_eq!(get(&snap, "ifcb_temperature_value", "mvco"), None);
+}
+
+#[tokio::test]
+async fn inverted_up_to_date() {
+    // Exactly at the threshold is up to date; one second older is not.
+    let rig = Rig::new(
+        model(vec![
+            ("at-threshold", FakeDataset::regular(10, NOW - DAY)),
+            ("just-over", FakeDataset::regular(10, NOW - DAY - 1)),
+            ("fresh", live()),
+        ]),
+        |_| {},
+    )
+    .await;
+    let snap = rig.scrape().await;
+    assert_eq!(get(&snap, "ifcb_is_dataset_up_to_date", "fresh"), Some(1.0));
+    assert_eq!(
+        get(&snap, "ifcb_is_dataset_up_to_date", "at-threshold"),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_is_dataset_up_to_date", "just-over"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn unbounded_time_series() {
+    let rig = Rig::new(model(vec![("mvco", live())]), |_| {}).await;
+    rig.scrape().await;
+    let series: Vec<String> = rig
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("time-series"))
+        .collect();
+    assert_eq!(series.len(), 9);
+    for r in series {
+        assert!(
+            r.contains("resolution=bin") && r.contains("&start=") && r.contains("&end="),
+            "{r}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_dashboards_with_the_same_dataset() {
+    let a = FakeDashboard::start(model(vec![("mvco", live())]))
+        .await
+        .unwrap();
+    let mut other = model(vec![("mvco", FakeDataset::regular(10, NOW - 3 * DAY))]);
+    other.single_worker = false;
+    let b = FakeDashboard::start(other).await.unwrap();
+    let cfg = Config {
+        dashboards: vec![
+            DashboardConfig::from_flag(&format!("whoi={}", a.url)),
+            DashboardConfig::from_flag(&format!("caloos={}/", b.url)),
+        ],
+        ..Config::default()
+    };
+    let ifcb = Ifcb::new(&cfg, tidegauge_core::http::client().unwrap()).unwrap();
+    let ctx = context(Duration::from_secs(10), FakeClock::at(NOW as u64));
+    let snap = ifcb.collect(&ctx).await.unwrap();
+    insta::assert_snapshot!(render(&snap));
+}
+
+#[tokio::test]
+async fn deadline_returns_what_is_finished_and_the_next_scrape_is_complete() {
+    let slowish = FakeDataset {
+        slow: Some(Duration::from_millis(400)),
+        ..live()
+    };
+    let rig = Rig::new(model(vec![("fast", live()), ("slowish", slowish)]), |_| {}).await;
+    let ctx = context(Duration::from_millis(300), rig.clock.clone());
+    let first = rig.ifcb.collect(&ctx).await.unwrap();
+    assert_eq!(
+        get(&first, "ifcb_latest_bin_timestamp", "fast"),
+        Some((NOW - 600) as f64)
+    );
+    assert_eq!(get(&first, "ifcb_latest_bin_timestamp", "slowish"), None);
+    // The unfinished refresh goes on in the background; wait for it through a patient scrape.
+    let second = rig.scrape().await;
+    assert_eq!(
+        get(&second, "ifcb_latest_bin_timestamp", "slowish"),
+        Some((NOW - 600) as f64)
+    );
+    // The dataset was refreshed once, not twice.
+    assert_eq!(rig.fake.count("most_recent_bin?dataset=slowish"), 1);
+}
+
+#[test]
+fn bad_configuration_names_the_problem() {
+    let http = tidegauge_core::http::client().unwrap();
+    let base = |f: &dyn Fn(&mut Config)| {
+        let mut c = Config {
+            dashboards: vec![DashboardConfig::from_flag("http://127.0.0.1:1/api")],
+            ..Config::default()
+        };
+        f(&mut c);
+        Ifcb::new(&c, http.clone())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(base(&|c| c.dashboards.clear()).contains("no dashboards"));
+    assert!(base(&|c| c.max_concurrency = 9).contains("max_concurrency"));
+    assert!(base(&|c| c.dashboards[0].url = "ftp://x/api".into()).contains("dashboards[0].url"));
+    assert!(
+        base(&|c| c
+            .dashboards
+            .push(DashboardConfig::from_flag("http://127.0.0.1:1/api")))
+        .contains("used twice")
+    );
+    assert!(base(&|c| c.interval = Duration::ZERO).contains("interval"));
+}
