@@ -30,6 +30,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if which == "all" || which == "host" {
         host(&cargo)?;
     }
+    if which == "all" || which == "ifcb" {
+        ifcb(&cargo)?;
+    }
     Ok(())
 }
 
@@ -184,4 +187,219 @@ fn host(cargo: &str) -> Result<(), String> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn http_get_with(addr: &str, path: &str, headers: &str) -> Result<(Duration, String), String> {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    Ok((started.elapsed(), body))
+}
+
+/// Datasets whose newest-bin series is in the exposition.
+fn complete(body: &str) -> usize {
+    body.lines()
+        .filter(|l| l.starts_with("ifcb_latest_bin_timestamp{"))
+        .count()
+}
+
+/// The original exporter's cycle (issue 3's comparison): discovery, nine unbounded time series
+/// and the unbounded bin list per dataset, then `has_products` newest first until every
+/// product is found. Returns (requests, response bytes).
+async fn original_cycle(base: &str, first: bool) -> Result<(usize, usize), String> {
+    let http = tidegauge_core::http::client().map_err(|e| e.to_string())?;
+    let get = |path: String| {
+        let http = http.clone();
+        let url = format!("{base}/{path}");
+        async move {
+            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            let status = r.status().as_u16();
+            let body = r.bytes().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, body))
+        }
+    };
+    let (mut n, mut bytes) = (0usize, 0usize);
+    let (_, body) = get("filter_options".into()).await?;
+    n += 1;
+    bytes += body.len();
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let names: Vec<String> = v["dataset_options"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for ds in names {
+        for m in [
+            "size",
+            "temperature",
+            "humidity",
+            "run_time",
+            "look_time",
+            "ml_analyzed",
+            "concentration",
+            "n_triggers",
+            "n_images",
+        ] {
+            let (_, b) = get(format!("time-series/{m}?resolution=bin&dataset={ds}")).await?;
+            n += 1;
+            bytes += b.len();
+        }
+        let (_, b) = get(format!("list_bins?dataset={ds}")).await?;
+        n += 1;
+        bytes += b.len();
+        if first {
+            // Newest bin first; every product is on it in this dashboard, and the early break
+            // ends the scan at the next bin.
+            let v: serde_json::Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+            if let Some(pid) = v["data"]
+                .as_array()
+                .and_then(|a| a.last())
+                .and_then(|b| b["pid"].as_str())
+            {
+                let (_, b) = get(format!("has_products/{pid}")).await?;
+                n += 1;
+                bytes += b.len();
+            }
+        }
+    }
+    Ok((n, bytes))
+}
+
+fn ifcb(cargo: &str) -> Result<(), String> {
+    use tidegauge_testkit::ifcb::{FakeDashboard, FakeDataset, Model};
+    crate::run(Command::new(cargo).args(["build", "--release", "-p", "tidegauge"]))?;
+    let bin = crate::root().join("target/release/tidegauge");
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs() as i64;
+    let mut model = Model::new(now);
+    model.delay = Duration::from_millis(50);
+    for i in 0..29 {
+        model.datasets.insert(
+            format!("dataset-{i:02}"),
+            FakeDataset::regular(1_000, now - 600 - i * 60),
+        );
+    }
+    model
+        .datasets
+        .insert("mvco".into(), FakeDataset::regular(300_000, now - 300));
+    let fake = rt
+        .block_on(FakeDashboard::start(model))
+        .map_err(|e| e.to_string())?;
+    let datasets = 30;
+
+    let port = free_port()?;
+    let child = Command::new(&bin)
+        .args([
+            "--base-url",
+            &format!("bench={}", fake.url),
+            "--interval",
+            "30",
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+            "--log.level",
+            "warn",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let h = Host(child);
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if http_get(&addr, "/-/ready").is_ok_and(|(_, b)| b.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let header = "X-Prometheus-Scrape-Timeout-Seconds: 10.5\r\n";
+    let (cold, body) = http_get_with(&addr, "/metrics", header)?;
+    let cold_complete = complete(&body);
+    // Let the refreshes that outlived the deadline finish in the background.
+    let mut settled = fake.requests().len();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let n = fake.requests().len();
+        if n == settled {
+            break;
+        }
+        settled = n;
+    }
+    let cold_requests = fake.requests().len();
+    let mut warm = Vec::new();
+    let mut warm_complete = 0;
+    for _ in 0..20 {
+        let (d, body) = http_get_with(&addr, "/metrics", header)?;
+        warm_complete = complete(&body);
+        warm.push(d);
+    }
+    warm.sort();
+    let after_warm = fake.requests().len();
+    // One refresh cycle later, nothing new on the dashboard.
+    std::thread::sleep(Duration::from_secs(31));
+    fake.clear_log();
+    let (cycle, body) = http_get_with(&addr, "/metrics", header)?;
+    let cycle_requests = fake.requests().len();
+    let cycle_complete = complete(&body);
+    let peak = peak_rss_kib(h.0.id());
+    drop(h);
+
+    println!(
+        "bench ifcb: 30 datasets (one of 300,000 bins), every request answered in 50 ms by one worker, client concurrency 2"
+    );
+    println!(
+        "  cold scrape (10 s budget): {:.0} ms, {cold_complete}/{datasets} datasets complete; requests once the background refresh settled: {cold_requests} ({:.1} per dataset)",
+        ms(cold),
+        cold_requests as f64 / datasets as f64
+    );
+    println!(
+        "  warm scrapes (within the interval): median {:.2} ms, max {:.2} ms, {warm_complete}/{datasets} complete, {} upstream requests",
+        ms(warm[warm.len() / 2]),
+        ms(warm[warm.len() - 1]),
+        after_warm - cold_requests
+    );
+    println!(
+        "  next cycle (interval passed, nothing new): scrape {:.0} ms, {cycle_complete}/{datasets} complete, {cycle_requests} requests ({:.2} per dataset)",
+        ms(cycle),
+        cycle_requests as f64 / datasets as f64
+    );
+    println!(
+        "  peak resident memory (VmHWM): {} KiB",
+        peak.map_or("?".into(), |v| v.to_string())
+    );
+
+    // The original exporter's request pattern against the same dashboard (no delay: only
+    // requests and bytes are compared).
+    fake.update(|m| m.delay = Duration::ZERO);
+    let (first_n, first_bytes) = rt.block_on(original_cycle(&fake.url, true))?;
+    let (next_n, next_bytes) = rt.block_on(original_cycle(&fake.url, false))?;
+    println!(
+        "  original exporter on the same dashboard: first cycle {first_n} requests ({:.1} MB), later cycles {next_n} requests ({:.1} MB)",
+        first_bytes as f64 / 1e6,
+        next_bytes as f64 / 1e6
+    );
+    Ok(())
 }

@@ -51,6 +51,31 @@ pub fn run() -> Result<(), String> {
     let app_addr = listener.local_addr().map_err(|e| e.to_string())?;
     rt.spawn(sample_status_app(listener, Duration::ZERO));
 
+    // A sample IFCB dashboard: a live mooring, a finished cruise, an empty dataset.
+    use tidegauge_testkit::ifcb::{FakeDashboard, FakeDataset, Model};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs() as i64;
+    let mut model = Model::new(now);
+    model
+        .datasets
+        .insert("mvco".into(), FakeDataset::regular(960, now - 600));
+    model.datasets.insert(
+        "cruise-2025".into(),
+        FakeDataset::regular(500, now - 90 * 86_400),
+    );
+    model.datasets.insert(
+        "new-site".into(),
+        FakeDataset {
+            active: true,
+            ..FakeDataset::default()
+        },
+    );
+    let dashboard = rt
+        .block_on(FakeDashboard::start(model))
+        .map_err(|e| format!("cannot start the sample dashboard: {e}"))?;
+
     let dir = crate::root().join("target/demo");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cfg = dir.join("tidegauge.toml");
@@ -60,13 +85,17 @@ pub fn run() -> Result<(), String> {
             "# Written by `cargo xtask demo`.\n\
              [web]\nlisten_addresses = [\"127.0.0.1:9877\"]\n\n\
              [collectors.app-status]\nmin_interval = \"1s\"\n\n\
-             [[collectors.app-status.targets]]\nname = \"sample\"\nurl = \"http://{app_addr}/status\"\n"
+             [[collectors.app-status.targets]]\nname = \"sample\"\nurl = \"http://{app_addr}/status\"\n\n\
+             [collectors.ifcb]\ninterval = \"1m\"\n\n\
+             [[collectors.ifcb.dashboards]]\nname = \"sample\"\nurl = \"{}\"\n",
+            dashboard.url
         ),
     )
     .map_err(|e| e.to_string())?;
     eprintln!(
         "xtask: sample status application on http://{app_addr}/status (visit http://{app_addr}/ to count requests)"
     );
+    eprintln!("xtask: sample IFCB dashboard on {}", dashboard.url);
     eprintln!(
         "xtask: tidegauge on http://127.0.0.1:9877/ with {}",
         cfg.display()

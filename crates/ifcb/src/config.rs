@@ -31,6 +31,10 @@ pub struct Config {
     pub max_body_size: usize,
     /// Refresh every dataset once at start-up instead of at the first scrape.
     pub refresh_at_start: bool,
+    /// While a dataset's newest bin is unchanged, its nine time series are fetched again only
+    /// this often (they can change only when bins are added, skipped or re-processed).
+    #[serde(deserialize_with = "tidegauge_core::duration::deserialize")]
+    pub series_refresh: Duration,
 }
 
 impl Default for Config {
@@ -45,6 +49,7 @@ impl Default for Config {
             max_scan_bins: 20,
             max_body_size: 64 * 1024 * 1024,
             refresh_at_start: false,
+            series_refresh: Duration::from_secs(3600),
         }
     }
 }

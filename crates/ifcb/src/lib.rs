@@ -72,6 +72,7 @@ impl Ifcb {
             interval: config.interval,
             lookback: config.lookback.as_secs() as i64,
             max_scan_bins: config.max_scan_bins,
+            series_refresh: config.series_refresh.as_secs() as i64,
         };
         let mut dashboards = Vec::new();
         for (i, d) in config.dashboards.iter().enumerate() {

@@ -40,6 +40,8 @@ pub struct Settings {
     pub lookback: i64,
     /// `has_products` calls per dataset per refresh.
     pub max_scan_bins: usize,
+    /// Seconds after which unchanged time series are fetched again.
+    pub series_refresh: i64,
 }
 
 /// What one successful refresh of a dataset found.
@@ -73,6 +75,8 @@ struct DatasetState {
     products: [i64; 3],
     /// Cached answer of the unbounded "empty or dormant?" question: (asked at, latest bin).
     dormant: Option<(i64, Option<i64>)>,
+    /// When the time series were last fetched, and for which newest bin.
+    series_fetched: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Default)]
@@ -414,7 +418,61 @@ impl Dashboard {
         }
         drop(probe_guard);
 
-        // 2. The nine time series, bounded by the window anchored at the newest bin.
+        // 2. The nine time series, bounded by the window anchored at the newest bin; reused
+        // while the newest bin is unchanged and they are younger than `series_refresh`.
+        let reusable = {
+            let st = lock(&ds.state);
+            match (st.series_fetched, &st.view.values) {
+                (Some((at, for_bin)), Some(v))
+                    if for_bin == latest.unwrap_or(0)
+                        && v.latest_bin == for_bin
+                        && now - at < self.settings.series_refresh =>
+                {
+                    Some(v.series)
+                }
+                _ => None,
+            }
+        };
+        let series = match reusable {
+            Some(series) => series,
+            None => {
+                let series = self.fetch_series(name, latest, now).await?;
+                lock(&ds.state).series_fetched = Some((now, latest.unwrap_or(0)));
+                series
+            }
+        };
+
+        // 3. Products: scan only when one is older than the newest bin.
+        let mut products = lock(&ds.state).products;
+        if let Some(latest) = latest
+            && products.iter().any(|p| *p < latest)
+        {
+            let window_start = latest - lookback;
+            let bins = match listing {
+                Some((start, bins)) if start <= window_start => bins,
+                _ => self
+                    .bins_since(name, Some(window_start), now)
+                    .await?
+                    .unwrap_or_default(),
+            };
+            self.scan(name, bins, window_start, latest, limit, &mut products)
+                .await;
+        }
+        Ok(Values {
+            latest_bin: latest.unwrap_or(0),
+            series,
+            products,
+        })
+    }
+
+    /// The newest point of each timeline metric within `[anchor - lookback, now + slack]`.
+    async fn fetch_series(
+        &self,
+        name: &str,
+        latest: Option<i64>,
+        now: i64,
+    ) -> Result<[Option<(i64, f64)>; 9], RequestError> {
+        let lookback = self.settings.lookback;
         let anchor = latest.map_or(now, |l| l.min(now));
         let (start, end) = (
             format_timestamp(anchor - lookback),
@@ -442,28 +500,7 @@ impl Dashboard {
         for (slot, r) in series.iter_mut().zip(join_all(requests).await) {
             *slot = r?;
         }
-
-        // 3. Products: scan only when one is older than the newest bin.
-        let mut products = lock(&ds.state).products;
-        if let Some(latest) = latest
-            && products.iter().any(|p| *p < latest)
-        {
-            let window_start = latest - lookback;
-            let bins = match listing {
-                Some((start, bins)) if start <= window_start => bins,
-                _ => self
-                    .bins_since(name, Some(window_start), now)
-                    .await?
-                    .unwrap_or_default(),
-            };
-            self.scan(name, bins, window_start, latest, limit, &mut products)
-                .await;
-        }
-        Ok(Values {
-            latest_bin: latest.unwrap_or(0),
-            series,
-            products,
-        })
+        Ok(series)
     }
 
     /// Unbounded question "empty or dormant?", asked at most once per 24 h per dataset.

@@ -94,18 +94,32 @@ async fn warm_scrapes_are_served_from_memory_and_refreshes_are_cheap() {
     rig.advance(60);
     rig.scrape().await;
     assert!(rig.fake.requests().is_empty(), "{:#?}", rig.fake.requests());
-    // After the interval with nothing new: discovery + latest bin + nine series.
+    // After the interval with nothing new: discovery + latest bin; the series are unchanged.
     rig.advance(900);
     let snap = rig.scrape().await;
     assert_eq!(
         rig.fake.requests().len(),
-        1 + 10,
+        1 + 1,
         "{:#?}",
         rig.fake.requests()
     );
     assert_eq!(
         get(&snap, "ifcb_dataset_last_success_timestamp_seconds", "mvco"),
         Some((NOW + 960) as f64)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_temperature_timestamp", "mvco"),
+        Some((NOW - 600) as f64)
+    );
+    // Past `series_refresh` (1 h) the nine series are fetched again even without a new bin.
+    rig.fake.clear_log();
+    rig.advance(3600);
+    rig.scrape().await;
+    assert_eq!(
+        rig.fake.requests().len(),
+        1 + 1 + 9,
+        "{:#?}",
+        rig.fake.requests()
     );
     // A new bin: one has_products call finds all three products on it.
     rig.fake.update(|m| {
@@ -478,7 +492,10 @@ async fn nothing_removed() {
     // A failing dataset keeps its values with dataset_up 0; a removed one disappears.
     rig.fake.update(|m| {
         m.datasets.get_mut("gone").unwrap().active = false;
-        m.datasets.get_mut("mvco").unwrap().time_series_status = Some(500);
+        let mvco = m.datasets.get_mut("mvco").unwrap();
+        mvco.time_series_status = Some(500);
+        // A new bin, so the series must be fetched (and fail).
+        mvco.bins.push(FakeBin::at(NOW + 700));
     });
     rig.advance(901);
     let snap = rig.scrape().await;
