@@ -400,10 +400,15 @@ fn ifcb_seed_flags(cmd: Command) -> Command {
 }
 
 /// Settings from the IFCB exporter's flags.
-fn ifcb_seed_settings(m: &ArgMatches) -> Vec<Setting> {
+fn ifcb_seed_settings(m: &ArgMatches) -> Result<Vec<Setting>, ConfigError> {
     let mut out = Vec::new();
     if m.try_get_one::<String>("base-url").is_err() {
-        return out;
+        return Ok(out);
+    }
+    if m.get_many::<String>("base-url").is_none() && flag_value(m, "datasets").is_some() {
+        return Err(ConfigError(
+            "--datasets applies to the dashboards given with --base-url; give --base-url too (or set datasets per dashboard in the file)".into(),
+        ));
     }
     if let Some(urls) = m.get_many::<String>("base-url") {
         let datasets: Option<Vec<Value>> = flag_value(m, "datasets").map(|d| {
@@ -461,7 +466,7 @@ fn ifcb_seed_settings(m: &ArgMatches) -> Vec<Setting> {
             "flag --port",
         ));
     }
-    out
+    Ok(out)
 }
 
 /// `NAME=URL` or `URL`, as the IFCB exporter's `--base-url` takes it.
@@ -562,7 +567,7 @@ pub fn load(
         .ok()
         .flatten()
         .is_some();
-    for s in ifcb_seed_settings(m) {
+    for s in ifcb_seed_settings(m)? {
         fig = fig.merge(s);
     }
     let raw: RawConfig = fig.extract()?;
@@ -824,6 +829,7 @@ mod tests {
                 &["--collector.sensor-bridge"][..],
                 "not available in this version",
             ),
+            (&["--datasets", "a,b"][..], "--base-url"),
             (
                 &["--collector.app-status", "--no-collector.app-status"][..],
                 "contradict",

@@ -312,42 +312,79 @@ pub fn parse_list_bins(body: &[u8]) -> Result<Vec<Bin>, RequestError> {
 
 /// Bins of an `export_metadata` CSV answer; columns are found by header name.
 pub fn parse_export_metadata(body: &[u8]) -> Result<Vec<Bin>, RequestError> {
+    let mut bins = Vec::new();
+    export_rows(body, |pid, time| {
+        bins.push(Bin {
+            pid: pid.to_owned(),
+            time,
+        })
+    })?;
+    Ok(bins)
+}
+
+/// The newest `sample_time` not after `limit` in an `export_metadata` answer, without keeping
+/// the rows (an unbounded export can hold hundreds of thousands).
+pub fn latest_in_export_metadata(body: &[u8], limit: i64) -> Result<Option<i64>, RequestError> {
+    let mut latest = None;
+    export_rows(body, |_, t| {
+        if t <= limit && latest.is_none_or(|l| t > l) {
+            latest = Some(t);
+        }
+    })?;
+    Ok(latest)
+}
+
+/// Calls `f(pid, time)` for every data row, one row in memory at a time.
+fn export_rows(body: &[u8], mut f: impl FnMut(&str, i64)) -> Result<(), RequestError> {
     let err = |reason: String| RequestError::Parse {
         route: route::EXPORT_METADATA,
         reason,
     };
     let text = std::str::from_utf8(body).map_err(|_| err("not UTF-8".into()))?;
-    let mut rows = csv_rows(text).into_iter();
-    let header = rows.next().ok_or_else(|| err("no header".into()))?;
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| err(format!("no {name} column")))
-    };
-    let (pid_i, time_i) = (col("pid")?, col("sample_time")?);
-    let mut bins = Vec::new();
-    for (n, row) in rows.enumerate() {
-        if row.len() == 1 && row[0].is_empty() {
-            continue;
+    let mut columns: Option<(usize, usize)> = None;
+    let mut n = 0usize;
+    let mut failure = None;
+    csv_rows(text, |row| {
+        n += 1;
+        match columns {
+            None => {
+                let col = |name: &str| row.iter().position(|h| h.trim() == name);
+                match (col("pid"), col("sample_time")) {
+                    (Some(p), Some(t)) => columns = Some((p, t)),
+                    _ => {
+                        failure = Some(err("no pid or sample_time column in the header".into()));
+                        return false;
+                    }
+                }
+            }
+            Some(_) if row.len() == 1 && row[0].is_empty() => {}
+            Some((pid_i, time_i)) => {
+                let (Some(pid), Some(time)) = (row.get(pid_i), row.get(time_i)) else {
+                    failure = Some(err(format!("row {n} has {} fields", row.len())));
+                    return false;
+                };
+                match parse_timestamp(time) {
+                    Some(t) => f(pid, t),
+                    None => {
+                        failure = Some(err(format!("sample_time {time:?} of {pid}")));
+                        return false;
+                    }
+                }
+            }
         }
-        let (Some(pid), Some(time)) = (row.get(pid_i), row.get(time_i)) else {
-            return Err(err(format!("row {} has {} fields", n + 2, row.len())));
-        };
-        let time =
-            parse_timestamp(time).ok_or_else(|| err(format!("sample_time {time:?} of {pid}")))?;
-        bins.push(Bin {
-            pid: pid.clone(),
-            time,
-        });
+        true
+    });
+    match (failure, columns) {
+        (Some(e), _) => Err(e),
+        (None, None) => Err(err("no header".into())),
+        (None, Some(_)) => Ok(()),
     }
-    Ok(bins)
 }
 
-/// RFC 4180 rows: quoted fields may hold commas, quotes (doubled) and newlines.
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
+/// RFC 4180 rows, handed to `row` one at a time (quoted fields may hold commas, doubled
+/// quotes and newlines); `row` returns false to stop.
+fn csv_rows(text: &str, mut row: impl FnMut(&[String]) -> bool) {
+    let mut fields: Vec<String> = Vec::new();
     let mut field = String::new();
     let mut quoted = false;
     let mut chars = text.chars().peekable();
@@ -360,20 +397,88 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
             (true, '"') => quoted = false,
             (true, c) => field.push(c),
             (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, ',') => fields.push(std::mem::take(&mut field)),
             (false, '\r') => {}
             (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
+                fields.push(std::mem::take(&mut field));
+                if !row(&fields) {
+                    return;
+                }
+                fields.clear();
             }
             (false, c) => field.push(c),
         }
     }
-    if !field.is_empty() || !row.is_empty() {
-        row.push(field);
-        rows.push(row);
+    if !field.is_empty() || !fields.is_empty() {
+        fields.push(field);
+        row(&fields);
     }
-    rows
+}
+
+/// The newest `sample_time` not after `limit` in a `list_bins` answer, folded while parsing so
+/// that an unbounded listing is never held as a list.
+pub fn latest_in_list_bins(body: &[u8], limit: i64) -> Result<Option<i64>, RequestError> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    #[derive(Deserialize)]
+    struct B {
+        sample_time: String,
+    }
+    struct Data(i64);
+    impl<'de> DeserializeSeed<'de> for Data {
+        type Value = Option<i64>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Data {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of bins")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<i64>, A::Error> {
+            let mut latest: Option<i64> = None;
+            while let Some(b) = seq.next_element::<B>()? {
+                let t = parse_timestamp(&b.sample_time).ok_or_else(|| {
+                    serde::de::Error::custom(format!("sample_time {:?}", b.sample_time))
+                })?;
+                if t <= self.0 && latest.is_none_or(|l| t > l) {
+                    latest = Some(t);
+                }
+            }
+            Ok(latest)
+        }
+    }
+    struct Top(i64);
+    impl<'de> Visitor<'de> for Top {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object with `data`")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<i64>, A::Error> {
+            let mut out = None;
+            let mut seen = false;
+            while let Some(k) = map.next_key::<String>()? {
+                if k == "data" {
+                    out = map.next_value_seed(Data(self.0))?;
+                    seen = true;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            if !seen {
+                return Err(serde::de::Error::missing_field("data"));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.deserialize_map(Top(limit))
+        .map_err(|e| RequestError::Parse {
+            route: route::LIST_BINS,
+            reason: e.to_string(),
+        })
 }
 
 /// Which products a bin has, from `has_products`: blobs, features, class scores.
@@ -479,6 +584,29 @@ mvco,D20250601T001234_IFCB158,2025-06-01 00:12:34.567+00:00,158,4.93,41.3,-70.5,
             ]
         );
         assert!(parse_export_metadata(b"pid,x\nA,1\n").is_err());
+        assert_eq!(
+            latest_in_export_metadata(body, i64::MAX),
+            Ok(Some(1_748_738_110))
+        );
+        assert_eq!(
+            latest_in_export_metadata(body, 1_748_738_000),
+            Ok(Some(1_748_736_754))
+        );
+        let list = br#"{"data": [{"pid": "a", "sample_time": "2025-06-01T00:35:10Z", "skip": true}, {"pid": "b", "sample_time": "2025-06-01T00:12:34.5Z"}], "extra": [1]}"#;
+        assert_eq!(latest_in_list_bins(list, i64::MAX), Ok(Some(1_748_738_110)));
+        assert_eq!(
+            latest_in_list_bins(list, 1_748_738_000),
+            Ok(Some(1_748_736_754))
+        );
+        assert_eq!(latest_in_list_bins(br#"{"data": []}"#, i64::MAX), Ok(None));
+        assert!(latest_in_list_bins(br#"{"nodata": []}"#, i64::MAX).is_err());
+        assert!(
+            latest_in_list_bins(
+                br#"{"data": [{"pid": "a", "sample_time": "never"}]}"#,
+                i64::MAX
+            )
+            .is_err()
+        );
     }
 
     #[test]

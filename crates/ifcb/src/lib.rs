@@ -54,13 +54,19 @@ impl Ifcb {
                 config.max_concurrency
             )));
         }
+        // Bounded above so that time arithmetic on Unix seconds cannot overflow.
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
         for (key, d) in [
             ("interval", config.interval),
             ("lookback", config.lookback),
             ("request_timeout", config.request_timeout),
+            ("lag_threshold", config.lag_threshold),
+            ("series_refresh", config.series_refresh),
         ] {
-            if d.is_zero() {
-                return Err(ConfigError(format!("{key} must be greater than zero")));
+            if (d.is_zero() && key != "series_refresh") || d > CENTURY {
+                return Err(ConfigError(format!(
+                    "{key} must be greater than zero and at most 100 years"
+                )));
             }
         }
         if config.max_body_size == 0 {
@@ -73,6 +79,7 @@ impl Ifcb {
             lookback: config.lookback.as_secs() as i64,
             max_scan_bins: config.max_scan_bins,
             series_refresh: config.series_refresh.as_secs() as i64,
+            max_concurrency: config.max_concurrency,
         };
         let mut dashboards = Vec::new();
         for (i, d) in config.dashboards.iter().enumerate() {

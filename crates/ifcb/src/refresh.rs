@@ -28,6 +28,8 @@ pub const PRODUCTS: [&str; 3] = ["blobs", "features", "class_scores"];
 
 /// Bins dated further in the future than this are ignored (clock-skew allowance).
 const FUTURE_SLACK: i64 = 300;
+/// Longest wait before a failed dataset is refreshed again.
+const RETRY: i64 = 300;
 /// How long a route that answered 404 is skipped before it is tried again.
 const REPROBE: i64 = 86_400;
 
@@ -42,7 +44,12 @@ pub struct Settings {
     pub max_scan_bins: usize,
     /// Seconds after which unchanged time series are fetched again.
     pub series_refresh: i64,
+    /// Requests (and datasets) in flight per dashboard.
+    pub max_concurrency: usize,
 }
+
+/// Per timeline metric: (timestamp, value) of the newest point, if any.
+pub type Series = [Option<(i64, f64)>; 9];
 
 /// What one successful refresh of a dataset found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,8 +82,8 @@ struct DatasetState {
     products: [i64; 3],
     /// Cached answer of the unbounded "empty or dormant?" question: (asked at, latest bin).
     dormant: Option<(i64, Option<i64>)>,
-    /// When the time series were last fetched, and for which newest bin.
-    series_fetched: Option<(i64, i64)>,
+    /// The last fetched time series: when, for which newest bin, and the points.
+    series_cache: Option<(i64, i64, Series)>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +124,9 @@ pub struct Dashboard {
     /// Held while `most_recent_bin` is probed before it is known to exist, so that on an older
     /// dashboard only the first dataset pays for the 404.
     probe: tokio::sync::Mutex<()>,
+    /// Datasets refreshed at once (FIFO, so in name order): each finishes, and is published,
+    /// early instead of all of them finishing together at the end of the batch.
+    in_progress: tokio::sync::Semaphore,
     datasets: Mutex<BTreeMap<String, Arc<Dataset>>>,
     /// Wall time of the last completed batch of refreshes.
     last_refresh: Mutex<Option<Duration>>,
@@ -140,6 +150,7 @@ impl Dashboard {
         fixed: Vec<String>,
         exclude: Vec<String>,
     ) -> Self {
+        let in_progress = tokio::sync::Semaphore::new(settings.max_concurrency.max(1));
         Self {
             label,
             client,
@@ -150,6 +161,7 @@ impl Dashboard {
             discovery: Mutex::new(Discovery::default()),
             discovery_flight: SingleFlight::new(),
             probe: tokio::sync::Mutex::new(()),
+            in_progress,
             datasets: Mutex::new(BTreeMap::new()),
             last_refresh: Mutex::new(None),
         }
@@ -195,7 +207,9 @@ impl Dashboard {
             return;
         }
         let interval = self.settings.interval.as_secs() as i64;
-        let retry = interval.min(60);
+        // A failed dataset is tried again sooner than the interval, but not so often that a
+        // struggling dashboard is hammered.
+        let retry = interval.min(RETRY);
         let mut flights = Vec::new();
         for name in names {
             let ds = Arc::clone(lock(&self.datasets).entry(name.clone()).or_default());
@@ -267,8 +281,8 @@ impl Dashboard {
                 d.at = Some(now);
                 match result {
                     Ok(mut names) => {
-                        names.retain(|n| !this.exclude.contains(n));
-                        names.dedup();
+                                                let mut seen = std::collections::HashSet::new();
+                        names.retain(|n| !this.exclude.contains(n) && seen.insert(n.clone()));
                         // Datasets that left the list lose their series and their memory.
                         lock(&this.datasets).retain(|k, _| names.contains(k));
                         d.names = names;
@@ -309,14 +323,36 @@ impl Dashboard {
     }
 
     /// Bins of `dataset` from `start` on: `list_bins` unless missing, else `export_metadata`.
-    /// `None` means the routes say "no bins" (404 from `export_metadata`). Marks `list_bins`
-    /// missing when it 404s but `export_metadata` has bins.
+    /// `None` means the routes say "no bins" (404 from `export_metadata`).
     async fn bins_since(
         &self,
         dataset: &str,
         start: Option<i64>,
         now: i64,
     ) -> Result<Option<Vec<Bin>>, RequestError> {
+        self.listing(
+            dataset,
+            start,
+            now,
+            api::parse_list_bins,
+            api::parse_export_metadata,
+            |b| !b.is_empty(),
+        )
+        .await
+    }
+
+    /// One listing request (with fallback), parsed by `from_json` (`list_bins`) or `from_csv`
+    /// (`export_metadata`). Marks `list_bins` missing when it 404s but `export_metadata` shows
+    /// bins (`has_bins`).
+    async fn listing<T>(
+        &self,
+        dataset: &str,
+        start: Option<i64>,
+        now: i64,
+        from_json: impl Fn(&[u8]) -> Result<T, RequestError>,
+        from_csv: impl Fn(&[u8]) -> Result<T, RequestError>,
+        has_bins: impl Fn(&T) -> bool,
+    ) -> Result<Option<T>, RequestError> {
         let ds = encode(dataset);
         let start_q = start.map(|s| format!("start_date={}", format_date(s)));
         let mut list_bins_404 = false;
@@ -327,7 +363,7 @@ impl Dashboard {
             };
             let a = self.client.get(route::LIST_BINS, &q).await?;
             match a.status {
-                200 => return api::parse_list_bins(&a.body).map(Some),
+                200 => return from_json(&a.body).map(Some),
                 404 => list_bins_404 = true,
                 s => {
                     return Err(RequestError::Status {
@@ -344,11 +380,11 @@ impl Dashboard {
         let a = self.client.get(route::EXPORT_METADATA, &q).await?;
         match a.status {
             200 => {
-                let bins = api::parse_export_metadata(&a.body)?;
-                if list_bins_404 && !bins.is_empty() {
+                let parsed = from_csv(&a.body)?;
+                if list_bins_404 && has_bins(&parsed) {
                     self.mark_missing(route::LIST_BINS, now);
                 }
-                Ok(Some(bins))
+                Ok(Some(parsed))
             }
             404 => Ok(None),
             s => Err(RequestError::Status {
@@ -364,16 +400,23 @@ impl Dashboard {
         ds: &Dataset,
         now: i64,
     ) -> Result<Values, DatasetError> {
+        let _slot = self.in_progress.acquire().await.ok();
         let lookback = self.settings.lookback;
         let limit = now + FUTURE_SLACK;
         let newest = |bins: &[Bin]| bins.iter().map(|b| b.time).filter(|t| *t <= limit).max();
 
         // 1. The newest bin. Until `most_recent_bin` is known to exist, datasets probe it one
         // at a time.
-        let probe_guard = if lock(&self.routes).most_recent_bin_confirmed {
-            None
-        } else {
+        let unknown = {
+            let r = lock(&self.routes);
+            !r.most_recent_bin_confirmed
+                && r.most_recent_bin_missing
+                    .is_none_or(|at| now - at >= REPROBE)
+        };
+        let probe_guard = if unknown {
             Some(self.probe.lock().await)
+        } else {
+            None
         };
         let mut listing: Option<(i64, Vec<Bin>)> = None;
         let mut latest: Option<i64> = None;
@@ -420,24 +463,16 @@ impl Dashboard {
 
         // 2. The nine time series, bounded by the window anchored at the newest bin; reused
         // while the newest bin is unchanged and they are younger than `series_refresh`.
-        let reusable = {
-            let st = lock(&ds.state);
-            match (st.series_fetched, &st.view.values) {
-                (Some((at, for_bin)), Some(v))
-                    if for_bin == latest.unwrap_or(0)
-                        && v.latest_bin == for_bin
-                        && now - at < self.settings.series_refresh =>
-                {
-                    Some(v.series)
-                }
-                _ => None,
-            }
-        };
-        let series = match reusable {
+        let for_bin = latest.unwrap_or(0);
+        let cached = lock(&ds.state)
+            .series_cache
+            .filter(|(at, bin, _)| *bin == for_bin && now - at < self.settings.series_refresh)
+            .map(|(_, _, series)| series);
+        let series = match cached {
             Some(series) => series,
             None => {
                 let series = self.fetch_series(name, latest, now).await?;
-                lock(&ds.state).series_fetched = Some((now, latest.unwrap_or(0)));
+                lock(&ds.state).series_cache = Some((now, for_bin, series));
                 series
             }
         };
@@ -448,8 +483,19 @@ impl Dashboard {
             && products.iter().any(|p| *p < latest)
         {
             let window_start = latest - lookback;
+            // The listing that gave the newest bin serves the scan too when it reaches back far
+            // enough, or holds at least as many candidates as a scan may check.
             let bins = match listing {
-                Some((start, bins)) if start <= window_start => bins,
+                Some((start, bins))
+                    if start <= window_start
+                        || bins
+                            .iter()
+                            .filter(|b| b.time >= window_start && b.time <= latest)
+                            .count()
+                            >= self.settings.max_scan_bins =>
+                {
+                    bins
+                }
                 _ => self
                     .bins_since(name, Some(window_start), now)
                     .await?
@@ -516,8 +562,17 @@ impl Dashboard {
             return Ok(latest);
         }
         let limit = now + FUTURE_SLACK;
-        let bins = self.bins_since(name, None, now).await?.unwrap_or_default();
-        let latest = bins.iter().map(|b| b.time).filter(|t| *t <= limit).max();
+        let latest = self
+            .listing(
+                name,
+                None,
+                now,
+                |b| api::latest_in_list_bins(b, limit),
+                |b| api::latest_in_export_metadata(b, limit),
+                Option::is_some,
+            )
+            .await?
+            .flatten();
         lock(&ds.state).dormant = Some((now, latest));
         Ok(latest)
     }

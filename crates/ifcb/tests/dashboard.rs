@@ -205,6 +205,8 @@ async fn empty_dataset_aborts_the_cycle() {
         get(&snap, "ifcb_is_dataset_up_to_date", "b-live"),
         Some(1.0)
     );
+    // A 404 for an empty dataset says nothing about the route: the next dataset still uses it.
+    assert_eq!(rig.fake.count("most_recent_bin"), 2);
 }
 
 #[tokio::test]
@@ -232,6 +234,35 @@ async fn early_break() {
         Some(5.0 * CADENCE as f64)
     );
     assert_eq!(rig.fake.count("has_products"), 6);
+    // A later refresh with a new bin still lacking features: the scan goes on past the bin
+    // where blobs are found until features are found again (the original stopped early).
+    rig.fake.update(|m| {
+        let mut b = FakeBin::at(NOW + 660);
+        b.products = [true, false, true];
+        m.datasets.get_mut("mvco").unwrap().bins.push(b);
+    });
+    rig.fake.clear_log();
+    rig.advance(901);
+    let snap = rig.scrape().await;
+    assert_eq!(
+        get(&snap, "ifcb_latest_blobs_lag_seconds", "mvco"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_class_scores_lag_seconds", "mvco"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&snap, "ifcb_latest_features_lag_seconds", "mvco"),
+        Some((660 + 600 + 2 * CADENCE) as f64)
+    );
+    // The third call reaches the bin whose features were found before: known, so it stops.
+    assert_eq!(
+        rig.fake.count("has_products"),
+        3,
+        "{:#?}",
+        rig.fake.requests()
+    );
 }
 
 #[tokio::test]
@@ -332,6 +363,11 @@ async fn pid_sort() {
     for b in d.bins.iter_mut().rev().take(3) {
         b.products[2] = false;
     }
+    // Recent bins named old-style sort after every `D…` pid: a scan in pid order would check
+    // them first (they have class scores) and report a wrong lag.
+    for b in d.bins.iter_mut().rev().skip(10).take(5) {
+        b.old_pid = true;
+    }
     let rig = Rig::new(model(vec![("mvco", d)]), |cfg| {
         cfg.lookback = Duration::from_secs(30 * DAY as u64)
     })
@@ -378,13 +414,18 @@ async fn millisecond_timestamps() {
 
 #[tokio::test]
 async fn clamped_values_are_exported_as_zero() {
-    let mut d = live();
-    let n = d.bins.len();
-    d.bins[n - 1].temperature = None;
-    d.bins[n - 2].temperature = Some(-9_999_999.0);
-    let rig = Rig::new(model(vec![("mvco", d)]), |_| {}).await;
+    let (mut null, mut fill) = (live(), live());
+    if let Some(b) = null.bins.last_mut() {
+        b.temperature = None;
+    }
+    if let Some(b) = fill.bins.last_mut() {
+        b.temperature = Some(-9_999_999.0);
+    }
+    let rig = Rig::new(model(vec![("fill", fill), ("null", null)]), |_| {}).await;
     let snap = rig.scrape().await;
-    assert_eq!(get(&snap, "ifcb_temperature_value", "mvco"), Some(0.0));
+    assert_eq!(get(&snap, "ifcb_temperature_value", "null"), Some(0.0));
+    assert_eq!(get(&snap, "ifcb_temperature_value", "fill"), Some(0.0));
+    assert_eq!(get(&snap, "ifcb_humidity_value", "fill"), Some(31.5));
 }
 
 #[tokio::test]
@@ -441,6 +482,8 @@ async fn older_dashboard_without_most_recent_bin() {
         1,
         "only the first dataset pays for the 404"
     );
+    // The bounded listing that gave the newest bin also feeds the product scan.
+    assert_eq!(rig.fake.count("list_bins"), 5, "{:#?}", rig.fake.requests());
 }
 
 #[tokio::test]
@@ -634,6 +677,37 @@ async fn deadline_returns_what_is_finished_and_the_next_scrape_is_complete() {
     assert_eq!(rig.fake.count("most_recent_bin?dataset=slowish"), 1);
 }
 
+#[tokio::test]
+async fn at_the_deadline_finished_datasets_are_served_and_the_rest_complete_in_the_background() {
+    let names = ["d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8"];
+    let mut m = model(names.iter().map(|n| (*n, live())).collect());
+    m.delay = Duration::from_millis(40);
+    let rig = Rig::new(m, |_| {}).await;
+    let ctx = context(Duration::from_millis(1200), rig.clock.clone());
+    let first = rig.ifcb.collect(&ctx).await.unwrap();
+    let done = names
+        .iter()
+        .filter(|n| get(&first, "ifcb_latest_bin_timestamp", n).is_some())
+        .count();
+    assert!(
+        done >= 1 && done < names.len(),
+        "datasets finish one after another, not all at the end: {done}"
+    );
+    let second = rig.scrape().await;
+    let done = names
+        .iter()
+        .filter(|n| get(&second, "ifcb_latest_bin_timestamp", n).is_some())
+        .count();
+    assert_eq!(done, names.len());
+    for n in names {
+        assert_eq!(
+            rig.fake.count(&format!("most_recent_bin?dataset={n}")),
+            1,
+            "{n} refreshed once"
+        );
+    }
+}
+
 #[test]
 fn bad_configuration_names_the_problem() {
     let http = tidegauge_core::http::client().unwrap();
@@ -658,4 +732,5 @@ fn bad_configuration_names_the_problem() {
         .contains("used twice")
     );
     assert!(base(&|c| c.interval = Duration::ZERO).contains("interval"));
+    assert!(base(&|c| c.lookback = Duration::from_secs(u64::MAX / 2)).contains("lookback"));
 }
