@@ -30,6 +30,13 @@ pub fn build(
                 .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
             Ok(Arc::new(c))
         }
+        #[cfg(feature = "icos-push")]
+        tidegauge_icos_push::NAME => {
+            let cfg: tidegauge_icos_push::Config = crate::config::deserialize(name, own)?;
+            let c = tidegauge_icos_push::IcosPush::open(&cfg, services)
+                .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
+            Ok(Arc::new(c))
+        }
         // new-collector: construction
         other => Err(ConfigError(crate::config::not_compiled(other))),
     }

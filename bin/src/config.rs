@@ -22,7 +22,7 @@ pub const KNOWN_COLLECTORS: &[&str] = &[
 ];
 
 /// Collectors tidegauge will have that no version provides yet (no cargo feature exists).
-const UNRELEASED: &[&str] = &["icos-push", "sensor-bridge"];
+const UNRELEASED: &[&str] = &["sensor-bridge"];
 
 /// Why a known collector is absent from this binary.
 pub fn not_compiled(name: &str) -> String {
@@ -40,6 +40,7 @@ pub fn compiled_in(name: &str) -> bool {
     match name {
         "app-status" => cfg!(feature = "app-status"),
         "ifcb" => cfg!(feature = "ifcb"),
+        "icos-push" => cfg!(feature = "icos-push"),
         // new-collector: compiled
         _ => false,
     }
@@ -636,6 +637,8 @@ pub fn load(
         // configured or enabled explicitly.
         let default_on = match *name {
             "ifcb" => own.contains_key("dashboards"),
+            // A push API writes a store on disk: it runs when configured or asked for.
+            "icos-push" => tables_given.contains(&(*name).to_owned()),
             _ if seed_ifcb => tables_given.contains(&(*name).to_owned()),
             _ => true,
         };
