@@ -443,7 +443,10 @@ async fn icos_push_survives_sigkill() {
     let cfg = dir.join("tidegauge.toml");
     std::fs::write(
         &cfg,
-        format!("[collectors.icos-push]\ndata_dir = \"{}\"\n", dir.join("data").display()),
+        format!(
+            "[collectors.icos-push]\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        ),
     )
     .unwrap();
     let host = Host::with_config(&cfg);
@@ -484,9 +487,20 @@ async fn icos_push_survives_sigkill() {
     drop(host);
 
     let host = Host::with_config(&cfg);
-    let body = client().get(host.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let total = value(&body, "pushes_total").unwrap_or_else(|| panic!("no pushes_total after restart:\n{body}"));
+    let body = client()
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let total = value(&body, "pushes_total")
+        .unwrap_or_else(|| panic!("no pushes_total after restart:\n{body}"));
     // Every acknowledged push is present; at most the four in flight at the kill may also be.
-    assert!(total >= acked && total <= acked + 4.0, "acked {acked}, restored {total}");
+    assert!(
+        total >= acked && total <= acked + 4.0,
+        "acked {acked}, restored {total}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

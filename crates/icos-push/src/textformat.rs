@@ -1,0 +1,329 @@
+//! A parser for pushed bodies in the Prometheus text format 0.0.4.
+
+use std::collections::BTreeMap;
+
+use tidegauge_core::snapshot::{is_valid_label_name, is_valid_metric_name};
+use tidegauge_core::{MetricType, Value};
+
+/// One parsed family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedFamily {
+    /// Family name as the body gives it (counters keep a `_total` they were sent with).
+    pub name: String,
+    /// HELP text (unescaped), empty when none.
+    pub help: String,
+    /// Type.
+    pub kind: MetricType,
+    /// Series: labels (sorted) and value.
+    pub series: Vec<(Vec<(String, String)>, Value)>,
+}
+
+/// Why a body does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("text format parsing error in line {line}: {reason}")]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Thrown for samples with timestamps.
+pub const TIMESTAMP_ERROR: &str = "pushed metrics must not have timestamps";
+
+fn err<T>(line: usize, reason: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError { line, reason: reason.into() })
+}
+
+fn unescape(s: &str, quote: bool) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next()? {
+                'n' => out.push('\n'),
+                '\\' => out.push('\\'),
+                '"' if quote => out.push('"'),
+                other => {
+                    out.push('\\');
+                    out.push(other);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+fn parse_value(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        "NaN" | "nan" => Some(f64::NAN),
+        _ => s.parse().ok(),
+    }
+}
+
+/// Parses `{a="1",b="2"}` starting after the `{`; returns labels and the rest after `}`.
+fn parse_labels(s: &str, line: usize) -> Result<(Vec<(String, String)>, &str), ParseError> {
+    let mut labels = Vec::new();
+    let mut rest = s.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix('}') {
+            return Ok((labels, r));
+        }
+        let eq = rest.find('=').ok_or_else(|| ParseError { line, reason: "expected label name".into() })?;
+        let name = rest[..eq].trim();
+        if !is_valid_label_name(name) && name != "le" && name != "quantile" {
+            return err(line, format!("invalid label name {name:?}"));
+        }
+        rest = rest[eq + 1..].trim_start();
+        let Some(body) = rest.strip_prefix('"') else {
+            return err(line, format!("expected '\"' after {name}="));
+        };
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in body.char_indices() {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end.ok_or_else(|| ParseError { line, reason: "unterminated label value".into() })?;
+        let value = unescape(&body[..end], true).ok_or_else(|| ParseError { line, reason: "bad escape".into() })?;
+        if labels.iter().any(|(k, _): &(String, String)| k == name) {
+            return err(line, format!("label {name:?} given twice"));
+        }
+        labels.push((name.to_owned(), value));
+        rest = body[end + 1..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.starts_with('}') {
+            return err(line, "expected ',' or '}' after a label value");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Building {
+    help: Option<String>,
+    kind: Option<MetricType>,
+    /// Plain samples.
+    plain: Vec<(Vec<(String, String)>, f64)>,
+    /// Histogram parts by label set: buckets, sum, count.
+    hist: BTreeMap<Vec<(String, String)>, (Vec<(f64, u64)>, Option<f64>, Option<u64>)>,
+    order: usize,
+}
+
+/// Parses a pushed body. Summaries are refused (tidegauge's exposition has no summary type).
+pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
+    let mut families: BTreeMap<String, Building> = BTreeMap::new();
+    let mut next = 0;
+    let mut family_of = |families: &mut BTreeMap<String, Building>, name: &str| -> String {
+        if !families.contains_key(name) {
+            families.insert(name.to_owned(), Building { order: next, ..Building::default() });
+            next += 1;
+        }
+        name.to_owned()
+    };
+    for (i, raw) in body.split('\n').enumerate() {
+        let line = i + 1;
+        if raw.contains('\r') {
+            return err(line, "carriage return in the body; lines must end in \\n");
+        }
+        let text = raw.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if let Some(comment) = text.strip_prefix('#') {
+            let comment = comment.trim_start();
+            let (word, rest) = comment.split_once(char::is_whitespace).unwrap_or((comment, ""));
+            match word {
+                "HELP" | "TYPE" => {
+                    let rest = rest.trim_start();
+                    let (name, arg) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                    if !is_valid_metric_name(name) {
+                        return err(line, format!("invalid metric name {name:?}"));
+                    }
+                    let key = family_of(&mut families, name);
+                    let f = families.get_mut(&key).ok_or_else(|| ParseError { line, reason: "internal".into() })?;
+                    if word == "HELP" {
+                        if f.help.is_some() {
+                            return err(line, format!("second HELP line for metric name {name:?}"));
+                        }
+                        f.help = Some(unescape(arg, false).ok_or_else(|| ParseError { line, reason: "bad escape in HELP".into() })?);
+                    } else {
+                        if f.kind.is_some() {
+                            return err(line, format!("second TYPE line for metric name {name:?}"));
+                        }
+                        if !f.plain.is_empty() || !f.hist.is_empty() {
+                            return err(line, format!("TYPE line for {name:?} after its samples"));
+                        }
+                        f.kind = Some(match arg.trim() {
+                            "counter" => MetricType::Counter,
+                            "gauge" => MetricType::Gauge,
+                            "untyped" => MetricType::Untyped,
+                            "histogram" => MetricType::Histogram,
+                            "summary" => return err(line, format!("{name}: summaries are not supported; push a histogram or gauges")),
+                            other => return err(line, format!("unknown metric type {other:?}")),
+                        });
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        // A sample: name[{labels}] value [timestamp]
+        let name_end = text.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(text.len());
+        let name = &text[..name_end];
+        if !is_valid_metric_name(name) {
+            return err(line, format!("invalid metric name {name:?}"));
+        }
+        let mut rest = &text[name_end..];
+        let mut labels = Vec::new();
+        if let Some(r) = rest.trim_start().strip_prefix('{') {
+            let (l, r) = parse_labels(r, line)?;
+            labels = l;
+            rest = r;
+        }
+        let mut fields = rest.split_whitespace();
+        let value = fields.next().ok_or_else(|| ParseError { line, reason: "expected a value".into() })?;
+        let value = parse_value(value).ok_or_else(|| ParseError { line, reason: format!("invalid value {value:?}") })?;
+        if fields.next().is_some() {
+            return err(line, TIMESTAMP_ERROR);
+        }
+        // Which family: a histogram's parts belong to the family its TYPE line named.
+        let (family, part) = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                families
+                    .get(base)
+                    .filter(|f| f.kind == Some(MetricType::Histogram))
+                    .map(|_| (base.to_owned(), *suffix))
+            })
+            .unwrap_or_else(|| (name.to_owned(), ""));
+        let key = family_of(&mut families, &family);
+        let f = families.get_mut(&key).ok_or_else(|| ParseError { line, reason: "internal".into() })?;
+        if f.kind == Some(MetricType::Histogram) {
+            let mut le = None;
+            labels.retain(|(k, v)| {
+                if k == "le" {
+                    le = Some(v.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            labels.sort();
+            let h = f.hist.entry(labels).or_default();
+            match part {
+                "_bucket" => {
+                    let le = le.ok_or_else(|| ParseError { line, reason: format!("{name} without le") })?;
+                    let bound = parse_value(&le).ok_or_else(|| ParseError { line, reason: format!("invalid le {le:?}") })?;
+                    if value < 0.0 || value.fract() != 0.0 {
+                        return err(line, format!("bucket count {value} is not a whole number"));
+                    }
+                    h.0.push((bound, value as u64));
+                }
+                "_sum" => h.1 = Some(value),
+                "_count" => {
+                    if value < 0.0 || value.fract() != 0.0 {
+                        return err(line, format!("count {value} is not a whole number"));
+                    }
+                    h.2 = Some(value as u64);
+                }
+                _ => return err(line, format!("{name}: a histogram has only _bucket, _sum and _count samples")),
+            }
+        } else {
+            if labels.iter().any(|(k, _)| k == "le" || k == "quantile") && f.kind != Some(MetricType::Untyped) && f.kind.is_some() {
+                return err(line, format!("label {:?} is reserved", if labels.iter().any(|(k, _)| k == "le") { "le" } else { "quantile" }));
+            }
+            labels.sort();
+            if f.plain.iter().any(|(l, _)| *l == labels) {
+                return err(line, format!("second sample of {name} with the same labels"));
+            }
+            f.plain.push((labels, value));
+        }
+    }
+    let mut out: Vec<(usize, ParsedFamily)> = Vec::new();
+    for (name, b) in families {
+        if b.plain.is_empty() && b.hist.is_empty() {
+            continue;
+        }
+        let kind = b.kind.unwrap_or(MetricType::Untyped);
+        let mut series = Vec::new();
+        for (labels, v) in b.plain {
+            series.push((labels, Value::Number(v)));
+        }
+        for (labels, (mut buckets, sum, count)) in b.hist {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let inf = buckets.iter().find(|(le, _)| le.is_infinite()).map(|(_, c)| *c);
+            buckets.retain(|(le, _)| le.is_finite());
+            let count = count.or(inf).unwrap_or(0);
+            if buckets.windows(2).any(|w| w[0].1 > w[1].1) || buckets.last().is_some_and(|(_, c)| *c > count) {
+                return err(0, format!("{name}: bucket counts must not decrease"));
+            }
+            series.push((labels, Value::Histogram { buckets, sum: sum.unwrap_or(0.0), count }));
+        }
+        out.push((
+            b.order,
+            ParsedFamily {
+                name,
+                help: b.help.unwrap_or_default(),
+                kind,
+                series,
+            },
+        ));
+    }
+    out.sort_by_key(|(o, _)| *o);
+    Ok(out.into_iter().map(|(_, f)| f).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_client_output() {
+        let body = "# HELP job_last_success_unixtime Last time a batch job successfully finished\n# TYPE job_last_success_unixtime gauge\njob_last_success_unixtime 1.7e+09\n# HELP runs_total Runs\n# TYPE runs_total counter\nruns_total{kind=\"a\"} 3.0\n# HELP runs_created Runs\n# TYPE runs_created gauge\nruns_created{kind=\"a\"} 1.7e+09\n";
+        let f = parse(body).unwrap();
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0].name, "job_last_success_unixtime");
+        assert_eq!(f[1].kind, MetricType::Counter);
+        assert_eq!(f[1].series[0].0, vec![("kind".to_owned(), "a".to_owned())]);
+    }
+
+    #[test]
+    fn histogram_and_untyped() {
+        let body = "# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_bucket{le=\"1\"} 3\nh_bucket{le=\"+Inf\"} 4\nh_sum 2.5\nh_count 4\nsome_metric{label=\"val1\"} 42\n";
+        let f = parse(body).unwrap();
+        assert_eq!(f[0].series[0].1, Value::Histogram { buckets: vec![(0.1, 1), (1.0, 3)], sum: 2.5, count: 4 });
+        assert_eq!(f[1].kind, MetricType::Untyped);
+    }
+
+    #[test]
+    fn errors() {
+        for (body, want) in [
+            ("x 1 1700000000\n", TIMESTAMP_ERROR),
+            ("x 1\r\n", "carriage return"),
+            ("x{a=\"1\" 1\n", "expected"),
+            ("x abc\n", "invalid value"),
+            ("1x 1\n", "invalid metric name"),
+            ("x{__a=\"1\"} 1\n", "invalid label name"),
+            ("# TYPE x summary\nx 1\n", "summaries are not supported"),
+            ("# TYPE x gauge\n# TYPE x counter\n", "second TYPE"),
+            ("x 1\nx 2\n", "same labels"),
+            ("# TYPE x wat\n", "unknown metric type"),
+        ] {
+            let e = parse(body).unwrap_err();
+            assert!(e.reason.contains(want), "{body:?}: {e}");
+        }
+    }
+}
