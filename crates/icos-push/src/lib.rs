@@ -3,7 +3,9 @@
 //! acknowledged and are served on the host's `/metrics`.
 
 pub mod model;
+pub mod pushgateway;
 pub mod store;
+pub mod textformat;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,11 +18,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
+use std::collections::BTreeMap;
 use tidegauge_core::{
     CollectError, Collector, HostServices, ScrapeContext, Snapshot, async_trait, unix_seconds,
 };
 
 use model::{Change, Limits, Metric, Registry, Rejection};
+use pushgateway::{F, Group, Groups, Method, STORE_PREFIX};
 use store::{Store, Write};
 
 /// The collector's name in configuration, flags and filters.
@@ -38,6 +42,12 @@ pub struct Config {
     pub max_series: usize,
     /// Longest metric name, label value or HELP text, in bytes.
     pub max_label_length: usize,
+    /// Series in one Pushgateway group.
+    pub max_group_series: usize,
+    /// Default time-to-live of Pushgateway groups (none: they stay until deleted). A push can
+    /// set its own with the `X-Push-TTL` header.
+    #[serde(deserialize_with = "tidegauge_core::duration::deserialize_opt")]
+    pub push_ttl: Option<std::time::Duration>,
 }
 
 impl Default for Config {
@@ -48,6 +58,8 @@ impl Default for Config {
             max_body_size: 1024 * 1024,
             max_series: limits.max_series,
             max_label_length: limits.max_label_length,
+            max_group_series: 10_000,
+            push_ttl: None,
         }
     }
 }
@@ -57,11 +69,28 @@ impl Default for Config {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// Everything pushed: ICOS metrics and Pushgateway groups share one lock, so their writes reach
+/// the store in the order they were decided.
+struct Pushed {
+    registry: Registry,
+    groups: Groups,
+    expired: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    limits: Limits,
+    max_body: usize,
+    max_group_series: usize,
+    push_ttl: Option<std::time::Duration>,
+}
+
 struct Inner {
-    registry: Mutex<Registry>,
+    state: Mutex<Pushed>,
     store: Store,
-    settings: Mutex<(Limits, usize)>,
+    settings: Mutex<Settings>,
     services: HostServices,
+    started: std::time::SystemTime,
 }
 
 /// Stores open in this process, by path: a reload reuses the open store (a database file can
@@ -93,9 +122,14 @@ impl IcosPush {
             ));
         }
         let path = config.data_dir.join("icos-push.redb");
-        let limits = Limits {
-            max_series: config.max_series,
-            max_label_length: config.max_label_length,
+        let settings = Settings {
+            limits: Limits {
+                max_series: config.max_series,
+                max_label_length: config.max_label_length,
+            },
+            max_body: config.max_body_size,
+            max_group_series: config.max_group_series,
+            push_ttl: config.push_ttl,
         };
         let mut open = lock(&OPEN);
         open.retain(|(_, w)| w.strong_count() > 0);
@@ -106,27 +140,37 @@ impl IcosPush {
             .find(|(p, _)| *p == canonical)
             .and_then(|(_, w)| w.upgrade())
         {
-            *lock(&inner.settings) = (limits, config.max_body_size);
+            *lock(&inner.settings) = settings;
             return Ok(Self { inner });
         }
         let store = Store::open(&path)
             .map_err(|e| ConfigError(format!("data_dir {}: {e}", config.data_dir.display())))?;
         let mut metrics = Vec::new();
+        let mut groups = Vec::new();
         for (key, bytes) in store.load().map_err(|e| ConfigError(e.to_string()))? {
-            let m: Metric = serde_json::from_slice(&bytes).map_err(|e| {
+            let unreadable = |e: serde_json::Error| {
                 ConfigError(format!(
-                    "{}: stored metric {key:?} is unreadable: {e}",
+                    "{}: stored record {key:?} is unreadable: {e}",
                     path.display()
                 ))
-            })?;
-            metrics.push(m);
+            };
+            if key.starts_with(STORE_PREFIX) {
+                groups.push(serde_json::from_slice::<Group>(&bytes).map_err(unreadable)?);
+            } else {
+                metrics.push(serde_json::from_slice::<Metric>(&bytes).map_err(unreadable)?);
+            }
         }
-        tracing::info!(path = %path.display(), metrics = metrics.len(), "icos-push store opened");
+        tracing::info!(path = %path.display(), metrics = metrics.len(), groups = groups.len(), "icos-push store opened");
         let inner = Arc::new(Inner {
-            registry: Mutex::new(Registry::restore(metrics)),
+            state: Mutex::new(Pushed {
+                registry: Registry::restore(metrics),
+                groups: Groups::restore(groups),
+                expired: 0,
+            }),
             store,
-            settings: Mutex::new((limits, config.max_body_size)),
+            settings: Mutex::new(settings),
             services: services.clone(),
+            started: std::time::SystemTime::now(),
         });
         let canonical =
             std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
@@ -143,6 +187,14 @@ impl IcosPush {
                 "/healthz",
                 get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
             )
+            .route(
+                "/metrics/{*grouping}",
+                axum::routing::put(push_put)
+                    .post(push_post)
+                    .delete(push_delete),
+            )
+            .route("/api/v1/metrics", get(api_metrics))
+            .route("/api/v1/status", get(api_status))
             .with_state(Arc::clone(&self.inner))
     }
 }
@@ -166,8 +218,10 @@ fn rejection(r: Rejection) -> Response {
 }
 
 /// Reads and parses a JSON body within the size limit.
+// The error is the answer to send; handlers return it as is.
+#[allow(clippy::result_large_err)]
 async fn json_body(inner: &Inner, body: Body) -> Result<Json, Response> {
-    let max_body = lock(&inner.settings).1;
+    let max_body = lock(&inner.settings).max_body;
     let bytes = to_bytes(body, max_body).await.map_err(|_| {
         json_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -186,14 +240,20 @@ async fn json_body(inner: &Inner, body: Body) -> Result<Json, Response> {
 async fn apply(
     inner: &Inner,
     name: &str,
-    change: impl FnOnce(&mut Registry) -> Result<Change, Rejection>,
+    change: impl FnOnce(&mut Registry, &Groups) -> Result<Change, Rejection>,
     ok: &str,
 ) -> Response {
     let (pending, key, previous) = {
-        let mut reg = lock(&inner.registry);
+        let mut state = lock(&inner.state);
+        let Pushed {
+            registry: reg,
+            groups,
+            ..
+        } = &mut *state;
+        let reg: &mut Registry = reg;
         let previous_key = reg.base_of(name);
         let previous = previous_key.as_deref().and_then(|k| reg.get(k).cloned());
-        let (writes, key) = match change(&mut reg) {
+        let (writes, key) = match change(reg, groups) {
             Err(r) => return rejection(r),
             Ok(Change::None) => {
                 return json_response(
@@ -222,7 +282,7 @@ async fn apply(
                 Ok(Err(e)) => e,
                 _ => "the store's writer has stopped".to_owned(),
             };
-            lock(&inner.registry).revert(&key, previous);
+            lock(&inner.state).registry.revert(&key, previous);
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"detail": format!("the write could not be stored and was not applied: {reason}")}),
@@ -241,11 +301,20 @@ async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -> Response 
         Err(r) => return rejection(r),
     };
     let now = unix_seconds(inner.services.clock.now());
-    let limits = lock(&inner.settings).0;
+    let limits = lock(&inner.settings).limits;
     apply(
         &inner,
         &req.name,
-        |reg| reg.create(&req, now, &limits),
+        |reg, groups| {
+            let sent = req.name.trim();
+            let base = sent.strip_suffix("_total").unwrap_or(sent);
+            for n in [sent.to_owned(), base.to_owned(), format!("{base}_total"), format!("{base}_created"), format!("{base}_info")] {
+                if groups.occupies(&n) {
+                    return Err(Rejection::Bad(format!("Metric name {n:?} is already used by a metric pushed through the Pushgateway routes.")));
+                }
+            }
+            reg.create(&req, now, &limits)
+        },
         "Metric updated successfully.",
     )
     .await
@@ -266,10 +335,333 @@ async fn unregister_metric(State(inner): State<Arc<Inner>>, body: Body) -> Respo
     apply(
         &inner,
         &name,
-        |reg| reg.unregister(kind, &name),
+        |reg, _| reg.unregister(kind, &name),
         "Unregistered metric successfully.",
     )
     .await
+}
+
+fn text_response(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut msg = msg.into();
+    if !msg.is_empty() && !msg.ends_with('\n') {
+        msg.push('\n');
+    }
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        msg,
+    )
+        .into_response()
+}
+
+// The error is the answer to send; handlers return it as is.
+#[allow(clippy::result_large_err)]
+fn grouping_of(uri: &axum::http::Uri) -> Result<tidegauge_core::Labels, Response> {
+    let raw = uri.path().strip_prefix("/metrics/").unwrap_or("");
+    pushgateway::grouping_key(raw).map_err(|e| text_response(StatusCode::BAD_REQUEST, e))
+}
+
+async fn push_put(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    push(&inner, Method::Put, &uri, &headers, body).await
+}
+
+async fn push_post(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    push(&inner, Method::Post, &uri, &headers, body).await
+}
+
+async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http::Uri) -> Response {
+    let key = match grouping_of(&uri) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let (pending, removed) = {
+        let mut state = lock(&inner.state);
+        match state.groups.remove(&key) {
+            None => return text_response(StatusCode::ACCEPTED, ""),
+            Some(g) => (inner.store.submit(vec![Write::Delete(g.store_key())]), g),
+        }
+    };
+    match pending.await {
+        Ok(Ok(())) => text_response(StatusCode::ACCEPTED, ""),
+        _ => {
+            lock(&inner.state).groups.put(removed);
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the deletion could not be stored and was not applied",
+            )
+        }
+    }
+}
+
+/// Decodes the request body: size limit, optional gzip, text format only.
+// The error is the answer to send; handlers return it as is.
+#[allow(clippy::result_large_err)]
+async fn push_body(
+    inner: &Inner,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Result<String, Response> {
+    let max_body = lock(&inner.settings).max_body;
+    let bytes = to_bytes(body, max_body).await.map_err(|_| {
+        text_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the limit of {max_body} bytes"),
+        )
+    })?;
+    let header = |name: axum::http::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    if header(axum::http::header::CONTENT_TYPE).contains("protobuf") {
+        return Err(text_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "protobuf bodies are not supported; push the text format (Content-Type: text/plain; version=0.0.4)",
+        ));
+    }
+    let bytes = match header(axum::http::header::CONTENT_ENCODING).as_str() {
+        "" | "identity" => bytes.to_vec(),
+        "gzip" => {
+            use std::io::Read;
+            let mut out = Vec::new();
+            let limit = (max_body as u64).saturating_mul(10);
+            flate2::read::GzDecoder::new(&bytes[..])
+                .take(limit + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    text_response(StatusCode::BAD_REQUEST, format!("bad gzip body: {e}"))
+                })?;
+            if out.len() as u64 > limit {
+                return Err(text_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("decompressed body exceeds {limit} bytes"),
+                ));
+            }
+            out
+        }
+        other => {
+            return Err(text_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding {other:?}; use gzip or none"),
+            ));
+        }
+    };
+    String::from_utf8(bytes)
+        .map_err(|_| text_response(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))
+}
+
+async fn push(
+    inner: &Inner,
+    method: Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    let key = match grouping_of(uri) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let text = match push_body(inner, headers, body).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let parsed = match textformat::parse(&text) {
+        Ok(p) => p,
+        Err(e) => return text_response(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let settings = *lock(&inner.settings);
+    let families = pushgateway::decorate(&key, parsed);
+    let new_series: usize = families.iter().map(|f| f.series.len()).sum();
+    if new_series > settings.max_group_series {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "push of {new_series} series exceeds the limit of {} series per group",
+                settings.max_group_series
+            ),
+        );
+    }
+    let max_len = settings.limits.max_label_length;
+    for f in &families {
+        if f.name.len() > max_len
+            || f.help.len() > max_len
+            || f.series
+                .iter()
+                .any(|(l, _)| l.iter().any(|(_, v)| v.len() > max_len))
+        {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}: names, label values and help texts are limited to {max_len} bytes",
+                    f.name
+                ),
+            );
+        }
+    }
+    let ttl = match headers
+        .get("x-push-ttl")
+        .map(|v| v.to_str().map(tidegauge_core::duration::parse))
+    {
+        None => settings.push_ttl,
+        Some(Ok(Ok(d))) if !d.is_zero() => Some(d),
+        Some(Ok(Ok(_))) => None,
+        _ => {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                "X-Push-TTL: expected a duration such as \"10m\" or a number of seconds",
+            );
+        }
+    };
+    let now = unix_seconds(inner.services.clock.now());
+    let (pending, outcome, previous) = {
+        let mut state = lock(&inner.state);
+        let old_series = state
+            .groups
+            .get(&key)
+            .map_or(0, |g| g.families.iter().map(|f| f.series.len()).sum());
+        let total =
+            state.registry.series_count() + state.groups.series_count() - old_series + new_series;
+        if total > settings.limits.max_series {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the series limit ({}) would be exceeded",
+                    settings.limits.max_series
+                ),
+            );
+        }
+        let previous = state.groups.get(&key).cloned();
+        let registry = &state.registry;
+        let taken = |n: &str| registry.occupies(n) || n.starts_with("tidegauge_");
+        let candidate = state.groups.candidate(&key, method, families, now, &taken);
+        let (group, outcome) = match candidate {
+            Ok(mut g) => {
+                g.expires = ttl.map(|d| F(now + d.as_secs_f64()));
+                (g, Ok(()))
+            }
+            Err((reason, g)) => (g, Err(reason)),
+        };
+        let bytes = serde_json::to_vec(&group).unwrap_or_default();
+        let pending = inner
+            .store
+            .submit(vec![Write::Put(group.store_key(), bytes)]);
+        state.groups.put(group);
+        (pending, outcome, previous)
+    };
+    match pending.await {
+        Ok(Ok(())) => match outcome {
+            Ok(()) => text_response(StatusCode::OK, ""),
+            Err(reason) => text_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "pushed metrics are invalid or inconsistent with existing metrics: {reason}"
+                ),
+            ),
+        },
+        _ => {
+            let mut state = lock(&inner.state);
+            match previous {
+                Some(p) => state.groups.put(p),
+                None => {
+                    state.groups.remove(&key);
+                }
+            }
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the push could not be stored and was not applied",
+            )
+        }
+    }
+}
+
+fn rfc3339(t: f64) -> String {
+    chrono::DateTime::from_timestamp(t.floor() as i64, ((t.fract()) * 1e9) as u32)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
+    let state = lock(&inner.state);
+    let mut data = Vec::new();
+    for g in state.groups.all() {
+        let labels: serde_json::Map<String, Json> = g
+            .key
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::from(v.clone())))
+            .collect();
+        let mut entry = serde_json::Map::new();
+        entry.insert("labels".into(), Json::Object(labels.clone()));
+        entry.insert(
+            "last_push_successful".into(),
+            Json::from(g.push_time.0 >= g.failure_time.0),
+        );
+        for f in &g.families {
+            let fam = pushgateway::to_family(f);
+            let metrics: Vec<Json> = fam
+                .samples
+                .iter()
+                .map(|s| {
+                    let l: serde_json::Map<String, Json> = s.labels.iter().map(|(k, v)| (k.clone(), Json::from(v.clone()))).collect();
+                    match &s.value {
+                        tidegauge_core::Value::Number(v) => json!({"labels": l, "value": v.to_string()}),
+                        tidegauge_core::Value::Histogram { buckets, sum, count } => json!({
+                            "labels": l,
+                            "buckets": buckets.iter().map(|(le, c)| (le.to_string(), c.to_string())).collect::<BTreeMap<_, _>>(),
+                            "count": count.to_string(),
+                            "sum": sum.to_string(),
+                        }),
+                    }
+                })
+                .collect();
+            entry.insert(
+                f.name.clone(),
+                json!({"time_stamp": rfc3339(g.push_time.0), "type": f.kind.to_ascii_uppercase(), "help": f.help, "metrics": metrics}),
+            );
+        }
+        for (name, t) in [
+            ("push_time_seconds", g.push_time.0),
+            ("push_failure_time_seconds", g.failure_time.0),
+        ] {
+            entry.insert(
+                name.into(),
+                json!({"time_stamp": rfc3339(g.push_time.0), "type": "GAUGE", "help": "", "metrics": [{"labels": labels, "value": t.to_string()}]}),
+            );
+        }
+        data.push(Json::Object(entry));
+    }
+    json_response(StatusCode::OK, json!({"status": "success", "data": data}))
+}
+
+async fn api_status(State(inner): State<Arc<Inner>>) -> Response {
+    let settings = *lock(&inner.settings);
+    json_response(
+        StatusCode::OK,
+        json!({"status": "success", "data": {
+            "build_information": {"version": env!("CARGO_PKG_VERSION"), "program": "tidegauge icos-push"},
+            "flags": {
+                "max_body_size": settings.max_body.to_string(),
+                "max_series": settings.limits.max_series.to_string(),
+                "max_group_series": settings.max_group_series.to_string(),
+                "push_ttl": settings.push_ttl.map(|d| format!("{}s", d.as_secs_f64())).unwrap_or_default(),
+            },
+            "start_time": rfc3339(unix_seconds(inner.started)),
+        }}),
+    )
 }
 
 #[async_trait]
@@ -278,8 +670,42 @@ impl Collector for IcosPush {
         NAME
     }
 
-    async fn collect(&self, _ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
-        Ok(lock(&self.inner.registry).snapshot())
+    async fn collect(&self, ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
+        let now = unix_seconds(ctx.now());
+        let pending = {
+            let mut state = lock(&self.inner.state);
+            let expired = state.groups.expire(now);
+            state.expired += expired.len() as u64;
+            (!expired.is_empty()).then(|| {
+                for g in &expired {
+                    tracing::info!(group = ?g.key, "push group expired");
+                }
+                self.inner.store.submit(
+                    expired
+                        .iter()
+                        .map(|g| Write::Delete(g.store_key()))
+                        .collect(),
+                )
+            })
+        };
+        if let Some(p) = pending
+            && !matches!(p.await, Ok(Ok(())))
+        {
+            tracing::warn!(
+                "expired push groups could not be removed from the store; they will be removed again after a restart"
+            );
+        }
+        let state = lock(&self.inner.state);
+        let mut snap = state.registry.snapshot();
+        snap.families.extend(state.groups.snapshot().families);
+        snap.push(
+            tidegauge_core::MetricFamily::counter(
+                "tidegauge_icos_push_expired_groups",
+                "Pushgateway groups removed because their time-to-live passed.",
+            )
+            .with(vec![], state.expired as f64),
+        );
+        Ok(snap)
     }
 
     fn routes(&self) -> Option<Router> {

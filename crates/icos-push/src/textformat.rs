@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use tidegauge_core::snapshot::{is_valid_label_name, is_valid_metric_name};
-use tidegauge_core::{MetricType, Value};
+use tidegauge_core::{Labels, MetricType, Value};
 
 /// One parsed family.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,7 +15,7 @@ pub struct ParsedFamily {
     /// Type.
     pub kind: MetricType,
     /// Series: labels (sorted) and value.
-    pub series: Vec<(Vec<(String, String)>, Value)>,
+    pub series: Vec<(Labels, Value)>,
 }
 
 /// Why a body does not parse.
@@ -32,7 +32,10 @@ pub struct ParseError {
 pub const TIMESTAMP_ERROR: &str = "pushed metrics must not have timestamps";
 
 fn err<T>(line: usize, reason: impl Into<String>) -> Result<T, ParseError> {
-    Err(ParseError { line, reason: reason.into() })
+    Err(ParseError {
+        line,
+        reason: reason.into(),
+    })
 }
 
 fn unescape(s: &str, quote: bool) -> Option<String> {
@@ -66,14 +69,17 @@ fn parse_value(s: &str) -> Option<f64> {
 }
 
 /// Parses `{a="1",b="2"}` starting after the `{`; returns labels and the rest after `}`.
-fn parse_labels(s: &str, line: usize) -> Result<(Vec<(String, String)>, &str), ParseError> {
+fn parse_labels(s: &str, line: usize) -> Result<(Labels, &str), ParseError> {
     let mut labels = Vec::new();
     let mut rest = s.trim_start();
     loop {
         if let Some(r) = rest.strip_prefix('}') {
             return Ok((labels, r));
         }
-        let eq = rest.find('=').ok_or_else(|| ParseError { line, reason: "expected label name".into() })?;
+        let eq = rest.find('=').ok_or_else(|| ParseError {
+            line,
+            reason: "expected label name".into(),
+        })?;
         let name = rest[..eq].trim();
         if !is_valid_label_name(name) && name != "le" && name != "quantile" {
             return err(line, format!("invalid label name {name:?}"));
@@ -95,8 +101,14 @@ fn parse_labels(s: &str, line: usize) -> Result<(Vec<(String, String)>, &str), P
                 _ => {}
             }
         }
-        let end = end.ok_or_else(|| ParseError { line, reason: "unterminated label value".into() })?;
-        let value = unescape(&body[..end], true).ok_or_else(|| ParseError { line, reason: "bad escape".into() })?;
+        let end = end.ok_or_else(|| ParseError {
+            line,
+            reason: "unterminated label value".into(),
+        })?;
+        let value = unescape(&body[..end], true).ok_or_else(|| ParseError {
+            line,
+            reason: "bad escape".into(),
+        })?;
         if labels.iter().any(|(k, _): &(String, String)| k == name) {
             return err(line, format!("label {name:?} given twice"));
         }
@@ -110,14 +122,17 @@ fn parse_labels(s: &str, line: usize) -> Result<(Vec<(String, String)>, &str), P
     }
 }
 
+/// A histogram's buckets, sum and count as they arrive.
+type HistParts = (Vec<(f64, u64)>, Option<f64>, Option<u64>);
+
 #[derive(Default)]
 struct Building {
     help: Option<String>,
     kind: Option<MetricType>,
     /// Plain samples.
-    plain: Vec<(Vec<(String, String)>, f64)>,
+    plain: Vec<(Labels, f64)>,
     /// Histogram parts by label set: buckets, sum, count.
-    hist: BTreeMap<Vec<(String, String)>, (Vec<(f64, u64)>, Option<f64>, Option<u64>)>,
+    hist: BTreeMap<Labels, HistParts>,
     order: usize,
 }
 
@@ -127,7 +142,13 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
     let mut next = 0;
     let mut family_of = |families: &mut BTreeMap<String, Building>, name: &str| -> String {
         if !families.contains_key(name) {
-            families.insert(name.to_owned(), Building { order: next, ..Building::default() });
+            families.insert(
+                name.to_owned(),
+                Building {
+                    order: next,
+                    ..Building::default()
+                },
+            );
             next += 1;
         }
         name.to_owned()
@@ -143,7 +164,9 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
         }
         if let Some(comment) = text.strip_prefix('#') {
             let comment = comment.trim_start();
-            let (word, rest) = comment.split_once(char::is_whitespace).unwrap_or((comment, ""));
+            let (word, rest) = comment
+                .split_once(char::is_whitespace)
+                .unwrap_or((comment, ""));
             match word {
                 "HELP" | "TYPE" => {
                     let rest = rest.trim_start();
@@ -152,12 +175,18 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                         return err(line, format!("invalid metric name {name:?}"));
                     }
                     let key = family_of(&mut families, name);
-                    let f = families.get_mut(&key).ok_or_else(|| ParseError { line, reason: "internal".into() })?;
+                    let f = families.get_mut(&key).ok_or_else(|| ParseError {
+                        line,
+                        reason: "internal".into(),
+                    })?;
                     if word == "HELP" {
                         if f.help.is_some() {
                             return err(line, format!("second HELP line for metric name {name:?}"));
                         }
-                        f.help = Some(unescape(arg, false).ok_or_else(|| ParseError { line, reason: "bad escape in HELP".into() })?);
+                        f.help = Some(unescape(arg, false).ok_or_else(|| ParseError {
+                            line,
+                            reason: "bad escape in HELP".into(),
+                        })?);
                     } else {
                         if f.kind.is_some() {
                             return err(line, format!("second TYPE line for metric name {name:?}"));
@@ -170,7 +199,14 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                             "gauge" => MetricType::Gauge,
                             "untyped" => MetricType::Untyped,
                             "histogram" => MetricType::Histogram,
-                            "summary" => return err(line, format!("{name}: summaries are not supported; push a histogram or gauges")),
+                            "summary" => {
+                                return err(
+                                    line,
+                                    format!(
+                                        "{name}: summaries are not supported; push a histogram or gauges"
+                                    ),
+                                );
+                            }
                             other => return err(line, format!("unknown metric type {other:?}")),
                         });
                     }
@@ -180,7 +216,9 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
             continue;
         }
         // A sample: name[{labels}] value [timestamp]
-        let name_end = text.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(text.len());
+        let name_end = text
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(text.len());
         let name = &text[..name_end];
         if !is_valid_metric_name(name) {
             return err(line, format!("invalid metric name {name:?}"));
@@ -193,8 +231,14 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
             rest = r;
         }
         let mut fields = rest.split_whitespace();
-        let value = fields.next().ok_or_else(|| ParseError { line, reason: "expected a value".into() })?;
-        let value = parse_value(value).ok_or_else(|| ParseError { line, reason: format!("invalid value {value:?}") })?;
+        let value = fields.next().ok_or_else(|| ParseError {
+            line,
+            reason: "expected a value".into(),
+        })?;
+        let value = parse_value(value).ok_or_else(|| ParseError {
+            line,
+            reason: format!("invalid value {value:?}"),
+        })?;
         if fields.next().is_some() {
             return err(line, TIMESTAMP_ERROR);
         }
@@ -210,7 +254,10 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
             })
             .unwrap_or_else(|| (name.to_owned(), ""));
         let key = family_of(&mut families, &family);
-        let f = families.get_mut(&key).ok_or_else(|| ParseError { line, reason: "internal".into() })?;
+        let f = families.get_mut(&key).ok_or_else(|| ParseError {
+            line,
+            reason: "internal".into(),
+        })?;
         if f.kind == Some(MetricType::Histogram) {
             let mut le = None;
             labels.retain(|(k, v)| {
@@ -225,8 +272,14 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
             let h = f.hist.entry(labels).or_default();
             match part {
                 "_bucket" => {
-                    let le = le.ok_or_else(|| ParseError { line, reason: format!("{name} without le") })?;
-                    let bound = parse_value(&le).ok_or_else(|| ParseError { line, reason: format!("invalid le {le:?}") })?;
+                    let le = le.ok_or_else(|| ParseError {
+                        line,
+                        reason: format!("{name} without le"),
+                    })?;
+                    let bound = parse_value(&le).ok_or_else(|| ParseError {
+                        line,
+                        reason: format!("invalid le {le:?}"),
+                    })?;
                     if value < 0.0 || value.fract() != 0.0 {
                         return err(line, format!("bucket count {value} is not a whole number"));
                     }
@@ -239,15 +292,36 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                     }
                     h.2 = Some(value as u64);
                 }
-                _ => return err(line, format!("{name}: a histogram has only _bucket, _sum and _count samples")),
+                _ => {
+                    return err(
+                        line,
+                        format!("{name}: a histogram has only _bucket, _sum and _count samples"),
+                    );
+                }
             }
         } else {
-            if labels.iter().any(|(k, _)| k == "le" || k == "quantile") && f.kind != Some(MetricType::Untyped) && f.kind.is_some() {
-                return err(line, format!("label {:?} is reserved", if labels.iter().any(|(k, _)| k == "le") { "le" } else { "quantile" }));
+            if labels.iter().any(|(k, _)| k == "le" || k == "quantile")
+                && f.kind != Some(MetricType::Untyped)
+                && f.kind.is_some()
+            {
+                return err(
+                    line,
+                    format!(
+                        "label {:?} is reserved",
+                        if labels.iter().any(|(k, _)| k == "le") {
+                            "le"
+                        } else {
+                            "quantile"
+                        }
+                    ),
+                );
             }
             labels.sort();
             if f.plain.iter().any(|(l, _)| *l == labels) {
-                return err(line, format!("second sample of {name} with the same labels"));
+                return err(
+                    line,
+                    format!("second sample of {name} with the same labels"),
+                );
             }
             f.plain.push((labels, value));
         }
@@ -264,13 +338,25 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
         }
         for (labels, (mut buckets, sum, count)) in b.hist {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let inf = buckets.iter().find(|(le, _)| le.is_infinite()).map(|(_, c)| *c);
+            let inf = buckets
+                .iter()
+                .find(|(le, _)| le.is_infinite())
+                .map(|(_, c)| *c);
             buckets.retain(|(le, _)| le.is_finite());
             let count = count.or(inf).unwrap_or(0);
-            if buckets.windows(2).any(|w| w[0].1 > w[1].1) || buckets.last().is_some_and(|(_, c)| *c > count) {
+            if buckets.windows(2).any(|w| w[0].1 > w[1].1)
+                || buckets.last().is_some_and(|(_, c)| *c > count)
+            {
                 return err(0, format!("{name}: bucket counts must not decrease"));
             }
-            series.push((labels, Value::Histogram { buckets, sum: sum.unwrap_or(0.0), count }));
+            series.push((
+                labels,
+                Value::Histogram {
+                    buckets,
+                    sum: sum.unwrap_or(0.0),
+                    count,
+                },
+            ));
         }
         out.push((
             b.order,
@@ -304,7 +390,14 @@ mod tests {
     fn histogram_and_untyped() {
         let body = "# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_bucket{le=\"1\"} 3\nh_bucket{le=\"+Inf\"} 4\nh_sum 2.5\nh_count 4\nsome_metric{label=\"val1\"} 42\n";
         let f = parse(body).unwrap();
-        assert_eq!(f[0].series[0].1, Value::Histogram { buckets: vec![(0.1, 1), (1.0, 3)], sum: 2.5, count: 4 });
+        assert_eq!(
+            f[0].series[0].1,
+            Value::Histogram {
+                buckets: vec![(0.1, 1), (1.0, 3)],
+                sum: 2.5,
+                count: 4
+            }
+        );
         assert_eq!(f[1].kind, MetricType::Untyped);
     }
 

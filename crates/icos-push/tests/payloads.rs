@@ -34,6 +34,7 @@ fn open(dir: &std::path::Path) -> IcosPush {
         max_series: 40,
         max_label_length: 64,
         max_body_size: 4096,
+        ..Config::default()
     };
     // A previous instance's writer thread may still hold the file for a moment.
     for _ in 0..200 {

@@ -1,0 +1,560 @@
+//! Pushgateway-compatible groups: the URL grammar, replacement rules, consistency checks,
+//! push times and optional expiry.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use tidegauge_core::snapshot::is_valid_label_name;
+use tidegauge_core::{Labels, MetricFamily, MetricType, Sample, Snapshot, Value};
+
+use crate::textformat::ParsedFamily;
+
+/// A float kept as text, so NaN and infinities survive JSON.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct F(pub f64);
+
+impl Serialize for F {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for F {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(F).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A stored series value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoredValue {
+    /// Counter, gauge or untyped value.
+    Number(F),
+    /// Classic histogram.
+    Histogram {
+        /// Cumulative buckets without `+Inf`.
+        buckets: Vec<(F, u64)>,
+        /// Sum.
+        sum: F,
+        /// Count.
+        count: u64,
+    },
+}
+
+/// A pushed family, labels already decorated with the grouping key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredFamily {
+    /// Exposition name (counters without `_total`).
+    pub name: String,
+    /// HELP.
+    pub help: String,
+    /// `counter`, `gauge`, `untyped` or `histogram`.
+    pub kind: String,
+    /// Series.
+    pub series: Vec<(Labels, StoredValue)>,
+}
+
+/// One group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    /// Grouping key: `job` first, then the other labels sorted.
+    pub key: Labels,
+    /// Families in push order.
+    pub families: Vec<StoredFamily>,
+    /// Last successful change, Unix seconds (0 = never).
+    pub push_time: F,
+    /// Last rejected change, Unix seconds (0 = never).
+    pub failure_time: F,
+    /// When the group expires, Unix seconds.
+    pub expires: Option<F>,
+}
+
+impl Group {
+    /// Store key of the group.
+    pub fn store_key(&self) -> String {
+        store_key(&self.key)
+    }
+
+    fn series_count(&self) -> usize {
+        self.families.iter().map(|f| f.series.len()).sum()
+    }
+}
+
+/// Prefix of group keys in the store (ICOS metric names cannot contain NUL).
+pub const STORE_PREFIX: &str = "\u{0}group:";
+
+/// The store key of a grouping key.
+pub fn store_key(key: &Labels) -> String {
+    let mut s = String::from(STORE_PREFIX);
+    s.push_str(&serde_json::to_string(key).unwrap_or_default());
+    s
+}
+
+fn kind_name(k: MetricType) -> &'static str {
+    match k {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+        _ => "untyped",
+    }
+}
+
+fn kind_of(s: &str) -> MetricType {
+    match s {
+        "counter" => MetricType::Counter,
+        "gauge" => MetricType::Gauge,
+        "histogram" => MetricType::Histogram,
+        _ => MetricType::Untyped,
+    }
+}
+
+/// Decodes RFC 4648 base64 (URL-safe or standard alphabet, padding optional).
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    if bits >= 6 {
+        return None;
+    }
+    Some(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses the raw path after `/metrics/` into a grouping key (`job` first).
+pub fn grouping_key(raw: &str) -> Result<Labels, String> {
+    let parts: Vec<&str> = raw.trim_end_matches('/').split('/').collect();
+    if parts.len() < 2 || parts[0].split('@').next() != Some("job") {
+        return Err("job name is required".into());
+    }
+    if !parts.len().is_multiple_of(2) {
+        return Err(format!(
+            "odd number of components in label string {:?}",
+            parts[2..].join("/")
+        ));
+    }
+    let mut key: Labels = Vec::new();
+    for pair in parts.chunks(2) {
+        let (name, encoded) = (pair[0], pair[1]);
+        let (name, b64) = match name.strip_suffix("@base64") {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        let name = percent_decode(name).ok_or_else(|| format!("improper label name {name:?}"))?;
+        if !is_valid_label_name(&name) {
+            return Err(format!("improper label name {name:?}"));
+        }
+        let value = if b64 {
+            let bytes = base64_decode(encoded).ok_or_else(|| {
+                if name == "job" {
+                    format!("invalid base64 encoding in job name {encoded:?}")
+                } else {
+                    format!("invalid base64 encoding for label {name}={encoded:?}")
+                }
+            })?;
+            String::from_utf8(bytes).map_err(|_| {
+                format!("invalid base64 encoding for label {name}={encoded:?}: not UTF-8")
+            })?
+        } else {
+            percent_decode(encoded)
+                .ok_or_else(|| format!("invalid URL encoding for label {name}={encoded:?}"))?
+        };
+        if name == "job" && value.is_empty() {
+            return Err("job name is required".into());
+        }
+        if key.iter().any(|(k, _)| *k == name) {
+            return Err(format!("label {name} given twice in the URL"));
+        }
+        key.push((name, value));
+    }
+    // An empty instance is what every series gets anyway: {job="x",instance=""} is {job="x"}.
+    key.retain(|(k, v)| !(k == "instance" && v.is_empty()));
+    let mut rest = key.split_off(1);
+    rest.sort();
+    key.extend(rest);
+    Ok(key)
+}
+
+/// Converts parsed families into stored ones decorated with the grouping key.
+pub fn decorate(key: &Labels, parsed: Vec<ParsedFamily>) -> Vec<StoredFamily> {
+    parsed
+        .into_iter()
+        .filter(|f| f.name != "push_time_seconds" && f.name != "push_failure_time_seconds")
+        .map(|f| {
+            let name = match f.kind {
+                MetricType::Counter => f.name.strip_suffix("_total").unwrap_or(&f.name).to_owned(),
+                _ => f.name.clone(),
+            };
+            let series = f
+                .series
+                .into_iter()
+                .map(|(mut labels, v)| {
+                    labels.retain(|(k, _)| !key.iter().any(|(gk, _)| gk == k));
+                    labels.extend(key.iter().cloned());
+                    if !labels.iter().any(|(k, _)| k == "instance") {
+                        labels.push(("instance".into(), String::new()));
+                    }
+                    labels.sort();
+                    let v = match v {
+                        Value::Number(n) => StoredValue::Number(F(n)),
+                        Value::Histogram {
+                            buckets,
+                            sum,
+                            count,
+                        } => StoredValue::Histogram {
+                            buckets: buckets.into_iter().map(|(le, c)| (F(le), c)).collect(),
+                            sum: F(sum),
+                            count,
+                        },
+                    };
+                    (labels, v)
+                })
+                .collect();
+            StoredFamily {
+                name,
+                help: f.help,
+                kind: kind_name(f.kind).to_owned(),
+                series,
+            }
+        })
+        .collect()
+}
+
+/// How a push changes its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Replace every family of the group.
+    Put,
+    /// Replace the families pushed.
+    Post,
+}
+
+/// All groups.
+#[derive(Debug, Default, Clone)]
+pub struct Groups {
+    groups: BTreeMap<Labels, Group>,
+}
+
+impl Groups {
+    /// Groups restored from the store.
+    pub fn restore(groups: Vec<Group>) -> Self {
+        Self {
+            groups: groups.into_iter().map(|g| (g.key.clone(), g)).collect(),
+        }
+    }
+
+    /// Series over all groups.
+    pub fn series_count(&self) -> usize {
+        self.groups.values().map(Group::series_count).sum()
+    }
+
+    /// Whether a pushed family exposes `name`.
+    pub fn occupies(&self, name: &str) -> bool {
+        self.groups
+            .values()
+            .flat_map(|g| &g.families)
+            .any(|f| to_family(f).exposed_names().iter().any(|n| n == name))
+    }
+
+    /// The group of a key.
+    pub fn get(&self, key: &Labels) -> Option<&Group> {
+        self.groups.get(key)
+    }
+
+    /// Every group.
+    pub fn all(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    /// The group after a push, or why it is inconsistent; `taken` says whether another part of
+    /// the exposition (the ICOS metrics, the host) already has a name.
+    pub fn candidate(
+        &self,
+        key: &Labels,
+        method: Method,
+        pushed: Vec<StoredFamily>,
+        now: f64,
+        taken: &dyn Fn(&str) -> bool,
+    ) -> Result<Group, (String, Group)> {
+        let old = self.groups.get(key).cloned();
+        let mut group = old.clone().unwrap_or(Group {
+            key: key.clone(),
+            families: Vec::new(),
+            push_time: F(0.0),
+            failure_time: F(0.0),
+            expires: None,
+        });
+        let pushed_names: HashSet<&str> = pushed.iter().map(|f| f.name.as_str()).collect();
+        match method {
+            Method::Put => group.families.clear(),
+            Method::Post => group
+                .families
+                .retain(|f| !pushed_names.contains(f.name.as_str())),
+        }
+        group.families.extend(pushed);
+        if let Err(reason) = self.check(&group, taken) {
+            let mut failed = old.unwrap_or_else(|| Group {
+                families: Vec::new(),
+                ..group.clone()
+            });
+            failed.failure_time = F(now);
+            return Err((reason, failed));
+        }
+        group.push_time = F(now);
+        Ok(group)
+    }
+
+    fn check(&self, group: &Group, taken: &dyn Fn(&str) -> bool) -> Result<(), String> {
+        let mut names: HashMap<&str, &str> = HashMap::new();
+        let mut series: HashSet<(&str, &Labels)> = HashSet::new();
+        for g in self.groups.values().filter(|g| g.key != group.key) {
+            for f in &g.families {
+                names.insert(&f.name, &f.kind);
+                for (l, _) in &f.series {
+                    series.insert((&f.name, l));
+                }
+            }
+        }
+        let mut own_names = HashSet::new();
+        for f in &group.families {
+            if !own_names.insert(f.name.as_str()) {
+                return Err(format!("family {:?} pushed twice", f.name));
+            }
+            if let Some(kind) = names.get(f.name.as_str())
+                && *kind != f.kind
+            {
+                return Err(format!(
+                    "metric {:?} has type {kind} in another group but was pushed as {}",
+                    f.name, f.kind
+                ));
+            }
+            for n in to_family(f).exposed_names() {
+                if taken(&n) {
+                    return Err(format!(
+                        "metric name {n:?} is already exposed by a registered metric or the host"
+                    ));
+                }
+            }
+            for (l, _) in &f.series {
+                if series.contains(&(f.name.as_str(), l)) {
+                    return Err(format!(
+                        "collected metric {:?} with labels {l:?} was already pushed in another group",
+                        f.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a group.
+    pub fn put(&mut self, group: Group) {
+        self.groups.insert(group.key.clone(), group);
+    }
+
+    /// Removes a group.
+    pub fn remove(&mut self, key: &Labels) -> Option<Group> {
+        self.groups.remove(key)
+    }
+
+    /// Removes groups expired at `now`; returns them.
+    pub fn expire(&mut self, now: f64) -> Vec<Group> {
+        let expired: Vec<Labels> = self
+            .groups
+            .values()
+            .filter(|g| g.expires.is_some_and(|e| e.0 <= now))
+            .map(|g| g.key.clone())
+            .collect();
+        expired
+            .iter()
+            .filter_map(|k| self.groups.remove(k))
+            .collect()
+    }
+
+    /// Pushed families merged across groups (sorted by name), then the push times.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut merged: BTreeMap<String, MetricFamily> = BTreeMap::new();
+        for g in self.groups.values() {
+            for f in &g.families {
+                let fam = to_family(f);
+                let entry = merged.entry(f.name.clone()).or_insert_with(|| {
+                    MetricFamily::new(fam.name.clone(), fam.help.clone(), fam.kind)
+                });
+                if !fam.help.is_empty() {
+                    entry.help = fam.help.clone();
+                }
+                entry.samples.extend(fam.samples);
+            }
+        }
+        let mut snap = Snapshot::new();
+        for (_, f) in merged {
+            snap.push(f);
+        }
+        let mut ok = MetricFamily::gauge(
+            "push_time_seconds",
+            "Last Unix time when changing this group in the Pushgateway succeeded.",
+        );
+        let mut failed = MetricFamily::gauge(
+            "push_failure_time_seconds",
+            "Last Unix time when changing this group in the Pushgateway failed.",
+        );
+        for g in self.groups.values() {
+            let mut l = g.key.clone();
+            if !l.iter().any(|(k, _)| k == "instance") {
+                l.push(("instance".into(), String::new()));
+            }
+            l.sort();
+            ok.push(l.clone(), g.push_time.0);
+            failed.push(l, g.failure_time.0);
+        }
+        snap.push(ok);
+        snap.push(failed);
+        snap
+    }
+}
+
+/// The exposition family of a stored one.
+pub fn to_family(f: &StoredFamily) -> MetricFamily {
+    let mut fam = MetricFamily::new(f.name.clone(), f.help.clone(), kind_of(&f.kind));
+    for (labels, v) in &f.series {
+        let value = match v {
+            StoredValue::Number(n) => Value::Number(n.0),
+            StoredValue::Histogram {
+                buckets,
+                sum,
+                count,
+            } => Value::Histogram {
+                buckets: buckets.iter().map(|(le, c)| (le.0, *c)).collect(),
+                sum: sum.0,
+                count: *count,
+            },
+        };
+        fam.samples.push(Sample {
+            labels: labels.clone(),
+            value,
+            created: None,
+        });
+    }
+    fam
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn url_grammar() {
+        assert_eq!(grouping_key("job/some_job"), Ok(l(&[("job", "some_job")])));
+        assert_eq!(
+            grouping_key("job/some_job/instance/some_instance"),
+            Ok(l(&[("job", "some_job"), ("instance", "some_instance")]))
+        );
+        assert_eq!(
+            grouping_key("job/directory_cleaner/path@base64/L3Zhci90bXA"),
+            Ok(l(&[("job", "directory_cleaner"), ("path", "/var/tmp")]))
+        );
+        assert_eq!(
+            grouping_key("job/example/first_label@base64/=/second_label/foobar"),
+            Ok(l(&[
+                ("job", "example"),
+                ("first_label", ""),
+                ("second_label", "foobar")
+            ]))
+        );
+        assert_eq!(
+            grouping_key("job@base64/Zm9vL2Jhcg=="),
+            Ok(l(&[("job", "foo/bar")]))
+        );
+        assert_eq!(
+            grouping_key("job/a%20b/x/y%2Fz"),
+            Ok(l(&[("job", "a b"), ("x", "y/z")]))
+        );
+        assert!(
+            grouping_key("job")
+                .unwrap_err()
+                .contains("job name is required")
+        );
+        assert!(
+            grouping_key("job/x/a")
+                .unwrap_err()
+                .contains("odd number of components")
+        );
+        assert!(
+            grouping_key("job/x/__a/b")
+                .unwrap_err()
+                .contains("improper label name")
+        );
+        assert!(
+            grouping_key("job/x/a-b/c")
+                .unwrap_err()
+                .contains("improper label name")
+        );
+        assert!(
+            grouping_key("job@base64/!!!")
+                .unwrap_err()
+                .contains("invalid base64 encoding in job name")
+        );
+        assert!(
+            grouping_key("job/x/a@base64/%%")
+                .unwrap_err()
+                .contains("invalid base64 encoding for label a")
+        );
+        assert!(
+            grouping_key("notjob/x")
+                .unwrap_err()
+                .contains("job name is required")
+        );
+    }
+
+    #[test]
+    fn grouping_labels_override_body_labels_and_instance_is_added() {
+        let parsed =
+            crate::textformat::parse("# TYPE x gauge\nx{job=\"other\",a=\"1\"} 1\n").unwrap();
+        let fams = decorate(&l(&[("job", "j")]), parsed);
+        assert_eq!(
+            fams[0].series[0].0,
+            l(&[("a", "1"), ("instance", ""), ("job", "j")])
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! The Pushgateway routes: grammar, replacement rules, consistency, push times, TTL, restart.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use tidegauge_core::{Collector, HostServices};
+use tidegauge_icos_push::{Config, IcosPush};
+use tidegauge_testkit::{FIXTURE_EPOCH, FakeClock, context, render};
+use tower::ServiceExt;
+
+struct Rig {
+    push: IcosPush,
+    app: axum::Router,
+    clock: Arc<FakeClock>,
+    dir: std::path::PathBuf,
+}
+
+impl Rig {
+    fn new(tag: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("tidegauge-pgw-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self::open(dir, FakeClock::at(FIXTURE_EPOCH))
+    }
+
+    fn open(dir: std::path::PathBuf, clock: Arc<FakeClock>) -> Rig {
+        let cfg = Config {
+            data_dir: dir.clone(),
+            max_group_series: 5,
+            ..Config::default()
+        };
+        let services = HostServices {
+            http: tidegauge_core::http::client().unwrap(),
+            clock: clock.clone(),
+            data_dir: dir.clone(),
+        };
+        let mut push = None;
+        for _ in 0..200 {
+            if let Ok(p) = IcosPush::open(&cfg, &services) {
+                push = Some(p);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let push = push.unwrap_or_else(|| IcosPush::open(&cfg, &services).unwrap());
+        let app = push.routes().unwrap();
+        Rig {
+            push,
+            app,
+            clock,
+            dir,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn exposition(&self) -> String {
+        let ctx = context(Duration::from_secs(5), self.clock.clone());
+        render(&self.push.collect(&ctx).await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn pushgateway_readme_examples_and_replacement_rules() {
+    let rig = Rig::new("readme");
+    let mut log = String::new();
+    let steps: &[(&str, &str, &str)] = &[
+        // echo "some_metric 3.14" | curl --data-binary @- .../metrics/job/some_job
+        ("POST", "/metrics/job/some_job", "some_metric 3.14\n"),
+        // The second example pushes some_metric again, now as a counter: a type clash while the
+        // first group exists, accepted once it is deleted.
+        (
+            "POST",
+            "/metrics/job/some_job/instance/some_instance",
+            "# TYPE some_metric counter\nsome_metric{label=\"val1\"} 42\n",
+        ),
+        ("DELETE", "/metrics/job/some_job", ""),
+        (
+            "POST",
+            "/metrics/job/some_job/instance/some_instance",
+            "# TYPE some_metric counter\nsome_metric{label=\"val1\"} 42\n# TYPE another_metric gauge\n# HELP another_metric Just an example.\nanother_metric 2398.283\n",
+        ),
+        // POST replaces only the families pushed.
+        (
+            "POST",
+            "/metrics/job/some_job/instance/some_instance",
+            "# TYPE another_metric gauge\nanother_metric 1\n",
+        ),
+        // Path labels beat body labels; base64 and empty values.
+        (
+            "PUT",
+            "/metrics/job/directory_cleaner/path@base64/L3Zhci90bXA",
+            "files_removed{job=\"ignored\",path=\"x\"} 7\n",
+        ),
+        (
+            "PUT",
+            "/metrics/job/example/first_label@base64/=/second_label/foobar",
+            "example_value 1\n",
+        ),
+        // Errors that never touch a group.
+        ("PUT", "/metrics/job/broken", "x 1 1700000000\n"),
+        ("PUT", "/metrics/job/broken", "x{a=\"1\" 1\n"),
+        ("PUT", "/metrics/job/broken/odd", "x 1\n"),
+        ("PUT", "/metrics/job/broken/__reserved/x", "x 1\n"),
+        ("PUT", "/metrics/job@base64/%%%", "x 1\n"),
+        (
+            "PUT",
+            "/metrics/job/broken",
+            "# TYPE s summary\ns{quantile=\"0.5\"} 1\n",
+        ),
+        // Inconsistent with another group: rejected, failure time recorded, group created.
+        (
+            "PUT",
+            "/metrics/job/clash",
+            "# TYPE some_metric gauge\nsome_metric 1\n",
+        ),
+        // The same series from two groups is a clash too: a body label can equal another
+        // group's grouping label.
+        ("PUT", "/metrics/job/dup", "dup_metric{a=\"1\"} 1\n"),
+        ("PUT", "/metrics/job/dup/a/1", "dup_metric 2\n"),
+        // An empty instance in the URL names the same group as none.
+        (
+            "PUT",
+            "/metrics/job/dup/instance@base64/=",
+            "dup_metric{a=\"1\"} 3\n",
+        ),
+        // Too many series for one group (limit 5 in this test).
+        ("PUT", "/metrics/job/big", "a 1\nb 1\nc 1\nd 1\ne 1\nf 1\n"),
+        // PUT with an empty body empties the group but keeps its push time.
+        (
+            "PUT",
+            "/metrics/job/example/first_label@base64/=/second_label/foobar",
+            "",
+        ),
+        ("DELETE", "/metrics/job/does_not_exist", ""),
+        ("GET", "/metrics/job/some_job", ""),
+    ];
+    for (method, path, body) in steps {
+        let (status, answer) = rig.send(method, path, body, &[]).await;
+        log.push_str(&format!(
+            "{method} {path}\n   -> {status} {}\n",
+            answer.trim_end()
+        ));
+    }
+    insta::assert_snapshot!("transcript", log);
+    insta::assert_snapshot!("exposition", rig.exposition().await);
+
+    // DELETE removes the group and its series.
+    assert_eq!(
+        rig.send(
+            "DELETE",
+            "/metrics/job/some_job/instance/some_instance",
+            "",
+            &[]
+        )
+        .await
+        .0,
+        202
+    );
+    let after = rig.exposition().await;
+    assert!(!after.contains("another_metric"), "{after}");
+    std::fs::remove_dir_all(&rig.dir).ok();
+}
+
+#[tokio::test]
+async fn groups_survive_a_restart_and_expire_after_their_ttl() {
+    let rig = Rig::new("restart");
+    assert_eq!(
+        rig.send("PUT", "/metrics/job/keep", "kept 1\n", &[])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        rig.send(
+            "PUT",
+            "/metrics/job/short",
+            "short_lived 1\n",
+            &[("X-Push-TTL", "10s")]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        rig.send(
+            "PUT",
+            "/metrics/job/bad_ttl",
+            "x 1\n",
+            &[("X-Push-TTL", "soon")]
+        )
+        .await
+        .0,
+        400
+    );
+    let dir = rig.dir.clone();
+    let clock = rig.clock.clone();
+    let before = rig.exposition().await;
+    assert!(
+        before.contains("short_lived{instance=\"\",job=\"short\"} 1"),
+        "{before}"
+    );
+    drop(rig);
+
+    let rig = Rig::open(dir, clock);
+    assert_eq!(rig.exposition().await, before);
+    rig.clock.advance(Duration::from_secs(11));
+    let after = rig.exposition().await;
+    assert!(!after.contains("short_lived"), "{after}");
+    assert!(after.contains("kept{instance=\"\",job=\"keep\"} 1"));
+    assert!(
+        after.contains("tidegauge_icos_push_expired_groups_total 1"),
+        "{after}"
+    );
+    std::fs::remove_dir_all(&rig.dir).ok();
+}
+
+#[tokio::test]
+async fn pushed_and_registered_names_never_clash() {
+    let rig = Rig::new("clash");
+    assert_eq!(
+        rig.send(
+            "PUT",
+            "/metrics/job/j",
+            "# TYPE jobs_done counter\njobs_done_total 3\n",
+            &[]
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, body) = rig
+        .send(
+            "POST",
+            "/create_metric",
+            r#"{"metric_type": 2, "metric_name": "jobs_done_total", "value": 1}"#,
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Pushgateway"), "{body}");
+    let (status, _) = rig
+        .send(
+            "POST",
+            "/create_metric",
+            r#"{"metric_type": 2, "metric_name": "registered", "value": 1}"#,
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = rig
+        .send("PUT", "/metrics/job/k", "registered 2\n", &[])
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("inconsistent") && body.contains("registered"),
+        "{body}"
+    );
+    let (status, body) = rig
+        .send("PUT", "/metrics/job/k", "tidegauge_build_info 2\n", &[])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    std::fs::remove_dir_all(&rig.dir).ok();
+}
+
+#[tokio::test]
+async fn gzip_bodies_and_the_api() {
+    use std::io::Write;
+    let rig = Rig::new("gzip");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(b"zipped 5\n").unwrap();
+    let gz = enc.finish().unwrap();
+    let req = Request::put("/metrics/job/z")
+        .header("content-encoding", "gzip")
+        .body(Body::from(gz))
+        .unwrap();
+    assert_eq!(
+        rig.app
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let (status, _) = rig
+        .send(
+            "PUT",
+            "/metrics/job/z",
+            "garbage",
+            &[("content-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = rig
+        .send("PUT", "/metrics/job/z", "x", &[("content-type", "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited")])
+        .await;
+    assert_eq!(status, 415);
+    let (status, body) = rig.send("GET", "/api/v1/metrics", "", &[]).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"][0]["labels"]["job"], "z");
+    assert_eq!(v["data"][0]["zipped"]["metrics"][0]["value"], "5");
+    assert_eq!(v["data"][0]["last_push_successful"], true);
+    let (status, body) = rig.send("GET", "/api/v1/status", "", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("build_information"), "{body}");
+    std::fs::remove_dir_all(&rig.dir).ok();
+}
