@@ -2,7 +2,9 @@
 //! service, whose pushed metrics are committed to an embedded store before a write is
 //! acknowledged and are served on the host's `/metrics`.
 
+pub mod auth;
 pub mod model;
+pub mod openapi;
 pub mod pushgateway;
 pub mod store;
 pub mod textformat;
@@ -48,6 +50,8 @@ pub struct Config {
     /// set its own with the `X-Push-TTL` header.
     #[serde(deserialize_with = "tidegauge_core::duration::deserialize_opt")]
     pub push_ttl: Option<std::time::Duration>,
+    /// Authentication of the write routes; none by default, as the original.
+    pub auth: auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             max_label_length: limits.max_label_length,
             max_group_series: 10_000,
             push_ttl: None,
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -91,6 +96,7 @@ struct Inner {
     settings: Mutex<Settings>,
     services: HostServices,
     started: std::time::SystemTime,
+    verifier: Mutex<Option<Arc<auth::Verifier>>>,
 }
 
 /// Stores open in this process, by path: a reload reuses the open store (a database file can
@@ -131,6 +137,14 @@ impl IcosPush {
             max_group_series: config.max_group_series,
             push_ttl: config.push_ttl,
         };
+        let verifier = auth::Verifier::new(&config.auth, services.http.clone())
+            .map_err(ConfigError)?
+            .map(Arc::new);
+        if verifier.is_none() {
+            tracing::warn!(
+                "icos-push: the write routes accept pushes from anyone; configure auth.tokens_file or auth.keycloak to restrict them"
+            );
+        }
         let mut open = lock(&OPEN);
         open.retain(|(_, w)| w.strong_count() > 0);
         let canonical =
@@ -141,6 +155,7 @@ impl IcosPush {
             .and_then(|(_, w)| w.upgrade())
         {
             *lock(&inner.settings) = settings;
+            *lock(&inner.verifier) = verifier;
             return Ok(Self { inner });
         }
         let store = Store::open(&path)
@@ -171,6 +186,7 @@ impl IcosPush {
             settings: Mutex::new(settings),
             services: services.clone(),
             started: std::time::SystemTime::now(),
+            verifier: Mutex::new(verifier),
         });
         let canonical =
             std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
@@ -180,22 +196,76 @@ impl IcosPush {
 
     /// The HTTP routes of the push API.
     pub fn router(&self) -> Router {
-        Router::new()
+        let writes = Router::new()
             .route("/create_metric", post(create_metric))
             .route("/unregister_metric", post(unregister_metric))
-            .route(
-                "/healthz",
-                get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
-            )
             .route(
                 "/metrics/{*grouping}",
                 axum::routing::put(push_put)
                     .post(push_post)
                     .delete(push_delete),
             )
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&self.inner),
+                require_auth,
+            ));
+        Router::new()
+            .merge(writes)
+            .route(
+                "/healthz",
+                get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
+            )
             .route("/api/v1/metrics", get(api_metrics))
             .route("/api/v1/status", get(api_status))
+            .route(
+                "/openapi.json",
+                get(|| async { json_response(StatusCode::OK, openapi::document()) }),
+            )
+            .route(
+                "/docs",
+                get(|| async {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                        openapi::page(&openapi::document()),
+                    )
+                }),
+            )
             .with_state(Arc::clone(&self.inner))
+    }
+}
+
+async fn require_auth(
+    State(inner): State<Arc<Inner>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let verifier = lock(&inner.verifier).clone();
+    let Some(verifier) = verifier else {
+        return next.run(req).await;
+    };
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match verifier.check(header.as_deref()).await {
+        Ok(()) => next.run(req).await,
+        Err(auth::Denied::Unauthorized { detail, token_sent }) => {
+            let mut r = json_response(StatusCode::UNAUTHORIZED, json!({"detail": detail}));
+            let challenge = if token_sent {
+                "Bearer error=\"invalid_token\""
+            } else {
+                "Bearer"
+            };
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
+            );
+            r
+        }
+        Err(auth::Denied::Forbidden(detail)) => {
+            json_response(StatusCode::FORBIDDEN, json!({"detail": detail}))
+        }
     }
 }
 
