@@ -33,6 +33,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if which == "all" || which == "ifcb" {
         ifcb(&cargo)?;
     }
+    if which == "all" || which == "push" {
+        push(&cargo)?;
+    }
     Ok(())
 }
 
@@ -400,6 +403,161 @@ fn ifcb(cargo: &str) -> Result<(), String> {
         "  original exporter on the same dashboard: first cycle {first_n} requests ({:.1} MB), later cycles {next_n} requests ({:.1} MB)",
         first_bytes as f64 / 1e6,
         next_bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// One push body: `series` gauges.
+fn push_body(series: usize, seed: usize) -> String {
+    let mut b = String::from("# TYPE bench_value gauge\n");
+    for i in 0..series {
+        b.push_str(&format!("bench_value{{series=\"{i}\"}} {}\n", seed + i));
+    }
+    b
+}
+
+/// Pushes for `secs` seconds from `clients` concurrent clients to `base` (the push URL prefix),
+/// each push a PUT of `series` series into one of `groups` groups; returns pushes per second.
+async fn push_rate(
+    base: &str,
+    clients: usize,
+    secs: u64,
+    series: usize,
+    groups: usize,
+) -> Result<f64, String> {
+    let http = tidegauge_core::http::client().map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, base) = (http.clone(), base.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while tokio::time::Instant::now() < deadline {
+                let url = format!(
+                    "{base}/metrics/job/bench/instance/i{}",
+                    (c + n * clients) % groups
+                );
+                let r = http.put(&url).body(push_body(series, n)).send().await;
+                match r {
+                    Ok(r) if r.status().is_success() => n += 1,
+                    Ok(r) => return Err(format!("push answered {}", r.status())),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(n)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Fills 100 groups x 100 series (10,000 series).
+async fn fill(base: &str) -> Result<(), String> {
+    let http = tidegauge_core::http::client().map_err(|e| e.to_string())?;
+    for g in 0..100 {
+        let r = http
+            .put(format!("{base}/metrics/job/bench/instance/i{g}"))
+            .body(push_body(100, g))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("fill answered {}", r.status()));
+        }
+    }
+    Ok(())
+}
+
+fn wrk_rps(url: &str) -> Result<String, String> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", "-d10s", url])
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .map(|l| l.trim_start_matches("Requests/sec:").trim().to_owned())
+        .unwrap_or_else(|| "?".into()))
+}
+
+fn push(cargo: &str) -> Result<(), String> {
+    crate::run(Command::new(cargo).args(["build", "--release", "-p", "tidegauge"]))?;
+    if !crate::has("prometheus-pushgateway") || !crate::has("wrk") {
+        crate::run(
+            Command::new("bash")
+                .arg(crate::root().join("scripts/install-test-deps.sh"))
+                .args(["prometheus-pushgateway", "wrk"]),
+        )?;
+    }
+    let bin = crate::root().join("target/release/tidegauge");
+    let dir = crate::root().join("target/bench/push");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cfg = dir.join("tidegauge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[collectors.app-status]\nenabled = false\n[collectors.icos-push]\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+
+    let tg_port = free_port()?;
+    let tg = start_host(&bin, &cfg, tg_port)?;
+    let pg_port = free_port()?;
+    let pg_child = Command::new("prometheus-pushgateway")
+        .args([
+            format!("--web.listen-address=127.0.0.1:{pg_port}"),
+            "--log.level=warn".into(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("prometheus-pushgateway: {e}"))?;
+    let pg = Host(pg_child);
+    let pg_addr = format!("127.0.0.1:{pg_port}");
+    for _ in 0..100 {
+        if http_get(&pg_addr, "/-/ready").is_ok_and(|(_, b)| b.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tg_base = format!("http://127.0.0.1:{tg_port}");
+    let pg_base = format!("http://{pg_addr}");
+    println!(
+        "bench push: tidegauge icos-push (every push fsynced before the answer) and Debian's prometheus-pushgateway (memory only), same machine"
+    );
+    let tg_rate = rt.block_on(push_rate(&tg_base, 16, 10, 10, 100))?;
+    let pg_rate = rt.block_on(push_rate(&pg_base, 16, 10, 10, 100))?;
+    println!(
+        "  durable pushes/s, 16 clients, PUT of 10 series into 100 groups, 10 s: tidegauge {tg_rate:.0}, pushgateway {pg_rate:.0} (ratio {:.1})",
+        tg_rate / pg_rate
+    );
+    rt.block_on(fill(&tg_base))?;
+    rt.block_on(fill(&pg_base))?;
+    let tg_rps = wrk_rps(&format!("{tg_base}/metrics"))?;
+    let pg_rps = wrk_rps(&format!("{pg_base}/metrics"))?;
+    let ratio = match (tg_rps.parse::<f64>(), pg_rps.parse::<f64>()) {
+        (Ok(a), Ok(b)) if b > 0.0 => format!("{:.1}", a / b),
+        _ => "?".into(),
+    };
+    println!(
+        "  /metrics requests/s holding 10,000 pushed series, wrk -t2 -c16 -d10s: tidegauge {tg_rps}, pushgateway {pg_rps} (ratio {ratio})"
+    );
+    println!(
+        "  resident memory after the runs: tidegauge {} KiB (peak {} KiB), pushgateway {} KiB (peak {} KiB)",
+        rss_kib(tg.0.id()).map_or("?".into(), |v| v.to_string()),
+        peak_rss_kib(tg.0.id()).map_or("?".into(), |v| v.to_string()),
+        rss_kib(pg.0.id()).map_or("?".into(), |v| v.to_string()),
+        peak_rss_kib(pg.0.id()).map_or("?".into(), |v| v.to_string()),
     );
     Ok(())
 }
