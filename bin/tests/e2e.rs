@@ -131,6 +131,10 @@ fn client() -> reqwest::Client {
     tidegauge_core::http::client().unwrap()
 }
 
+async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn promtool_check(exposition: &str) {
     let promtool = which("promtool").unwrap_or_else(|| {
         panic!("promtool not found: run scripts/install-test-deps.sh (or `cargo xtask test`, which runs it)")
@@ -235,14 +239,7 @@ async fn serves_app_status_that_promtool_accepts() {
     assert_eq!(value(&probe, "app_uptime"), Some(25.99));
     promtool_check(&probe);
 
-    let landing = http
-        .get(host.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let landing = get_text(&http, &host.url("/")).await;
     assert!(landing.contains("app-status"));
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -273,14 +270,7 @@ async fn reload_keeps_the_running_configuration_when_the_file_is_bad() {
     );
     let line = host.wait_for_log("reload failed");
     assert!(line.contains("min_interval"), "{line}");
-    let body = http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&http, &host.url("/metrics")).await;
     assert_eq!(value(&body, "app_status_up{target=\"app\"}"), Some(1.0));
 
     // A good file through POST /-/reload: a second target appears.
@@ -293,14 +283,7 @@ async fn reload_keeps_the_running_configuration_when_the_file_is_bad() {
     );
     let resp = http.post(host.url("/-/reload")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let body = http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&http, &host.url("/metrics")).await;
     assert_eq!(value(&body, "app_status_up{target=\"second\"}"), Some(1.0));
     assert_eq!(value(&body, "app_requests_current{site=\"b\"}"), Some(10.0));
 
@@ -309,14 +292,7 @@ async fn reload_keeps_the_running_configuration_when_the_file_is_bad() {
     let resp = http.post(host.url("/-/reload")).send().await.unwrap();
     assert_eq!(resp.status(), 500);
     assert!(resp.text().await.unwrap().contains("bogus"));
-    let body = http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&http, &host.url("/metrics")).await;
     assert_eq!(value(&body, "app_status_up{target=\"second\"}"), Some(1.0));
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -392,14 +368,7 @@ async fn ifcb_exporter_command_line_serves_a_dashboard() {
         ],
         &[],
     );
-    let body = client()
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&client(), &host.url("/metrics")).await;
     assert_eq!(
         value(
             &body,
@@ -487,14 +456,7 @@ async fn icos_push_survives_sigkill() {
     drop(host);
 
     let host = Host::with_config(&cfg);
-    let body = client()
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&client(), &host.url("/metrics")).await;
     let total = value(&body, "pushes_total")
         .unwrap_or_else(|| panic!("no pushes_total after restart:\n{body}"));
     // Every acknowledged push is present; at most the four in flight at the kill may also be.

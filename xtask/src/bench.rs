@@ -69,10 +69,21 @@ fn http_get(addr: &str, path: &str) -> Result<(Duration, String), String> {
     Ok((started.elapsed(), body))
 }
 
-fn start_host(bin: &std::path::Path, cfg: &std::path::Path, port: u16) -> Result<Host, String> {
+/// Waits until `GET /-/ready` answers 200.
+fn wait_ready(addr: &str) -> Result<(), String> {
+    for _ in 0..100 {
+        if http_get(addr, "/-/ready").is_ok_and(|(_, b)| b.starts_with("HTTP/1.1 200")) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{addr} did not become ready"))
+}
+
+/// Starts `bin` with `args` (plus a loopback listen address and warn logging), ready.
+fn start_with(bin: &std::path::Path, args: &[&str], port: u16) -> Result<Host, String> {
     let child = Command::new(bin)
-        .args(["--config"])
-        .arg(cfg)
+        .args(args)
         .args([
             "--web.listen-address",
             &format!("127.0.0.1:{port}"),
@@ -84,14 +95,13 @@ fn start_host(bin: &std::path::Path, cfg: &std::path::Path, port: u16) -> Result
         .spawn()
         .map_err(|e| format!("{}: {e}", bin.display()))?;
     let host = Host(child);
-    let addr = format!("127.0.0.1:{port}");
-    for _ in 0..100 {
-        if http_get(&addr, "/-/ready").is_ok_and(|(_, b)| b.starts_with("HTTP/1.1 200")) {
-            return Ok(host);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err("tidegauge did not become ready".into())
+    wait_ready(&format!("127.0.0.1:{port}"))?;
+    Ok(host)
+}
+
+fn start_host(bin: &std::path::Path, cfg: &std::path::Path, port: u16) -> Result<Host, String> {
+    let cfg = cfg.to_string_lossy();
+    start_with(bin, &["--config", &cfg], port)
 }
 
 fn host(cargo: &str) -> Result<(), String> {
@@ -253,17 +263,7 @@ async fn original_cycle(base: &str, first: bool) -> Result<(usize, usize), Strin
         })
         .unwrap_or_default();
     for ds in names {
-        for m in [
-            "size",
-            "temperature",
-            "humidity",
-            "run_time",
-            "look_time",
-            "ml_analyzed",
-            "concentration",
-            "n_triggers",
-            "n_images",
-        ] {
+        for m in tidegauge_testkit::ifcb::METRICS {
             let (_, b) = get(format!("time-series/{m}?resolution=bin&dataset={ds}")).await?;
             n += 1;
             bytes += b.len();
@@ -315,29 +315,9 @@ fn ifcb(cargo: &str) -> Result<(), String> {
     let datasets = 30;
 
     let port = free_port()?;
-    let child = Command::new(&bin)
-        .args([
-            "--base-url",
-            &format!("bench={}", fake.url),
-            "--interval",
-            "30",
-            "--web.listen-address",
-            &format!("127.0.0.1:{port}"),
-            "--log.level",
-            "warn",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
-    let h = Host(child);
+    let base_url = format!("bench={}", fake.url);
+    let h = start_with(&bin, &["--base-url", &base_url, "--interval", "30"], port)?;
     let addr = format!("127.0.0.1:{port}");
-    for _ in 0..100 {
-        if http_get(&addr, "/-/ready").is_ok_and(|(_, b)| b.starts_with("HTTP/1.1 200")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let header = "X-Prometheus-Scrape-Timeout-Seconds: 10.5\r\n";
     let (cold, body) = http_get_with(&addr, "/metrics", header)?;
     let cold_complete = complete(&body);
@@ -524,12 +504,7 @@ fn push(cargo: &str) -> Result<(), String> {
         .map_err(|e| format!("prometheus-pushgateway: {e}"))?;
     let pg = Host(pg_child);
     let pg_addr = format!("127.0.0.1:{pg_port}");
-    for _ in 0..100 {
-        if http_get(&pg_addr, "/-/ready").is_ok_and(|(_, b)| b.starts_with("HTTP/1.1 200")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ready(&pg_addr)?;
     let tg_base = format!("http://127.0.0.1:{tg_port}");
     let pg_base = format!("http://{pg_addr}");
     println!(

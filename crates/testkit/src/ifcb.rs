@@ -321,7 +321,8 @@ async fn filter_options(State(s): State<Arc<Shared>>) -> Response {
     ))
 }
 
-const METRICS: [&str; 9] = [
+/// The nine timeline metrics the dashboard serves, in the API's order.
+pub const METRICS: [&str; 9] = [
     "size",
     "temperature",
     "humidity",
