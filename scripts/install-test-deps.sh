@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Installs the external tools the tests and benchmarks use, from Debian's packages, when missing:
-# promtool (package prometheus) always; extra packages named as arguments (e.g. wrk).
-# Needs root for apt-get; does nothing when everything is already there.
+# Installs the external tools the tests and benchmarks use when missing: promtool (Debian's
+# package prometheus) and Python's prometheus_client (PyPI) always; extra Debian packages named as
+# arguments (e.g. wrk). Needs root for apt-get; does nothing when everything is already there.
 set -euo pipefail
+
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  echo "install-test-deps: installing the Python prometheus_client (a real push client for the tests)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus-client
+fi
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)

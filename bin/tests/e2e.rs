@@ -466,3 +466,78 @@ async fn icos_push_survives_sigkill() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Python's prometheus_client, unchanged, pushing to the Pushgateway routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_push_to_gateway_works_unchanged() {
+    let dir = temp_dir("python");
+    let cfg = dir.join("tidegauge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[collectors.app-status]\nenabled = false\n[collectors.icos-push]\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let host = Host::with_config(&cfg);
+    let script = r#"
+import os
+from prometheus_client import CollectorRegistry, Counter, Gauge, delete_from_gateway, push_to_gateway, pushadd_to_gateway
+addr = os.environ["PUSHGATEWAY"]
+reg = CollectorRegistry()
+Gauge("job_last_success_unixtime", "Last time a batch job successfully finished", registry=reg).set(1234.5)
+Counter("batch_runs", "Runs", ["kind"], registry=reg).labels("nightly").inc(3)
+push_to_gateway(addr, job="batch", registry=reg, grouping_key={"path": "/var/tmp"})
+more = CollectorRegistry()
+Gauge("other_value", "Other", registry=more).set(2)
+pushadd_to_gateway(addr, job="batch", registry=more, grouping_key={"path": "/var/tmp"})
+push_to_gateway(addr, job="gone", registry=more)
+delete_from_gateway(addr, job="gone")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("PUSHGATEWAY", &host.addr)
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e} (run scripts/install-test-deps.sh)"));
+    assert!(
+        out.status.success(),
+        "the Python client failed (scripts/install-test-deps.sh installs prometheus_client):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = get_text(&client(), &host.url("/metrics")).await;
+    let key = "instance=\"\",job=\"batch\",path=\"/var/tmp\"";
+    assert_eq!(
+        value(&body, &format!("job_last_success_unixtime{{{key}}}")),
+        Some(1234.5),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &body,
+            &format!("batch_runs_total{{{key},kind=\"nightly\"}}")
+        ),
+        None
+    );
+    assert_eq!(
+        value(
+            &body,
+            &format!(
+                "batch_runs_total{{instance=\"\",job=\"batch\",kind=\"nightly\",path=\"/var/tmp\"}}"
+            )
+        ),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, &format!("other_value{{{key}}}")),
+        Some(2.0),
+        "pushadd keeps the other families"
+    );
+    assert!(
+        !body.contains("job=\"gone\""),
+        "deleted group still exposed:\n{body}"
+    );
+    promtool_check(&body);
+    std::fs::remove_dir_all(&dir).ok();
+}
