@@ -106,10 +106,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The algorithm a JWK permits: asymmetric only, fixed by the key, never by the token.
 fn key_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
-    let declared = jwk
+    // Encryption keys (`use: enc`, `alg: RSA-OAEP`) never verify signatures.
+    if jwk
         .common
-        .key_algorithm
-        .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature)
+    {
+        return None;
+    }
+    let declared = match jwk.common.key_algorithm {
+        None => None,
+        Some(a) => Some(a.to_string().parse::<Algorithm>().ok()?),
+    };
     let allowed: &[Algorithm] = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => &[
             Algorithm::RS256,

@@ -80,6 +80,8 @@ struct Pushed {
     registry: Registry,
     groups: Groups,
     expired: u64,
+    /// The store epoch this state is consistent with (see [`Store::submit_in`]).
+    epoch: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -160,27 +162,15 @@ impl IcosPush {
         }
         let store = Store::open(&path)
             .map_err(|e| ConfigError(format!("data_dir {}: {e}", config.data_dir.display())))?;
-        let mut metrics = Vec::new();
-        let mut groups = Vec::new();
-        for (key, bytes) in store.load().map_err(|e| ConfigError(e.to_string()))? {
-            let unreadable = |e: serde_json::Error| {
-                ConfigError(format!(
-                    "{}: stored record {key:?} is unreadable: {e}",
-                    path.display()
-                ))
-            };
-            if key.starts_with(STORE_PREFIX) {
-                groups.push(serde_json::from_slice::<Group>(&bytes).map_err(unreadable)?);
-            } else {
-                metrics.push(serde_json::from_slice::<Metric>(&bytes).map_err(unreadable)?);
-            }
-        }
+        let (metrics, groups) =
+            load_state(&store).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         tracing::info!(path = %path.display(), metrics = metrics.len(), groups = groups.len(), "icos-push store opened");
         let inner = Arc::new(Inner {
             state: Mutex::new(Pushed {
                 registry: Registry::restore(metrics),
                 groups: Groups::restore(groups),
                 expired: 0,
+                epoch: store.epoch(),
             }),
             store,
             settings: Mutex::new(settings),
@@ -269,6 +259,42 @@ async fn require_auth(
     }
 }
 
+/// Every record of the store, decoded.
+fn load_state(store: &Store) -> Result<(Vec<Metric>, Vec<Group>), String> {
+    let mut metrics = Vec::new();
+    let mut groups = Vec::new();
+    for (key, bytes) in store.load().map_err(|e| e.to_string())? {
+        let unreadable = |e: serde_json::Error| format!("stored record {key:?} is unreadable: {e}");
+        if key.starts_with(STORE_PREFIX) {
+            groups.push(serde_json::from_slice::<Group>(&bytes).map_err(unreadable)?);
+        } else {
+            metrics.push(serde_json::from_slice::<Metric>(&bytes).map_err(unreadable)?);
+        }
+    }
+    Ok((metrics, groups))
+}
+
+/// After a failed commit the in-memory state may hold changes that never reached the disk, and
+/// later changes may rest on them: throw it away and reload what the store holds.
+fn resync(inner: &Inner) {
+    let mut state = lock(&inner.state);
+    let epoch = inner.store.epoch();
+    if state.epoch == epoch {
+        return;
+    }
+    match load_state(&inner.store) {
+        Ok((metrics, groups)) => {
+            state.registry = Registry::restore(metrics);
+            state.groups = Groups::restore(groups);
+            state.epoch = epoch;
+            tracing::warn!("icos-push state reloaded from the store after a failed write");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "icos-push cannot reload its store; writes are refused until a restart");
+        }
+    }
+}
+
 fn json_response(status: StatusCode, body: Json) -> Response {
     (
         status,
@@ -313,7 +339,7 @@ async fn apply(
     change: impl FnOnce(&mut Registry, &Groups) -> Result<Change, Rejection>,
     ok: &str,
 ) -> Response {
-    let (pending, key, previous) = {
+    let pending = {
         let mut state = lock(&inner.state);
         let Pushed {
             registry: reg,
@@ -323,7 +349,7 @@ async fn apply(
         let reg: &mut Registry = reg;
         let previous_key = reg.base_of(name);
         let previous = previous_key.as_deref().and_then(|k| reg.get(k).cloned());
-        let (writes, key) = match change(reg, groups) {
+        let writes = match change(reg, groups) {
             Err(r) => return rejection(r),
             Ok(Change::None) => {
                 return json_response(
@@ -332,7 +358,7 @@ async fn apply(
                 );
             }
             Ok(Change::Put(m)) => match serde_json::to_vec(&m) {
-                Ok(bytes) => (vec![Write::Put(m.name.clone(), bytes)], m.name.clone()),
+                Ok(bytes) => vec![Write::Put(m.name.clone(), bytes)],
                 Err(e) => {
                     reg.revert(&m.name, previous);
                     return json_response(
@@ -341,9 +367,9 @@ async fn apply(
                     );
                 }
             },
-            Ok(Change::Delete(base)) => (vec![Write::Delete(base.clone())], base),
+            Ok(Change::Delete(base)) => vec![Write::Delete(base)],
         };
-        (inner.store.submit(writes), key, previous)
+        inner.store.submit_in(state.epoch, writes)
     };
     match pending.await {
         Ok(Ok(())) => json_response(StatusCode::OK, json!({"message": ok})),
@@ -352,7 +378,7 @@ async fn apply(
                 Ok(Err(e)) => e,
                 _ => "the store's writer has stopped".to_owned(),
             };
-            lock(&inner.state).registry.revert(&key, previous);
+            resync(inner);
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"detail": format!("the write could not be stored and was not applied: {reason}")}),
@@ -379,8 +405,8 @@ async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -> Response 
             let sent = req.name.trim();
             let base = sent.strip_suffix("_total").unwrap_or(sent);
             for n in [sent.to_owned(), base.to_owned(), format!("{base}_total"), format!("{base}_created"), format!("{base}_info")] {
-                if groups.occupies(&n) {
-                    return Err(Rejection::Bad(format!("Metric name {n:?} is already used by a metric pushed through the Pushgateway routes.")));
+                if groups.occupies(&n) || n == "push_time_seconds" || n == "push_failure_time_seconds" {
+                    return Err(Rejection::Bad(format!("Metric name {n:?} is taken by the Pushgateway routes (a pushed metric, or their push_time_seconds and push_failure_time_seconds).")));
                 }
             }
             reg.create(&req, now, &limits)
@@ -457,17 +483,19 @@ async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http::Uri) -> R
         Ok(k) => k,
         Err(r) => return r,
     };
-    let (pending, removed) = {
+    let pending = {
         let mut state = lock(&inner.state);
         match state.groups.remove(&key) {
             None => return text_response(StatusCode::ACCEPTED, ""),
-            Some(g) => (inner.store.submit(vec![Write::Delete(g.store_key())]), g),
+            Some(g) => inner
+                .store
+                .submit_in(state.epoch, vec![Write::Delete(g.store_key())]),
         }
     };
     match pending.await {
         Ok(Ok(())) => text_response(StatusCode::ACCEPTED, ""),
         _ => {
-            lock(&inner.state).groups.put(removed);
+            resync(&inner);
             text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the deletion could not be stored and was not applied",
@@ -598,40 +626,55 @@ async fn push(
         }
     };
     let now = unix_seconds(inner.services.clock.now());
-    let (pending, outcome, previous) = {
+    let (pending, outcome) = {
         let mut state = lock(&inner.state);
-        let old_series = state
-            .groups
-            .get(&key)
-            .map_or(0, |g| g.families.iter().map(|f| f.series.len()).sum());
-        let total =
-            state.registry.series_count() + state.groups.series_count() - old_series + new_series;
-        if total > settings.limits.max_series {
-            return text_response(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "the series limit ({}) would be exceeded",
-                    settings.limits.max_series
-                ),
-            );
-        }
-        let previous = state.groups.get(&key).cloned();
+        // Expired groups go first: they must not count in limits or consistency checks.
+        let mut writes: Vec<Write> = Vec::new();
+        let expired = state.groups.expire(now);
+        state.expired += expired.len() as u64;
+        writes.extend(expired.iter().map(|g| Write::Delete(g.store_key())));
         let registry = &state.registry;
         let taken = |n: &str| registry.occupies(n) || n.starts_with("tidegauge_");
         let candidate = state.groups.candidate(&key, method, families, now, &taken);
         let (group, outcome) = match candidate {
             Ok(mut g) => {
+                // Limits apply to the group as it would be (a POST keeps other families).
+                let group_series: usize = g.families.iter().map(|f| f.series.len()).sum();
+                let old_series = state
+                    .groups
+                    .get(&key)
+                    .map_or(0, |o| o.families.iter().map(|f| f.series.len()).sum());
+                let total = state.registry.series_count() + state.groups.series_count()
+                    - old_series
+                    + group_series;
+                if group_series > settings.max_group_series {
+                    return text_response(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "the group would hold {group_series} series, over the limit of {} per group",
+                            settings.max_group_series
+                        ),
+                    );
+                }
+                if total > settings.limits.max_series {
+                    return text_response(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "the series limit ({}) would be exceeded",
+                            settings.limits.max_series
+                        ),
+                    );
+                }
                 g.expires = ttl.map(|d| F(now + d.as_secs_f64()));
                 (g, Ok(()))
             }
             Err((reason, g)) => (g, Err(reason)),
         };
         let bytes = serde_json::to_vec(&group).unwrap_or_default();
-        let pending = inner
-            .store
-            .submit(vec![Write::Put(group.store_key(), bytes)]);
+        writes.push(Write::Put(group.store_key(), bytes));
+        let pending = inner.store.submit_in(state.epoch, writes);
         state.groups.put(group);
-        (pending, outcome, previous)
+        (pending, outcome)
     };
     match pending.await {
         Ok(Ok(())) => match outcome {
@@ -644,13 +687,7 @@ async fn push(
             ),
         },
         _ => {
-            let mut state = lock(&inner.state);
-            match previous {
-                Some(p) => state.groups.put(p),
-                None => {
-                    state.groups.remove(&key);
-                }
-            }
+            resync(inner);
             text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the push could not be stored and was not applied",
@@ -750,7 +787,8 @@ impl Collector for IcosPush {
                 for g in &expired {
                     tracing::info!(group = ?g.key, "push group expired");
                 }
-                self.inner.store.submit(
+                self.inner.store.submit_in(
+                    state.epoch,
                     expired
                         .iter()
                         .map(|g| Write::Delete(g.store_key()))

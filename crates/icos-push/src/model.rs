@@ -346,6 +346,9 @@ pub fn parse_unregister(body: &Json) -> Result<(Kind, String), Rejection> {
     }
 }
 
+/// Most states an Enum may declare: each is a series of every label set.
+pub const MAX_STATES: usize = 256;
+
 /// Limits on what the registry accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -437,6 +440,7 @@ impl Registry {
         for text in std::iter::once(&sent)
             .chain(req.labels.values())
             .chain(req.info.iter())
+            .chain(req.states.iter())
         {
             if text.len() > limits.max_label_length {
                 return bad(format!(
@@ -467,6 +471,16 @@ impl Registry {
                 };
                 if base.is_empty() || !is_valid_metric_name(&base) {
                     return bad(format!("Invalid metric name: {sent}"));
+                }
+                if req
+                    .kind
+                    .reserved(&base)
+                    .iter()
+                    .any(|n| n.starts_with("tidegauge_"))
+                {
+                    return bad(format!(
+                        "Metric names starting with tidegauge_ are reserved for the host's own metrics: {sent}"
+                    ));
                 }
                 let clashes: Vec<String> = req
                     .kind
@@ -611,6 +625,9 @@ impl Registry {
             Kind::Enum => {
                 if req.states.is_empty() {
                     return bad("states are required when an enum metric is created.");
+                }
+                if req.states.len() > MAX_STATES {
+                    return bad(format!("an enum metric has at most {MAX_STATES} states"));
                 }
                 if label_names.iter().any(|l| l == base) {
                     return bad(format!("Overlapping labels for Enum metric: {base}"));

@@ -101,6 +101,17 @@ fn kind_name(k: MetricType) -> &'static str {
     }
 }
 
+/// Names a family of this type exposes.
+trait Exposed {
+    fn exposed(self, name: &str) -> Vec<String>;
+}
+
+impl Exposed for MetricType {
+    fn exposed(self, name: &str) -> Vec<String> {
+        MetricFamily::new(name, "", self).exposed_names()
+    }
+}
+
 fn kind_of(s: &str) -> MetricType {
     match s {
         "counter" => MetricType::Counter,
@@ -339,30 +350,37 @@ impl Groups {
     }
 
     fn check(&self, group: &Group, taken: &dyn Fn(&str) -> bool) -> Result<(), String> {
-        let mut names: HashMap<&str, &str> = HashMap::new();
+        // Every name a family occupies in the exposition (`x_total` for a counter `x`, ...),
+        // with the family and type holding it.
+        let mut exposed: HashMap<String, (&str, &str)> = HashMap::new();
         let mut series: HashSet<(&str, &Labels)> = HashSet::new();
         for g in self.groups.values().filter(|g| g.key != group.key) {
             for f in &g.families {
-                names.insert(&f.name, &f.kind);
+                for n in kind_of(&f.kind).exposed(&f.name) {
+                    exposed.insert(n, (&f.name, &f.kind));
+                }
                 for (l, _) in &f.series {
                     series.insert((&f.name, l));
                 }
             }
         }
-        let mut own_names = HashSet::new();
+        let mut own: HashMap<String, &str> = HashMap::new();
         for f in &group.families {
-            if !own_names.insert(f.name.as_str()) {
-                return Err(format!("family {:?} pushed twice", f.name));
-            }
-            if let Some(kind) = names.get(f.name.as_str())
-                && *kind != f.kind
-            {
-                return Err(format!(
-                    "metric {:?} has type {kind} in another group but was pushed as {}",
-                    f.name, f.kind
-                ));
-            }
-            for n in to_family(f).exposed_names() {
+            for n in kind_of(&f.kind).exposed(&f.name) {
+                if let Some(other) = own.insert(n.clone(), &f.name) {
+                    return Err(format!(
+                        "families {other:?} and {:?} both expose {n:?}",
+                        f.name
+                    ));
+                }
+                if let Some((name, kind)) = exposed.get(&n)
+                    && (*name != f.name || *kind != f.kind)
+                {
+                    return Err(format!(
+                        "{n:?} is exposed by the {kind} {name:?} of another group; pushed as part of the {} {:?}",
+                        f.kind, f.name
+                    ));
+                }
                 if taken(&n) {
                     return Err(format!(
                         "metric name {n:?} is already exposed by a registered metric or the host"

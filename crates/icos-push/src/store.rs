@@ -42,13 +42,18 @@ pub enum Write {
     Delete(String),
 }
 
-type Job = (Vec<Write>, oneshot::Sender<Result<(), String>>);
+/// Writes, the epoch they were decided in, and where to report.
+type Job = (Vec<Write>, u64, oneshot::Sender<Result<(), String>>);
 
 /// Handle to the store's writer.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Database>,
     tx: mpsc::UnboundedSender<Job>,
+    /// Bumped by every failed commit. A job decided in an older epoch may rest on a change that
+    /// never reached the disk, so the writer refuses it; the in-memory state must be reloaded
+    /// from the store (and take the new epoch) before writes are accepted again.
+    epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -66,11 +71,13 @@ impl Store {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::unbounded_channel();
         let writer_db = Arc::clone(&db);
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer_epoch = Arc::clone(&epoch);
         std::thread::Builder::new()
             .name("icos-push-store".into())
-            .spawn(move || writer(&writer_db, rx))
+            .spawn(move || writer(&writer_db, &writer_epoch, rx))
             .map_err(db_err)?;
-        Ok(Self { db, tx })
+        Ok(Self { db, tx, epoch })
     }
 
     /// Every stored record.
@@ -85,14 +92,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Queues writes in order; the returned receiver resolves once they are on disk. Queue
-    /// while holding the lock that ordered the change, await after releasing it.
-    pub fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), String>> {
+    /// The current epoch (see [`Store::submit`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Queues writes decided in `epoch`, in order; the returned receiver resolves once they are
+    /// on disk. Queue while holding the lock that ordered the change, await after releasing it.
+    pub fn submit_in(
+        &self,
+        epoch: u64,
+        writes: Vec<Write>,
+    ) -> oneshot::Receiver<Result<(), String>> {
         let (done, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, done))) = self.tx.send((writes, done)) {
+        if let Err(mpsc::error::SendError((_, _, done))) = self.tx.send((writes, epoch, done)) {
             let _ = done.send(Err("the store's writer has stopped".into()));
         }
         rx
+    }
+
+    /// [`Store::submit_in`] the current epoch.
+    pub fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), String>> {
+        self.submit_in(self.epoch(), writes)
     }
 
     /// Writes and waits for the commit.
@@ -106,7 +127,12 @@ impl Store {
 }
 
 /// Drains every queued job into one transaction: one fsync for a burst of writes.
-fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
+fn writer(
+    db: &Database,
+    epoch: &std::sync::atomic::AtomicU64,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
+    use std::sync::atomic::Ordering;
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < 1024 {
@@ -115,11 +141,23 @@ fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
+        let current = epoch.load(Ordering::SeqCst);
+        let (jobs, stale): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|(_, e, _)| *e == current);
+        for (_, _, done) in stale {
+            let _ = done.send(Err(
+                "an earlier write failed; the state is being reloaded".into()
+            ));
+        }
+        if jobs.is_empty() {
+            continue;
+        }
         let result = commit(db, &jobs).map_err(|e| e.to_string());
         if let Err(e) = &result {
+            epoch.fetch_add(1, Ordering::SeqCst);
             tracing::error!(error = %e, writes = jobs.len(), "icos-push store commit failed");
         }
-        for (_, done) in jobs {
+        for (_, _, done) in jobs {
             let _ = done.send(result.clone());
         }
     }
@@ -129,7 +167,7 @@ fn commit(db: &Database, jobs: &[Job]) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(db_err)?;
     {
         let mut table = txn.open_table(METRICS).map_err(db_err)?;
-        for (writes, _) in jobs {
+        for (writes, _, _) in jobs {
             for w in writes {
                 match w {
                     Write::Put(k, v) => {

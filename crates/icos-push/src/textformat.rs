@@ -28,6 +28,9 @@ pub struct ParseError {
     pub reason: String,
 }
 
+/// Most labels one sample may carry.
+pub const MAX_LABELS: usize = 64;
+
 /// Thrown for samples with timestamps.
 pub const TIMESTAMP_ERROR: &str = "pushed metrics must not have timestamps";
 
@@ -109,6 +112,9 @@ fn parse_labels(s: &str, line: usize) -> Result<(Labels, &str), ParseError> {
             line,
             reason: "bad escape".into(),
         })?;
+        if labels.len() >= MAX_LABELS {
+            return err(line, format!("more than {MAX_LABELS} labels on one sample"));
+        }
         if labels.iter().any(|(k, _): &(String, String)| k == name) {
             return err(line, format!("label {name:?} given twice"));
         }
@@ -133,6 +139,7 @@ struct Building {
     plain: Vec<(Labels, f64)>,
     /// Histogram parts by label set: buckets, sum, count.
     hist: BTreeMap<Labels, HistParts>,
+    seen: std::collections::HashSet<Labels>,
     order: usize,
 }
 
@@ -317,7 +324,7 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                 );
             }
             labels.sort();
-            if f.plain.iter().any(|(l, _)| *l == labels) {
+            if !f.seen.insert(labels.clone()) {
                 return err(
                     line,
                     format!("second sample of {name} with the same labels"),

@@ -222,19 +222,16 @@ async fn bearer_tokens_and_jwts() {
         b64(&claims(&iss))
     );
     assert_eq!(create(&r.app, Some(&format!("Bearer {none}"))).await.0, 401);
-    // Algorithm confusion: HS256 keyed with the public key's text.
+    // Algorithm confusion: HS256 keyed with the RSA public key (PEM), the classic attack on
+    // verifiers that take the algorithm from the token.
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("rsa-1".into());
-    let public =
-        std::fs::read_to_string(tidegauge_testkit::fixtures_dir().join("icos-push/test-jwks.json"))
-            .unwrap();
-    let hs = jsonwebtoken::encode(
-        &h,
-        &claims(&iss),
-        &EncodingKey::from_secret(public.as_bytes()),
-    )
-    .unwrap();
+    let public = fixture("icos-push/test-rsa-pub.pem");
+    let hs = jsonwebtoken::encode(&h, &claims(&iss), &EncodingKey::from_secret(&public)).unwrap();
     assert_eq!(create(&r.app, Some(&format!("Bearer {hs}"))).await.0, 401);
+    // A key published for encryption never verifies a signature.
+    let t = token(Algorithm::RS256, "enc-1", "test-rsa.pem", claims(&iss));
+    assert_eq!(create(&r.app, Some(&format!("Bearer {t}"))).await.0, 401);
 
     // Open routes need nothing.
     let resp = r

@@ -228,6 +228,15 @@ const CASES: &[(&str, &str)] = &[
         "create_metric",
         r#"{"metric_type": 4, "metric_name": "mode", "value": "a", "labels": {"mode": "m"}, "states": ["a"]}"#,
     ),
+    // Names the host or the Pushgateway routes expose.
+    (
+        "create_metric",
+        r#"{"metric_type": 2, "metric_name": "push_time_seconds", "value": 1}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": 3, "metric_name": "tidegauge", "value": {"a": "b"}}"#,
+    ),
     // Schema errors (422).
     (
         "create_metric",
@@ -272,6 +281,10 @@ const CASES: &[(&str, &str)] = &[
     (
         "unregister_metric",
         r#"{"metric_type": 2, "metric_name": "long_label"}"#,
+    ),
+    (
+        "unregister_metric",
+        r#"{"metric_type": 2, "metric_name": "bar_total"}"#,
     ),
     ("unregister_metric", r#"{"metric_name": "x"}"#),
 ];

@@ -149,7 +149,7 @@ async fn pushgateway_readme_examples_and_replacement_rules() {
         ),
         // Too many series for one group (limit 5 in this test).
         ("PUT", "/metrics/job/big", "a 1\nb 1\nc 1\nd 1\ne 1\nf 1\n"),
-        // PUT with an empty body empties the group but keeps its push time.
+        // PUT with an empty body empties the group (its push time is updated).
         (
             "PUT",
             "/metrics/job/example/first_label@base64/=/second_label/foobar",
@@ -283,6 +283,47 @@ async fn pushed_and_registered_names_never_clash() {
         .send("PUT", "/metrics/job/k", "tidegauge_build_info 2\n", &[])
         .await;
     assert_eq!(status, 400, "{body}");
+    std::fs::remove_dir_all(&rig.dir).ok();
+}
+
+#[tokio::test]
+async fn exposed_names_clash_across_types_and_posts_cannot_outgrow_a_group() {
+    let rig = Rig::new("exposed");
+    assert_eq!(
+        rig.send("PUT", "/metrics/job/a", "# TYPE foo counter\nfoo 1\n", &[])
+            .await
+            .0,
+        200
+    );
+    // A gauge foo_total would be a second family exposing foo_total.
+    let (status, body) = rig
+        .send(
+            "PUT",
+            "/metrics/job/b",
+            "# TYPE foo_total gauge\nfoo_total 1\n",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = rig
+        .send(
+            "PUT",
+            "/metrics/job/c",
+            "# TYPE bar counter\nbar 1\n# TYPE bar_total gauge\nbar_total 2\n",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // The limit (5 in this rig) holds for the group as it would be, not only for one push.
+    for (i, name) in ["p", "q", "r", "s", "t"].iter().enumerate() {
+        let (status, body) = rig
+            .send("POST", "/metrics/job/grow", &format!("{name} {i}\n"), &[])
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = rig.send("POST", "/metrics/job/grow", "u 1\n", &[]).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("per group"), "{body}");
     std::fs::remove_dir_all(&rig.dir).ok();
 }
 
