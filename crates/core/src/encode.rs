@@ -37,6 +37,26 @@ pub fn encode(format: Format, parts: &[Arc<Snapshot>]) -> String {
     }
 }
 
+/// Encodes one part without the OpenMetrics `# EOF` trailer, so parts encoded separately (and
+/// cached) can be joined; [`EOF`] ends an OpenMetrics exposition.
+pub fn encode_part(format: Format, part: &Arc<Snapshot>) -> String {
+    match format {
+        Format::Text => encode_text(std::slice::from_ref(part)),
+        Format::OpenMetrics => {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(Adapter(vec![Arc::clone(part)])));
+            let mut out = String::with_capacity(estimate(std::slice::from_ref(part)));
+            if prometheus_client::encoding::text::encode_registry(&mut out, &registry).is_err() {
+                tracing::error!("OpenMetrics encoding failed");
+            }
+            out
+        }
+    }
+}
+
+/// The OpenMetrics trailer.
+pub const EOF: &str = "# EOF\n";
+
 /// Encodes the parts as OpenMetrics 1.0.0, `# EOF` included.
 pub fn encode_openmetrics(parts: &[Arc<Snapshot>]) -> String {
     let mut registry = Registry::default();
@@ -413,6 +433,20 @@ mod tests {
             Some(&3.0)
         );
         assert_eq!(text.len(), 17);
+    }
+
+    #[test]
+    fn parts_joined_equal_the_whole() {
+        let a = fixture();
+        let b = Arc::new(Snapshot {
+            families: vec![MetricFamily::gauge("other", "Other").with(vec![], 1.0)],
+        });
+        let parts = [Arc::clone(&a), Arc::clone(&b)];
+        let joined =
+            encode_part(Format::OpenMetrics, &a) + &encode_part(Format::OpenMetrics, &b) + EOF;
+        assert_eq!(joined, encode_openmetrics(&parts));
+        let joined = encode_part(Format::Text, &a) + &encode_part(Format::Text, &b);
+        assert_eq!(joined, encode_text(&parts));
     }
 
     #[test]

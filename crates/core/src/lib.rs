@@ -145,6 +145,13 @@ pub trait Collector: Send + Sync + 'static {
     /// Gathers a fresh snapshot. Must be cancel-safe: the host drops the future at the deadline.
     async fn collect(&self, ctx: &ScrapeContext) -> Result<Snapshot, CollectError>;
 
+    /// Gathers a snapshot that may be shared with earlier scrapes. A collector whose data
+    /// changes rarely (a push API) hands out the same `Arc` while nothing changed, so the host
+    /// can reuse the checks and the encoding it did on it. Default: a fresh [`Collector::collect`].
+    async fn collect_shared(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
+        self.collect(ctx).await.map(Arc::new)
+    }
+
     /// Extra HTTP routes merged into the host's router (e.g. a push API). Default: none.
     fn routes(&self) -> Option<axum::Router> {
         None

@@ -82,6 +82,8 @@ struct Pushed {
     expired: u64,
     /// The store epoch this state is consistent with (see [`Store::submit_in`]).
     epoch: u64,
+    /// Bumped by every change, so an unchanged exposition can be handed out again.
+    generation: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +101,8 @@ struct Inner {
     services: HostServices,
     started: std::time::SystemTime,
     verifier: Mutex<Option<Arc<auth::Verifier>>>,
+    /// The exposition of one generation of the state.
+    shared: Mutex<Option<(u64, Arc<Snapshot>)>>,
 }
 
 /// Stores open in this process, by path: a reload reuses the open store (a database file can
@@ -171,12 +175,14 @@ impl IcosPush {
                 groups: Groups::restore(groups),
                 expired: 0,
                 epoch: store.epoch(),
+                generation: 0,
             }),
             store,
             settings: Mutex::new(settings),
             services: services.clone(),
             started: std::time::SystemTime::now(),
             verifier: Mutex::new(verifier),
+            shared: Mutex::new(None),
         });
         let canonical =
             std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
@@ -287,6 +293,7 @@ fn resync(inner: &Inner) {
             state.registry = Registry::restore(metrics);
             state.groups = Groups::restore(groups);
             state.epoch = epoch;
+            state.generation += 1;
             tracing::warn!("icos-push state reloaded from the store after a failed write");
         }
         Err(e) => {
@@ -344,6 +351,7 @@ async fn apply(
         let Pushed {
             registry: reg,
             groups,
+            generation,
             ..
         } = &mut *state;
         let reg: &mut Registry = reg;
@@ -369,6 +377,7 @@ async fn apply(
             },
             Ok(Change::Delete(base)) => vec![Write::Delete(base)],
         };
+        *generation += 1;
         inner.store.submit_in(state.epoch, writes)
     };
     match pending.await {
@@ -487,9 +496,12 @@ async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http::Uri) -> R
         let mut state = lock(&inner.state);
         match state.groups.remove(&key) {
             None => return text_response(StatusCode::ACCEPTED, ""),
-            Some(g) => inner
-                .store
-                .submit_in(state.epoch, vec![Write::Delete(g.store_key())]),
+            Some(g) => {
+                state.generation += 1;
+                inner
+                    .store
+                    .submit_in(state.epoch, vec![Write::Delete(g.store_key())])
+            }
         }
     };
     match pending.await {
@@ -674,6 +686,7 @@ async fn push(
         writes.push(Write::Put(group.store_key(), bytes));
         let pending = inner.store.submit_in(state.epoch, writes);
         state.groups.put(group);
+        state.generation += 1;
         (pending, outcome)
     };
     match pending.await {
@@ -778,11 +791,19 @@ impl Collector for IcosPush {
     }
 
     async fn collect(&self, ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
+        self.collect_shared(ctx).await.map(|s| (*s).clone())
+    }
+
+    /// The same `Arc` while nothing changed: the host then reuses its checks and encoding.
+    async fn collect_shared(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
         let now = unix_seconds(ctx.now());
         let pending = {
             let mut state = lock(&self.inner.state);
             let expired = state.groups.expire(now);
             state.expired += expired.len() as u64;
+            if !expired.is_empty() {
+                state.generation += 1;
+            }
             (!expired.is_empty()).then(|| {
                 for g in &expired {
                     tracing::info!(group = ?g.key, "push group expired");
@@ -804,6 +825,12 @@ impl Collector for IcosPush {
             );
         }
         let state = lock(&self.inner.state);
+        let mut shared = lock(&self.inner.shared);
+        if let Some((generation, snap)) = shared.as_ref()
+            && *generation == state.generation
+        {
+            return Ok(Arc::clone(snap));
+        }
         let mut snap = state.registry.snapshot();
         snap.families.extend(state.groups.snapshot().families);
         snap.push(
@@ -813,6 +840,8 @@ impl Collector for IcosPush {
             )
             .with(vec![], state.expired as f64),
         );
+        let snap = Arc::new(snap);
+        *shared = Some((state.generation, Arc::clone(&snap)));
         Ok(snap)
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
+use tidegauge_core::encode::{EOF, Format, encode_part};
 use tidegauge_core::singleflight::SingleFlight;
 use tidegauge_core::{Clock, Collector, MetricFamily, ScrapeContext, Snapshot, labels};
 use tokio::time::Instant;
@@ -97,6 +98,58 @@ struct Slot {
     settings: CollectorSettings,
     flight: SingleFlight<Outcome>,
     state: Mutex<SlotState>,
+    memo: Mutex<Memo>,
+}
+
+/// A part's encodings: text 0.0.4, OpenMetrics.
+type Encodings = [Option<Arc<str>>; 2];
+
+/// Work done on the last snapshot a collector returned, reused while it returns the same `Arc`
+/// (collectors sharing unchanged snapshots through [`Collector::collect_shared`]).
+#[derive(Debug, Default)]
+struct Memo {
+    /// The snapshot as returned, and its cleaned form.
+    cleaned: Option<(Arc<Snapshot>, Arc<Snapshot>)>,
+    /// The last part this collector contributed, and its encodings (text, OpenMetrics).
+    encoded: Option<(Arc<Snapshot>, Encodings)>,
+}
+
+impl Slot {
+    fn cleaned(&self, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
+        let mut memo = lock(&self.memo);
+        if let Some((input, output)) = &memo.cleaned
+            && Arc::ptr_eq(input, snapshot)
+        {
+            return Arc::clone(output);
+        }
+        let output = clean(&self.name, snapshot);
+        memo.cleaned = Some((Arc::clone(snapshot), Arc::clone(&output)));
+        output
+    }
+
+    fn encoded(&self, format: Format, part: &Arc<Snapshot>) -> Arc<str> {
+        let i = match format {
+            Format::Text => 0,
+            Format::OpenMetrics => 1,
+        };
+        let mut memo = lock(&self.memo);
+        if let Some((p, texts)) = &memo.encoded
+            && Arc::ptr_eq(p, part)
+            && let Some(t) = &texts[i]
+        {
+            return Arc::clone(t);
+        }
+        let text: Arc<str> = Arc::from(encode_part(format, part));
+        match &mut memo.encoded {
+            Some((p, texts)) if Arc::ptr_eq(p, part) => texts[i] = Some(Arc::clone(&text)),
+            slot => {
+                let mut texts = [None, None];
+                texts[i] = Some(Arc::clone(&text));
+                *slot = Some((Arc::clone(part), texts));
+            }
+        }
+        text
+    }
 }
 
 impl std::fmt::Debug for Slot {
@@ -113,6 +166,8 @@ impl std::fmt::Debug for Slot {
 pub struct Gathered {
     /// Collector snapshots (sorted by collector name), then the self-metrics.
     pub parts: Vec<Arc<Snapshot>>,
+    /// For each part, the index of the collector that produced it (none for self-metrics).
+    owners: Vec<Option<usize>>,
 }
 
 /// Static facts for `tidegauge_build_info`.
@@ -169,6 +224,7 @@ impl EngineBuilder {
                 },
                 ..SlotState::default()
             }),
+            memo: Mutex::new(Memo::default()),
         });
         self
     }
@@ -307,38 +363,70 @@ impl Engine {
         timeout_header: Option<&str>,
     ) -> Result<Gathered, ScrapeError> {
         let budget = scrape_budget(timeout_header, &self.timeouts)?;
-        let selected: Vec<&Slot> = self
+        let selected: Vec<(usize, &Slot)> = self
             .slots
             .iter()
-            .filter(|s| match selection {
+            .enumerate()
+            .filter(|(_, s)| match selection {
                 Selection::All => true,
                 Selection::Only(names) => names.contains(&s.name),
                 Selection::Exclude(names) => !names.contains(&s.name),
             })
             .collect();
-        let outcomes = join_all(selected.iter().map(|slot| self.run_slot(slot, budget))).await;
+        let outcomes = join_all(selected.iter().map(|(_, slot)| self.run_slot(slot, budget))).await;
 
         let mut meta = SelfMetrics::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut parts = Vec::with_capacity(selected.len() + 1);
+        let mut owners = Vec::with_capacity(selected.len() + 1);
         for name in SelfMetrics::NAMES {
             seen.insert((*name).to_owned());
         }
-        for (slot, (outcome, cache_age)) in selected.iter().zip(outcomes) {
+        for ((index, slot), (outcome, cache_age)) in selected.iter().zip(outcomes) {
             meta.record(slot, &outcome, cache_age);
             if let Ok(snapshot) = &outcome.result {
-                let (checked, dropped) = check_families(&slot.name, snapshot, &mut seen);
+                let cleaned = slot.cleaned(snapshot);
+                let (checked, dropped) = check_names(&slot.name, &cleaned, &mut seen);
                 if dropped > 0 {
                     lock(&slot.state).duplicates += dropped;
                 }
                 parts.push(checked);
+                owners.push(Some(*index));
             }
         }
-        for slot in &selected {
+        for (_, slot) in &selected {
             meta.duplicates(&slot.name, lock(&slot.state).duplicates);
         }
         parts.push(Arc::new(meta.finish(&self.build)));
-        Ok(Gathered { parts })
+        owners.push(None);
+        Ok(Gathered { parts, owners })
+    }
+
+    /// Encodes a scrape, reusing a collector's encoded part while it returns the same snapshot.
+    pub fn encode(&self, format: Format, gathered: &Gathered) -> String {
+        let texts: Vec<Arc<str>> = gathered
+            .parts
+            .iter()
+            .zip(&gathered.owners)
+            .map(
+                |(part, owner)| match owner.and_then(|i| self.slots.get(i)) {
+                    Some(slot) => slot.encoded(format, part),
+                    None => Arc::from(encode_part(format, part)),
+                },
+            )
+            .collect();
+        let eof = if format == Format::OpenMetrics {
+            EOF
+        } else {
+            ""
+        };
+        let mut out =
+            String::with_capacity(texts.iter().map(|t| t.len()).sum::<usize>() + eof.len());
+        for t in &texts {
+            out.push_str(t);
+        }
+        out.push_str(eof);
+        out
     }
 
     async fn run_slot(&self, slot: &Slot, budget: Duration) -> (Outcome, Option<Duration>) {
@@ -376,9 +464,10 @@ impl Engine {
             let started = Instant::now();
             lock(&slot.state).flight_started = Some((started, ctx.deadline()));
             async move {
-                let result = tokio::time::timeout_at(ctx.deadline(), collector.collect(&ctx)).await;
+                let result =
+                    tokio::time::timeout_at(ctx.deadline(), collector.collect_shared(&ctx)).await;
                 let result = match result {
-                    Ok(Ok(snapshot)) => Ok(Arc::new(snapshot)),
+                    Ok(Ok(snapshot)) => Ok(snapshot),
                     Ok(Err(e)) => Err(Failure::Error(e.to_string())),
                     Err(_) => Err(Failure::Timeout),
                 };
@@ -454,58 +543,69 @@ impl Engine {
     }
 }
 
-/// Drops families whose names clash with one already exposed, invalid names, and duplicate
-/// label sets within a family (first kept). Clones the snapshot only when something is dropped.
-fn check_families(
+/// Drops families with invalid names and duplicate label sets within a family (first kept).
+/// Clones the snapshot only when something is dropped.
+fn clean(collector: &str, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
+    let mut out: Option<Vec<MetricFamily>> = None;
+    for (i, family) in snapshot.families.iter().enumerate() {
+        let valid = match family.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(collector, family = %family.name, error = %e, "dropping family with an invalid name");
+                false
+            }
+        };
+        let mut label_sets = HashSet::with_capacity(family.samples.len());
+        let unique = valid && family.samples.iter().all(|s| label_sets.insert(&s.labels));
+        if valid && unique {
+            if let Some(out) = out.as_mut() {
+                out.push(family.clone());
+            }
+            continue;
+        }
+        let out = out.get_or_insert_with(|| snapshot.families[..i].to_vec());
+        if valid {
+            tracing::debug!(collector, family = %family.name, "dropping duplicate label sets");
+            let mut seen_sets = HashSet::new();
+            let mut f = family.clone();
+            f.samples.retain(|s| seen_sets.insert(s.labels.clone()));
+            out.push(f);
+        }
+    }
+    match out {
+        None => Arc::clone(snapshot),
+        Some(families) => Arc::new(Snapshot { families }),
+    }
+}
+
+/// Drops families whose names are already exposed by the host or an earlier collector.
+fn check_names(
     collector: &str,
     snapshot: &Arc<Snapshot>,
     seen: &mut HashSet<String>,
 ) -> (Arc<Snapshot>, u64) {
     let mut keep = Vec::with_capacity(snapshot.families.len());
-    let mut dedup: Vec<Option<MetricFamily>> = Vec::new();
     let mut dropped = 0;
-    let mut changed = false;
     for family in &snapshot.families {
-        if let Err(e) = family.validate() {
-            tracing::warn!(collector, family = %family.name, error = %e, "dropping family with an invalid name");
-            keep.push(false);
-            dedup.push(None);
-            changed = true;
-            continue;
-        }
         let names = family.exposed_names();
         if names.iter().any(|n| seen.contains(n)) {
             tracing::warn!(collector, family = %family.name, "dropping family: its name is already exposed by another collector or the host");
             keep.push(false);
-            dedup.push(None);
             dropped += 1;
-            changed = true;
-            continue;
-        }
-        seen.extend(names);
-        keep.push(true);
-        let mut label_sets = HashSet::with_capacity(family.samples.len());
-        if family.samples.iter().all(|s| label_sets.insert(&s.labels)) {
-            dedup.push(None);
         } else {
-            tracing::debug!(collector, family = %family.name, "dropping duplicate label sets");
-            let mut seen_sets = HashSet::new();
-            let mut f = family.clone();
-            f.samples.retain(|s| seen_sets.insert(s.labels.clone()));
-            dedup.push(Some(f));
-            changed = true;
+            seen.extend(names);
+            keep.push(true);
         }
     }
-    if !changed {
+    if dropped == 0 {
         return (Arc::clone(snapshot), 0);
     }
     let families = snapshot
         .families
         .iter()
         .zip(keep)
-        .zip(dedup)
-        .filter(|((_, k), _)| *k)
-        .map(|((f, _), d)| d.unwrap_or_else(|| f.clone()))
+        .filter(|(_, k)| *k)
+        .map(|(f, _)| f.clone())
         .collect();
     (Arc::new(Snapshot { families }), dropped)
 }

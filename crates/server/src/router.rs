@@ -227,14 +227,17 @@ async fn metrics(
     };
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match engine.scrape(&selection, timeout).await {
-        Ok(g) => exposition(format, &g.parts),
+        Ok(g) => with_content_type(format, engine.encode(format, &g)),
         Err(e @ ScrapeError::BadTimeout(_)) => text(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
 fn exposition(format: Format, parts: &[Arc<Snapshot>]) -> Response {
-    let body = encode(format, parts);
+    with_content_type(format, encode(format, parts))
+}
+
+fn with_content_type(format: Format, body: String) -> Response {
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -774,3 +774,68 @@ async fn swapping_the_engine_takes_effect_at_once() {
     let body = get(&app, "/metrics", &[]).await.2;
     assert!(body.contains("beta_value") && !body.contains("alpha_value"));
 }
+
+/// Hands out the same `Arc` until told otherwise, as a push API does.
+#[derive(Debug)]
+struct Shared(std::sync::Mutex<Arc<Snapshot>>);
+
+#[async_trait]
+impl Collector for Shared {
+    fn name(&self) -> &str {
+        "shared"
+    }
+    async fn collect(&self, _ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
+        Ok((**self.0.lock().unwrap()).clone())
+    }
+    async fn collect_shared(&self, _ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
+        Ok(Arc::clone(&self.0.lock().unwrap()))
+    }
+}
+
+fn pushed(v: f64) -> Arc<Snapshot> {
+    let mut s = Snapshot::new();
+    let mut f = MetricFamily::gauge("pushed_value", "A pushed value");
+    f.push(vec![], v);
+    // A duplicate label set: the host's clean-up must apply to reused snapshots too.
+    f.push(vec![], v + 100.0);
+    s.push(f);
+    Arc::new(s)
+}
+
+#[tokio::test]
+async fn shared_snapshots_are_reused_until_they_change() {
+    let collector = Arc::new(Shared(std::sync::Mutex::new(pushed(1.0))));
+    let engine = Engine::builder(
+        Arc::new(tidegauge_core::SystemClock),
+        tidegauge_core::http::client().unwrap(),
+    )
+    .collector(collector.clone(), CollectorSettings::default())
+    .build();
+    let app = router(SharedEngine::new(engine), WebSettings::default());
+    for accept in [None, Some(PROMETHEUS3_ACCEPT)] {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        let (_, _, first) = get(&app, "/metrics", &headers).await;
+        let (_, _, second) = get(&app, "/metrics", &headers).await;
+        assert_eq!(
+            tidegauge_testkit::redact(&first),
+            tidegauge_testkit::redact(&second)
+        );
+        assert_eq!(
+            first.matches("pushed_value").count(),
+            3,
+            "duplicate dropped:\n{first}"
+        );
+        assert_eq!(line_value(&first, "pushed_value"), Some(1.0));
+    }
+    *collector.0.lock().unwrap() = pushed(2.0);
+    for accept in [None, Some(PROMETHEUS3_ACCEPT)] {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        let (_, _, body) = get(&app, "/metrics", &headers).await;
+        assert_eq!(
+            line_value(&body, "pushed_value"),
+            Some(2.0),
+            "a new snapshot is encoded afresh"
+        );
+        assert_eq!(body.ends_with("# EOF\n"), accept.is_some());
+    }
+}
