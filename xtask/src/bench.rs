@@ -516,6 +516,24 @@ fn push(cargo: &str) -> Result<(), String> {
         "  durable pushes/s, 16 clients, PUT of 10 series into 100 groups, 10 s: tidegauge {tg_rate:.0}, pushgateway {pg_rate:.0} (ratio {:.1})",
         tg_rate / pg_rate
     );
+    let (_, body) = http_get(&format!("127.0.0.1:{tg_port}"), "/metrics")?;
+    let stat = |name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let commits = stat("tidegauge_icos_push_store_commits_total");
+    let requests = stat("tidegauge_icos_push_store_committed_requests_total");
+    let seconds = stat("tidegauge_icos_push_store_commit_seconds_total");
+    if commits > 0.0 {
+        println!(
+            "  tidegauge store: {commits:.0} commits carrying {requests:.0} writes ({:.1} per commit), {:.2} ms per commit",
+            requests / commits,
+            seconds / commits * 1000.0
+        );
+    }
     rt.block_on(fill(&tg_base))?;
     rt.block_on(fill(&pg_base))?;
     let tg_rps = wrk_rps(&format!("{tg_base}/metrics"))?;

@@ -840,6 +840,30 @@ impl Collector for IcosPush {
             )
             .with(vec![], state.expired as f64),
         );
+        let stats = self.inner.store.stats();
+        let load =
+            |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        snap.push(
+            tidegauge_core::MetricFamily::counter(
+                "tidegauge_icos_push_store_commits",
+                "Store transactions committed (each one fsync); concurrent writes share one.",
+            )
+            .with(vec![], load(&stats.commits)),
+        );
+        snap.push(
+            tidegauge_core::MetricFamily::counter(
+                "tidegauge_icos_push_store_committed_requests",
+                "Write requests carried by those transactions.",
+            )
+            .with(vec![], load(&stats.requests)),
+        );
+        snap.push(
+            tidegauge_core::MetricFamily::counter(
+                "tidegauge_icos_push_store_commit_seconds",
+                "Time spent committing.",
+            )
+            .with(vec![], load(&stats.commit_micros) / 1e6),
+        );
         let snap = Arc::new(snap);
         *shared = Some((state.generation, Arc::clone(&snap)));
         Ok(snap)

@@ -54,6 +54,19 @@ pub struct Store {
     /// never reached the disk, so the writer refuses it; the in-memory state must be reloaded
     /// from the store (and take the new epoch) before writes are accepted again.
     epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// Commits made, and requests they carried (how well writes are batched).
+    stats: Arc<Stats>,
+}
+
+/// Commit counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Transactions committed.
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Requests whose writes those transactions carried.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Seconds spent committing, in microseconds.
+    pub commit_micros: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -73,11 +86,18 @@ impl Store {
         let writer_db = Arc::clone(&db);
         let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer_epoch = Arc::clone(&epoch);
+        let stats = Arc::new(Stats::default());
+        let writer_stats = Arc::clone(&stats);
         std::thread::Builder::new()
             .name("icos-push-store".into())
-            .spawn(move || writer(&writer_db, &writer_epoch, rx))
+            .spawn(move || writer(&writer_db, &writer_epoch, &writer_stats, rx))
             .map_err(db_err)?;
-        Ok(Self { db, tx, epoch })
+        Ok(Self {
+            db,
+            tx,
+            epoch,
+            stats,
+        })
     }
 
     /// Every stored record.
@@ -93,6 +113,11 @@ impl Store {
     }
 
     /// The current epoch (see [`Store::submit`]).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The current epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -130,6 +155,7 @@ impl Store {
 fn writer(
     db: &Database,
     epoch: &std::sync::atomic::AtomicU64,
+    stats: &Stats,
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     use std::sync::atomic::Ordering;
@@ -152,7 +178,15 @@ fn writer(
         if jobs.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         let result = commit(db, &jobs).map_err(|e| e.to_string());
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        stats
+            .commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         if let Err(e) = &result {
             epoch.fetch_add(1, Ordering::SeqCst);
             tracing::error!(error = %e, writes = jobs.len(), "icos-push store commit failed");
