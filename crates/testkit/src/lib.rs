@@ -96,6 +96,23 @@ pub fn redact(exposition: &str) -> String {
     re.replace_all(exposition, "$1 <elapsed>").into_owned()
 }
 
+/// Removes every line (HELP, TYPE, UNIT and samples) of the families whose names start with
+/// `prefix`, for series that depend on timing or process history (e.g. store commit counters).
+pub fn drop_families(exposition: &str, prefix: &str) -> String {
+    exposition
+        .lines()
+        .filter(|l| {
+            let name = l
+                .strip_prefix("# HELP ")
+                .or_else(|| l.strip_prefix("# TYPE "))
+                .or_else(|| l.strip_prefix("# UNIT "))
+                .unwrap_or(l);
+            !name.starts_with(prefix)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +124,12 @@ mod tests {
             redact(input),
             "app_status_fetch_duration_seconds{target=\"a\"} <elapsed>\napp_status_result_age_seconds{target=\"a\"} 1\napp_uptime 25.99\n"
         );
+    }
+
+    #[test]
+    fn drops_whole_families() {
+        let text = "# HELP a_x A\n# TYPE a_x counter\na_x_total 1\n# HELP b B\nb 2\n";
+        assert_eq!(drop_families(text, "a_"), "# HELP b B\nb 2\n");
     }
 
     #[test]
