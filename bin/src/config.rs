@@ -108,6 +108,8 @@ pub struct WebConfig {
     pub telemetry_path: String,
     /// Requests to `/metrics` and `/probe` in flight at once; 0 = unlimited.
     pub max_requests: usize,
+    /// Leave the host's own `process_*` series out of `/metrics`.
+    pub disable_exporter_metrics: bool,
 }
 
 impl Default for WebConfig {
@@ -116,6 +118,7 @@ impl Default for WebConfig {
             listen_addresses: vec![DEFAULT_LISTEN.to_owned()],
             telemetry_path: "/metrics".to_owned(),
             max_requests: 40,
+            disable_exporter_metrics: false,
         }
     }
 }
@@ -250,6 +253,12 @@ pub fn command() -> Command {
                 .value_name("ADDR")
                 .action(ArgAction::Append)
                 .help("Address to listen on; repeatable (default :9877)"),
+        )
+        .arg(
+            Arg::new("web.disable-exporter-metrics")
+                .long("web.disable-exporter-metrics")
+                .action(ArgAction::SetTrue)
+                .help("Leave the host's process_* series out of /metrics"),
         )
         .arg(
             Arg::new("web.telemetry-path")
@@ -539,6 +548,13 @@ pub fn load(
             "flag --web.listen-address",
         ));
     }
+    if m.get_flag("web.disable-exporter-metrics") {
+        fig = fig.merge(Setting::new(
+            "web.disable_exporter_metrics",
+            true,
+            "flag --web.disable-exporter-metrics",
+        ));
+    }
     if let Some(v) = flag_value(m, "web.telemetry-path") {
         fig = fig.merge(Setting::new(
             "web.telemetry_path",
@@ -799,6 +815,9 @@ mod tests {
             c.collectors["app-status"].settings.timeout,
             Some(Duration::from_secs(3))
         );
+        assert!(!c.web.disable_exporter_metrics);
+        let c = load_args(&["--web.disable-exporter-metrics"], &[]).unwrap();
+        assert!(c.web.disable_exporter_metrics);
         let c = load_args(&["--no-collector.app-status"], &[]).unwrap();
         assert!(!c.collectors["app-status"].enabled);
         let c = load_args(&["--collector.disable-defaults"], &[]).unwrap();

@@ -112,7 +112,8 @@ fn build_engine(cfg: &HostConfig, services: &HostServices) -> Result<Engine, Con
             default_timeout: cfg.scrape.default_timeout,
             offset: cfg.scrape.timeout_offset,
         })
-        .build_info(BuildInfo::default());
+        .build_info(BuildInfo::default())
+        .process_metrics(!cfg.web.disable_exporter_metrics);
     for (name, c) in &cfg.collectors {
         if !c.enabled {
             builder = builder.disabled(name.clone());

@@ -195,6 +195,7 @@ pub struct Engine {
     http: reqwest::Client,
     build: BuildInfo,
     routes: Option<axum::Router>,
+    process_metrics: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -238,6 +239,13 @@ impl EngineBuilder {
     /// Budget derivation settings.
     pub fn timeouts(mut self, t: TimeoutSettings) -> Self {
         self.engine.timeouts = t;
+        self
+    }
+
+    /// Whether `/metrics` carries the host's `process_*` series (`--web.disable-exporter-metrics`
+    /// turns them off).
+    pub fn process_metrics(mut self, on: bool) -> Self {
+        self.engine.process_metrics = on;
         self
     }
 
@@ -288,6 +296,7 @@ impl Engine {
                 http,
                 build: BuildInfo::default(),
                 routes: None,
+                process_metrics: true,
             },
         }
     }
@@ -397,7 +406,13 @@ impl Engine {
         for (_, slot) in &selected {
             meta.duplicates(&slot.name, lock(&slot.state).duplicates);
         }
-        parts.push(Arc::new(meta.finish(&self.build)));
+        let mut own = meta.finish(&self.build);
+        if self.process_metrics {
+            for f in crate::process::families() {
+                own.push(f);
+            }
+        }
+        parts.push(Arc::new(own));
         owners.push(None);
         Ok(Gathered { parts, owners })
     }
@@ -627,6 +642,13 @@ impl SelfMetrics {
         "tidegauge_scrape_collector_cache_age_seconds",
         "tidegauge_duplicate_families",
         "tidegauge_duplicate_families_total",
+        "process_cpu_seconds",
+        "process_cpu_seconds_total",
+        "process_start_time_seconds",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
     ];
 
     fn new() -> Self {

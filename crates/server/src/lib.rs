@@ -3,6 +3,7 @@
 pub mod deadline;
 pub mod engine;
 pub mod negotiate;
+pub mod process;
 pub mod router;
 
 pub use deadline::{TimeoutSettings, scrape_budget};
