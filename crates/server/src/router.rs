@@ -18,7 +18,7 @@ use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
 
 use crate::deadline::{SCRAPE_TIMEOUT_HEADER, scrape_budget};
-use crate::engine::{Engine, ScrapeError};
+use crate::engine::Engine;
 use crate::negotiate::negotiate;
 
 /// Reloads the configuration; answers what was done or why nothing was.
@@ -228,7 +228,7 @@ async fn metrics(
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match engine.scrape(&selection, timeout).await {
         Ok(g) => with_content_type(format, engine.encode(format, &g)),
-        Err(e @ ScrapeError::BadTimeout(_)) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        // Every refusal (bad timeout header) is the client's to fix.
         Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
