@@ -404,20 +404,26 @@ async fn ifcb_exporter_command_line_serves_a_dashboard() {
     promtool_check(&body);
 }
 
+/// A configuration running only icos-push, with its store under `dir`.
+fn push_config(dir: &Path) -> PathBuf {
+    let cfg = dir.join("tidegauge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[collectors.app-status]\nenabled = false\n[collectors.icos-push]\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 /// Pushes counter increments from several clients, SIGKILLs the host mid-stream, restarts it on
 /// the same data directory: every acknowledged increment is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn icos_push_survives_sigkill() {
     let dir = temp_dir("crash");
-    let cfg = dir.join("tidegauge.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[collectors.icos-push]\ndata_dir = \"{}\"\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
+    let cfg = push_config(&dir);
     let host = Host::with_config(&cfg);
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -471,15 +477,7 @@ async fn icos_push_survives_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_push_to_gateway_works_unchanged() {
     let dir = temp_dir("python");
-    let cfg = dir.join("tidegauge.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[collectors.app-status]\nenabled = false\n[collectors.icos-push]\ndata_dir = \"{}\"\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
+    let cfg = push_config(&dir);
     let host = Host::with_config(&cfg);
     let script = r#"
 import os

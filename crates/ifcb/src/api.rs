@@ -203,11 +203,6 @@ impl Client {
                 .collect(),
         }
     }
-
-    /// Total requests so far (all routes).
-    pub fn total_requests(&self) -> u64 {
-        lock(&self.stats).counts.values().sum()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -133,14 +133,6 @@ impl Ifcb {
         })
     }
 
-    /// Upstream requests made so far, over all dashboards.
-    pub fn total_requests(&self) -> u64 {
-        self.dashboards
-            .iter()
-            .map(|d| d.client().total_requests())
-            .sum()
-    }
-
     /// Builds the exposition from what the dashboards have published.
     pub fn snapshot(&self, now: i64) -> Snapshot {
         let ds_labels = |dash: &str, ds: &str| labels([("dashboard", dash), ("dataset", ds)]);
