@@ -384,43 +384,41 @@ fn push_body(series: usize, seed: usize) -> String {
     b
 }
 
-/// Pushes for `secs` seconds from `clients` concurrent clients to `base` (the push URL prefix),
-/// each push a PUT of `series` series into one of `groups` groups; returns pushes per second.
-async fn push_rate(
-    base: &str,
-    clients: usize,
-    secs: u64,
-    series: usize,
-    groups: usize,
-) -> Result<f64, String> {
-    let http = tidegauge_core::http::client().map_err(|e| e.to_string())?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (http, base) = (http.clone(), base.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0usize;
-            while tokio::time::Instant::now() < deadline {
-                let url = format!(
-                    "{base}/metrics/job/bench/instance/i{}",
-                    (c + n * clients) % groups
-                );
-                let r = http.put(&url).body(push_body(series, n)).send().await;
-                match r {
-                    Ok(r) if r.status().is_success() => n += 1,
-                    Ok(r) => return Err(format!("push answered {}", r.status())),
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            Ok(n)
-        }));
+/// A wrk script: each request a PUT of `series` gauges (values changing with every push) into
+/// one of `groups` groups.
+fn push_script(series: usize, groups: usize) -> String {
+    format!(
+        r##"local n = 0
+request = function()
+  n = n + 1
+  local lines = {{"# TYPE bench_value gauge\n"}}
+  for i = 0, {last} do
+    lines[#lines + 1] = string.format('bench_value{{series="%d"}} %d\n', i, n + i)
+  end
+  return wrk.format("PUT", "/metrics/job/bench/instance/i" .. (n % {groups}), nil, table.concat(lines))
+end
+"##,
+        last = series - 1,
+    )
+}
+
+/// Pushes with wrk (`script` from [`push_script`]) for 10 s over 16 connections; pushes per
+/// second, or an error when any push was refused.
+fn push_rate(base: &str, script: &std::path::Path) -> Result<f64, String> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", "-d10s", "-s"])
+        .arg(script)
+        .arg(base)
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if let Some(l) = text.lines().find(|l| l.contains("Non-2xx")) {
+        return Err(format!("pushes to {base} were refused: {}", l.trim()));
     }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.map_err(|e| e.to_string())??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("wrk printed no rate:\n{text}"))
 }
 
 /// Fills 100 groups x 100 series (10,000 series).
@@ -498,10 +496,12 @@ fn push(cargo: &str) -> Result<(), String> {
     println!(
         "bench push: tidegauge icos-push (every push fsynced before the answer) and Debian's prometheus-pushgateway (memory only), same machine"
     );
-    let tg_rate = rt.block_on(push_rate(&tg_base, 16, 10, 10, 100))?;
-    let pg_rate = rt.block_on(push_rate(&pg_base, 16, 10, 10, 100))?;
+    let script = dir.join("push.lua");
+    std::fs::write(&script, push_script(10, 100)).map_err(|e| e.to_string())?;
+    let tg_rate = push_rate(&tg_base, &script)?;
+    let pg_rate = push_rate(&pg_base, &script)?;
     println!(
-        "  durable pushes/s, 16 clients, PUT of 10 series into 100 groups, 10 s: tidegauge {tg_rate:.0}, pushgateway {pg_rate:.0} (ratio {:.1})",
+        "  durable pushes/s, wrk -t2 -c16 -d10s, PUT of 10 series into 100 groups: tidegauge {tg_rate:.0}, pushgateway {pg_rate:.0} (ratio {:.1})",
         tg_rate / pg_rate
     );
     let (_, body) = http_get(&format!("127.0.0.1:{tg_port}"), "/metrics")?;

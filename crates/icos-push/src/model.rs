@@ -400,8 +400,15 @@ impl Registry {
 
     /// Every name occupied, and which metric (base name) holds it.
     fn owner_of(&self, name: &str) -> Option<&Metric> {
-        self.metrics
-            .values()
+        // Reserved names are the base name or the base plus one of these suffixes, so only
+        // these bases can hold `name`: a lookup, not a scan (pushes ask for every name).
+        std::iter::once(name)
+            .chain(
+                ["_total", "_created", "_info"]
+                    .iter()
+                    .filter_map(|s| name.strip_suffix(s)),
+            )
+            .filter_map(|base| self.metrics.get(base))
             .find(|m| m.kind.reserved(&m.name).iter().any(|n| n == name))
     }
 

@@ -76,10 +76,6 @@ impl Group {
     pub fn store_key(&self) -> String {
         store_key(&self.key)
     }
-
-    fn series_count(&self) -> usize {
-        self.families.iter().map(|f| f.series.len()).sum()
-    }
 }
 
 /// Prefix of group keys in the store (ICOS metric names cannot contain NUL).
@@ -274,31 +270,102 @@ pub enum Method {
     Post,
 }
 
-/// All groups.
+/// All groups, with an index of what they expose so that a push is checked in time
+/// proportional to its own size, not to everything already pushed.
 #[derive(Debug, Default, Clone)]
 pub struct Groups {
     groups: BTreeMap<Labels, Group>,
+    index: Index,
+}
+
+/// What the groups expose, counted, kept in step by [`Groups::put`] and [`Groups::remove`].
+#[derive(Debug, Default, Clone)]
+struct Index {
+    /// Exposed name (`x_total`, `x_bucket`, ...) → (family name, type) → how many families of
+    /// all groups expose it that way.
+    exposed: HashMap<String, HashMap<(String, String), usize>>,
+    /// Family name → labels → how many groups hold that series.
+    series: HashMap<String, HashMap<Labels, usize>>,
+    /// Series over all groups.
+    total: usize,
+    /// No group expires before this (a lower bound; `None`: no group has a time-to-live).
+    next_expiry: Option<f64>,
+}
+
+impl Index {
+    fn add(&mut self, g: &Group) {
+        for f in &g.families {
+            for n in kind_of(&f.kind).exposed(&f.name) {
+                *self
+                    .exposed
+                    .entry(n)
+                    .or_default()
+                    .entry((f.name.clone(), f.kind.clone()))
+                    .or_default() += 1;
+            }
+            let by_labels = self.series.entry(f.name.clone()).or_default();
+            for (l, _) in &f.series {
+                *by_labels.entry(l.clone()).or_default() += 1;
+            }
+            self.total += f.series.len();
+        }
+        if let Some(e) = g.expires {
+            self.next_expiry = Some(self.next_expiry.map_or(e.0, |n| n.min(e.0)));
+        }
+    }
+
+    fn remove(&mut self, g: &Group) {
+        for f in &g.families {
+            for n in kind_of(&f.kind).exposed(&f.name) {
+                if let Some(holders) = self.exposed.get_mut(&n) {
+                    let key = (f.name.clone(), f.kind.clone());
+                    if let Some(c) = holders.get_mut(&key) {
+                        *c -= 1;
+                        if *c == 0 {
+                            holders.remove(&key);
+                        }
+                    }
+                    if holders.is_empty() {
+                        self.exposed.remove(&n);
+                    }
+                }
+            }
+            if let Some(by_labels) = self.series.get_mut(&f.name) {
+                for (l, _) in &f.series {
+                    if let Some(c) = by_labels.get_mut(l) {
+                        *c -= 1;
+                        if *c == 0 {
+                            by_labels.remove(l);
+                        }
+                    }
+                }
+                if by_labels.is_empty() {
+                    self.series.remove(&f.name);
+                }
+            }
+            self.total -= f.series.len();
+        }
+    }
 }
 
 impl Groups {
     /// Groups restored from the store.
     pub fn restore(groups: Vec<Group>) -> Self {
-        Self {
-            groups: groups.into_iter().map(|g| (g.key.clone(), g)).collect(),
+        let mut all = Self::default();
+        for g in groups {
+            all.put(g);
         }
+        all
     }
 
     /// Series over all groups.
     pub fn series_count(&self) -> usize {
-        self.groups.values().map(Group::series_count).sum()
+        self.index.total
     }
 
     /// Whether a pushed family exposes `name`.
     pub fn occupies(&self, name: &str) -> bool {
-        self.groups
-            .values()
-            .flat_map(|g| &g.families)
-            .any(|f| to_family(f).exposed_names().iter().any(|n| n == name))
+        self.index.exposed.contains_key(name)
     }
 
     /// The group of a key.
@@ -321,8 +388,8 @@ impl Groups {
         now: f64,
         taken: &dyn Fn(&str) -> bool,
     ) -> Result<Group, (String, Group)> {
-        let old = self.groups.get(key).cloned();
-        let mut group = old.clone().unwrap_or(Group {
+        let old = self.groups.get(key);
+        let mut group = old.cloned().unwrap_or(Group {
             key: key.clone(),
             families: Vec::new(),
             push_time: F(0.0),
@@ -337,8 +404,8 @@ impl Groups {
                 .retain(|f| !pushed_names.contains(f.name.as_str())),
         }
         group.families.extend(pushed);
-        if let Err(reason) = self.check(&group, taken) {
-            let mut failed = old.unwrap_or_else(|| Group {
+        if let Err(reason) = self.check(&group, old, taken) {
+            let mut failed = old.cloned().unwrap_or_else(|| Group {
                 families: Vec::new(),
                 ..group.clone()
             });
@@ -349,22 +416,29 @@ impl Groups {
         Ok(group)
     }
 
-    fn check(&self, group: &Group, taken: &dyn Fn(&str) -> bool) -> Result<(), String> {
-        // Every name a family occupies in the exposition (`x_total` for a counter `x`, ...),
-        // with the family and type holding it.
-        let mut exposed: HashMap<String, (&str, &str)> = HashMap::new();
-        let mut series: HashSet<(&str, &Labels)> = HashSet::new();
-        for g in self.groups.values().filter(|g| g.key != group.key) {
-            for f in &g.families {
-                for n in kind_of(&f.kind).exposed(&f.name) {
-                    exposed.insert(n, (&f.name, &f.kind));
-                }
-                for (l, _) in &f.series {
-                    series.insert((&f.name, l));
-                }
+    /// Checks `group` (replacing `old`) against the other groups through the index: the old
+    /// group's own entries are subtracted, so the cost follows the size of this group only.
+    fn check(
+        &self,
+        group: &Group,
+        old: Option<&Group>,
+        taken: &dyn Fn(&str) -> bool,
+    ) -> Result<(), String> {
+        let mut old_series: HashMap<(&str, &Labels), usize> = HashMap::new();
+        for f in old.iter().flat_map(|g| &g.families) {
+            for (l, _) in &f.series {
+                *old_series.entry((f.name.as_str(), l)).or_default() += 1;
             }
         }
+        let old_exposes = |n: &str, holder: &(String, String)| {
+            old.iter()
+                .flat_map(|g| &g.families)
+                .filter(|f| f.name == holder.0 && f.kind == holder.1)
+                .filter(|f| kind_of(&f.kind).exposed(&f.name).iter().any(|e| e == n))
+                .count()
+        };
         let mut own: HashMap<String, &str> = HashMap::new();
+        let mut own_series: HashSet<(&str, &Labels)> = HashSet::new();
         for f in &group.families {
             for n in kind_of(&f.kind).exposed(&f.name) {
                 if let Some(other) = own.insert(n.clone(), &f.name) {
@@ -373,13 +447,17 @@ impl Groups {
                         f.name
                     ));
                 }
-                if let Some((name, kind)) = exposed.get(&n)
-                    && (*name != f.name || *kind != f.kind)
-                {
-                    return Err(format!(
-                        "{n:?} is exposed by the {kind} {name:?} of another group; pushed as part of the {} {:?}",
-                        f.kind, f.name
-                    ));
+                if let Some(holders) = self.index.exposed.get(&n) {
+                    for (holder, count) in holders {
+                        if (holder.0 != f.name || holder.1 != f.kind)
+                            && *count > old_exposes(&n, holder)
+                        {
+                            return Err(format!(
+                                "{n:?} is exposed by the {} {:?} of another group; pushed as part of the {} {:?}",
+                                holder.1, holder.0, f.kind, f.name
+                            ));
+                        }
+                    }
                 }
                 if taken(&n) {
                     return Err(format!(
@@ -387,8 +465,17 @@ impl Groups {
                     ));
                 }
             }
+            let held = self.index.series.get(&f.name);
             for (l, _) in &f.series {
-                if series.contains(&(f.name.as_str(), l)) {
+                if !own_series.insert((f.name.as_str(), l)) {
+                    return Err(format!(
+                        "collected metric {:?} with labels {l:?} appears twice in the push (after the grouping key was applied)",
+                        f.name
+                    ));
+                }
+                let elsewhere = held.and_then(|h| h.get(l)).copied().unwrap_or(0);
+                let here = old_series.get(&(f.name.as_str(), l)).copied().unwrap_or(0);
+                if elsewhere > here {
                     return Err(format!(
                         "collected metric {:?} with labels {l:?} was already pushed in another group",
                         f.name
@@ -401,26 +488,37 @@ impl Groups {
 
     /// Stores a group.
     pub fn put(&mut self, group: Group) {
-        self.groups.insert(group.key.clone(), group);
+        self.index.add(&group);
+        if let Some(old) = self.groups.insert(group.key.clone(), group) {
+            self.index.remove(&old);
+        }
     }
 
     /// Removes a group.
     pub fn remove(&mut self, key: &Labels) -> Option<Group> {
-        self.groups.remove(key)
+        let old = self.groups.remove(key)?;
+        self.index.remove(&old);
+        Some(old)
     }
 
     /// Removes groups expired at `now`; returns them.
     pub fn expire(&mut self, now: f64) -> Vec<Group> {
+        if self.index.next_expiry.is_none_or(|e| e > now) {
+            return Vec::new();
+        }
         let expired: Vec<Labels> = self
             .groups
             .values()
             .filter(|g| g.expires.is_some_and(|e| e.0 <= now))
             .map(|g| g.key.clone())
             .collect();
-        expired
-            .iter()
-            .filter_map(|k| self.groups.remove(k))
-            .collect()
+        let removed = expired.iter().filter_map(|k| self.remove(k)).collect();
+        self.index.next_expiry = self
+            .groups
+            .values()
+            .filter_map(|g| g.expires.map(|e| e.0))
+            .reduce(f64::min);
+        removed
     }
 
     /// Pushed families merged across groups (sorted by name), then the push times.
@@ -574,5 +672,132 @@ mod tests {
             fams[0].series[0].0,
             l(&[("a", "1"), ("instance", ""), ("job", "j")])
         );
+    }
+}
+
+/// The index-based check against a plain scan of every group, over random pushes and deletions.
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    /// The definition of consistency, by scanning everything.
+    fn reference(groups: &Groups, group: &Group) -> bool {
+        let mut exposed: HashMap<String, (String, String)> = HashMap::new();
+        let mut series: HashSet<(String, Labels)> = HashSet::new();
+        for g in groups.all().filter(|g| g.key != group.key) {
+            for f in &g.families {
+                for n in kind_of(&f.kind).exposed(&f.name) {
+                    exposed.insert(n, (f.name.clone(), f.kind.clone()));
+                }
+                for (l, _) in &f.series {
+                    series.insert((f.name.clone(), l.clone()));
+                }
+            }
+        }
+        let mut own: HashSet<String> = HashSet::new();
+        let mut own_series: HashSet<(String, Labels)> = HashSet::new();
+        for f in &group.families {
+            for n in kind_of(&f.kind).exposed(&f.name) {
+                if !own.insert(n.clone()) {
+                    return false;
+                }
+                if exposed
+                    .get(&n)
+                    .is_some_and(|(name, kind)| *name != f.name || *kind != f.kind)
+                {
+                    return false;
+                }
+            }
+            for (l, _) in &f.series {
+                let k = (f.name.clone(), l.clone());
+                if series.contains(&k) || !own_series.insert(k) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn index_agrees_with_a_full_scan() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let names = ["a", "a_total", "a_count", "b", "b_bucket", "c"];
+        let kinds = ["counter", "gauge", "untyped", "histogram"];
+        let mut groups = Groups::default();
+        let (mut accepted, mut refused) = (0, 0);
+        for step in 0..4000 {
+            let key: Labels = vec![("job".into(), format!("j{}", next(4)))];
+            if next(10) == 0 {
+                groups.remove(&key);
+                continue;
+            }
+            let mut families = Vec::new();
+            for _ in 0..=next(3) {
+                let mut series = Vec::new();
+                for _ in 0..=next(3) {
+                    // Series labels deliberately overlap across groups (no job label here).
+                    series.push((
+                        vec![("s".to_owned(), next(3).to_string())],
+                        StoredValue::Number(F(1.0)),
+                    ));
+                }
+                families.push(StoredFamily {
+                    name: names[next(names.len() as u64) as usize].into(),
+                    help: String::new(),
+                    kind: kinds[next(kinds.len() as u64) as usize].into(),
+                    series,
+                });
+            }
+            let method = if next(2) == 0 {
+                Method::Put
+            } else {
+                Method::Post
+            };
+            let mut would_be = Group {
+                key: key.clone(),
+                families: Vec::new(),
+                push_time: F(0.0),
+                failure_time: F(0.0),
+                expires: None,
+            };
+            if method == Method::Post
+                && let Some(old) = groups.get(&key)
+            {
+                would_be.families = old
+                    .families
+                    .iter()
+                    .filter(|o| !families.iter().any(|f| f.name == o.name))
+                    .cloned()
+                    .collect();
+            }
+            would_be.families.extend(families.iter().cloned());
+            let expected = reference(&groups, &would_be);
+            let result = groups.candidate(&key, method, families, step as f64, &|_| false);
+            assert_eq!(result.is_ok(), expected, "step {step}: {would_be:?}");
+            let group = match result {
+                Ok(g) => {
+                    accepted += 1;
+                    g
+                }
+                Err((_, g)) => {
+                    refused += 1;
+                    g
+                }
+            };
+            groups.put(group);
+            let total: usize = groups
+                .all()
+                .flat_map(|g| &g.families)
+                .map(|f| f.series.len())
+                .sum();
+            assert_eq!(groups.series_count(), total);
+        }
+        assert!(accepted > 100 && refused > 100, "{accepted} {refused}");
     }
 }
