@@ -481,11 +481,13 @@ async fn python_push_to_gateway_works_unchanged() {
     let host = Host::with_config(&cfg);
     let script = r#"
 import os
-from prometheus_client import CollectorRegistry, Counter, Gauge, delete_from_gateway, push_to_gateway, pushadd_to_gateway
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, delete_from_gateway, push_to_gateway, pushadd_to_gateway
 addr = os.environ["PUSHGATEWAY"]
 reg = CollectorRegistry()
 Gauge("job_last_success_unixtime", "Last time a batch job successfully finished", registry=reg).set(1234.5)
 Counter("batch_runs", "Runs", ["kind"], registry=reg).labels("nightly").inc(3)
+Summary("batch_step_seconds", "Step durations", registry=reg).observe(0.25)
+Histogram("batch_rows", "Rows per step", buckets=[10, 100], registry=reg).observe(42)
 push_to_gateway(addr, job="batch", registry=reg, grouping_key={"path": "/var/tmp"})
 more = CollectorRegistry()
 Gauge("other_value", "Other", registry=more).set(2)
@@ -517,6 +519,27 @@ delete_from_gateway(addr, job="gone")
         value(&body, &format!("other_value{{{key}}}")),
         Some(2.0),
         "pushadd keeps the other families"
+    );
+    assert!(
+        body.contains("# TYPE batch_step_seconds summary\n"),
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, &format!("batch_step_seconds_sum{{{key}}}")),
+        Some(0.25)
+    );
+    assert_eq!(
+        value(&body, &format!("batch_step_seconds_count{{{key}}}")),
+        Some(1.0)
+    );
+    assert!(body.contains("# TYPE batch_rows histogram\n"), "{body}");
+    assert_eq!(
+        value(
+            &body,
+            "batch_rows_bucket{instance=\"\",job=\"batch\",path=\"/var/tmp\",le=\"100\"}"
+        ),
+        Some(1.0),
+        "{body}"
     );
     assert!(
         !body.contains("job=\"gone\""),

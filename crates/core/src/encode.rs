@@ -43,14 +43,35 @@ pub fn encode_part(format: Format, part: &Arc<Snapshot>) -> String {
     match format {
         Format::Text => encode_text(std::slice::from_ref(part)),
         Format::OpenMetrics => {
-            let mut registry = Registry::default();
-            registry.register_collector(Box::new(Adapter(vec![Arc::clone(part)])));
             let mut out = String::with_capacity(estimate(std::slice::from_ref(part)));
-            if prometheus_client::encoding::text::encode_registry(&mut out, &registry).is_err() {
-                tracing::error!("OpenMetrics encoding failed");
-            }
+            encode_part_om(&mut out, part);
             out
         }
+    }
+}
+
+/// prometheus-client has no summary type: runs of other families go through it, summaries are
+/// written here in the same syntax.
+fn encode_part_om(out: &mut String, part: &Arc<Snapshot>) {
+    let families = &part.families;
+    let mut start = 0;
+    while start < families.len() {
+        if families[start].kind == MetricType::Summary {
+            // Writing into a String cannot fail.
+            let _ = write_family_text(out, &families[start], Format::OpenMetrics);
+            start += 1;
+            continue;
+        }
+        let end = families[start..]
+            .iter()
+            .position(|f| f.kind == MetricType::Summary)
+            .map_or(families.len(), |n| start + n);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Adapter(Arc::clone(part), start..end)));
+        if prometheus_client::encoding::text::encode_registry(out, &registry).is_err() {
+            tracing::error!("OpenMetrics encoding failed");
+        }
+        start = end;
     }
 }
 
@@ -59,13 +80,11 @@ pub const EOF: &str = "# EOF\n";
 
 /// Encodes the parts as OpenMetrics 1.0.0, `# EOF` included.
 pub fn encode_openmetrics(parts: &[Arc<Snapshot>]) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Adapter(parts.to_vec())));
     let mut out = String::with_capacity(estimate(parts));
-    // Writing into a String cannot fail, and the adapter itself returns no errors of its own.
-    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
-        tracing::error!("OpenMetrics encoding failed");
+    for part in parts {
+        encode_part_om(&mut out, part);
     }
+    out.push_str(EOF);
     out
 }
 
@@ -77,13 +96,13 @@ fn estimate(parts: &[Arc<Snapshot>]) -> usize {
         + 16
 }
 
-/// Hands finished snapshots to prometheus-client's encoder.
+/// Hands a range of a finished snapshot's families to prometheus-client's encoder.
 #[derive(Debug)]
-struct Adapter(Vec<Arc<Snapshot>>);
+struct Adapter(Arc<Snapshot>, std::ops::Range<usize>);
 
 impl prometheus_client::collector::Collector for Adapter {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        for family in self.0.iter().flat_map(|s| s.families.iter()) {
+        for family in &self.0.families[self.1.clone()] {
             encode_family_om(&mut encoder, family)?;
         }
         Ok(())
@@ -98,6 +117,8 @@ fn encode_family_om(encoder: &mut DescriptorEncoder<'_>, f: &MetricFamily) -> fm
         MetricType::Untyped => T::Unknown,
         MetricType::Info => T::Info,
         MetricType::Histogram => T::Histogram,
+        // Written by `encode_part_om`, never handed to prometheus-client.
+        MetricType::Summary => return Err(fmt::Error),
     };
     // prometheus-client appends `_<unit>` to the name it is given; our names carry the unit
     // already, so hand it the stem.
@@ -157,6 +178,8 @@ fn encode_sample_om(
             plain.push((f64::INFINITY, count.saturating_sub(prev)));
             enc.encode_histogram::<NoLabelSet>(*sum, *count, &plain, None)
         }
+        // Summaries never reach prometheus-client (see `encode_part_om`).
+        (_, Value::Summary { .. }) => Err(fmt::Error),
     }
 }
 
@@ -169,12 +192,15 @@ pub fn encode_text(parts: &[Arc<Snapshot>]) -> String {
     let mut out = String::with_capacity(estimate(parts));
     for family in parts.iter().flat_map(|s| s.families.iter()) {
         // Writing into a String cannot fail.
-        let _ = write_family_text(&mut out, family);
+        let _ = write_family_text(&mut out, family, Format::Text);
     }
     out
 }
 
-fn write_family_text(out: &mut String, f: &MetricFamily) -> fmt::Result {
+/// One family in text 0.0.4 (every type), or in OpenMetrics (summaries only, which
+/// prometheus-client cannot write; the two syntaxes agree for them but for HELP escaping and
+/// the `# UNIT` line).
+fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt::Result {
     let (sample_name, type_name, type_word) = match f.kind {
         MetricType::Counter => (
             format!("{}_total", f.name),
@@ -189,9 +215,22 @@ fn write_family_text(out: &mut String, f: &MetricFamily) -> fmt::Result {
         MetricType::Gauge | MetricType::StateSet => (f.name.clone(), f.name.clone(), "gauge"),
         MetricType::Untyped => (f.name.clone(), f.name.clone(), "untyped"),
         MetricType::Histogram => (f.name.clone(), f.name.clone(), "histogram"),
+        MetricType::Summary => (f.name.clone(), f.name.clone(), "summary"),
     };
-    writeln!(out, "# HELP {type_name} {}", escape_help(&f.help))?;
-    writeln!(out, "# TYPE {type_name} {type_word}")?;
+    if format == Format::OpenMetrics {
+        writeln!(
+            out,
+            "# HELP {type_name} {}",
+            escape_help(&f.help).replace('"', "\\\"")
+        )?;
+        writeln!(out, "# TYPE {type_name} {type_word}")?;
+        if let Some(unit) = f.unit.as_deref().filter(|u| !u.is_empty()) {
+            writeln!(out, "# UNIT {type_name} {unit}")?;
+        }
+    } else {
+        writeln!(out, "# HELP {type_name} {}", escape_help(&f.help))?;
+        writeln!(out, "# TYPE {type_name} {type_word}")?;
+    }
     for s in &f.samples {
         match &s.value {
             Value::Number(v) => {
@@ -211,12 +250,35 @@ fn write_family_text(out: &mut String, f: &MetricFamily) -> fmt::Result {
                     let mut le_s = String::new();
                     push_float(&mut le_s, *le);
                     write!(out, "{}_bucket", f.name)?;
-                    write_labels(out, &s.labels, Some(&le_s));
+                    write_labels(out, &s.labels, Some(("le", &le_s)));
                     writeln!(out, " {cum}")?;
                 }
                 write!(out, "{}_bucket", f.name)?;
-                write_labels(out, &s.labels, Some("+Inf"));
+                write_labels(out, &s.labels, Some(("le", "+Inf")));
                 writeln!(out, " {count}")?;
+                write!(out, "{}_sum", f.name)?;
+                write_labels(out, &s.labels, None);
+                out.push(' ');
+                push_float(out, *sum);
+                out.push('\n');
+                write!(out, "{}_count", f.name)?;
+                write_labels(out, &s.labels, None);
+                writeln!(out, " {count}")?;
+            }
+            Value::Summary {
+                quantiles,
+                sum,
+                count,
+            } => {
+                for (q, v) in quantiles {
+                    let mut q_s = String::new();
+                    push_float(&mut q_s, *q);
+                    out.push_str(&f.name);
+                    write_labels(out, &s.labels, Some(("quantile", &q_s)));
+                    out.push(' ');
+                    push_float(out, *v);
+                    out.push('\n');
+                }
                 write!(out, "{}_sum", f.name)?;
                 write_labels(out, &s.labels, None);
                 out.push(' ');
@@ -231,8 +293,9 @@ fn write_family_text(out: &mut String, f: &MetricFamily) -> fmt::Result {
     Ok(())
 }
 
-fn write_labels(out: &mut String, labels: &[(String, String)], le: Option<&str>) {
-    if labels.is_empty() && le.is_none() {
+/// Writes `{labels}` plus one label the encoder adds (`le`, `quantile`), if any.
+fn write_labels(out: &mut String, labels: &[(String, String)], extra: Option<(&str, &str)>) {
+    if labels.is_empty() && extra.is_none() {
         return;
     }
     out.push('{');
@@ -240,7 +303,7 @@ fn write_labels(out: &mut String, labels: &[(String, String)], le: Option<&str>)
     for (k, v) in labels
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(le.map(|le| ("le", le)))
+        .chain(extra)
     {
         if !first {
             out.push(',');
@@ -319,6 +382,18 @@ mod tests {
         u.unit = Some("bytes".into());
         u.push(vec![], 1024.0);
         s.push(u);
+        // A summary between other families: OpenMetrics writes it outside prometheus-client.
+        let mut q = MetricFamily::new("rpc_seconds", "RPC \"latency\"", MetricType::Summary);
+        q.samples.push(Sample {
+            labels: labels([("svc", "a")]),
+            value: Value::Summary {
+                quantiles: vec![(0.5, 0.25), (0.99, 1.5)],
+                sum: 40.0,
+                count: 100,
+            },
+            created: None,
+        });
+        s.push(q);
         let mut h = MetricFamily::new("req_duration_seconds", "Durations", MetricType::Histogram);
         h.samples.push(Sample {
             labels: labels([("route", "/x")]),
@@ -432,7 +507,7 @@ mod tests {
             ),
             Some(&3.0)
         );
-        assert_eq!(text.len(), 17);
+        assert_eq!(text.len(), 21);
     }
 
     #[test]

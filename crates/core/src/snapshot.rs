@@ -21,6 +21,8 @@ pub enum MetricType {
     StateSet,
     /// A classic histogram with cumulative buckets.
     Histogram,
+    /// A summary: precomputed quantiles, sum and count.
+    Summary,
 }
 
 /// The value of one sample.
@@ -33,6 +35,15 @@ pub enum Value {
     Histogram {
         /// Cumulative buckets, ascending by upper bound, without `+Inf`.
         buckets: Vec<(f64, u64)>,
+        /// Sum of all observations.
+        sum: f64,
+        /// Number of observations.
+        count: u64,
+    },
+    /// A summary: `(quantile, value)` pairs ascending by quantile, sum and count.
+    Summary {
+        /// Quantiles, each in `[0, 1]`, ascending.
+        quantiles: Vec<(f64, f64)>,
         /// Sum of all observations.
         sum: f64,
         /// Number of observations.
@@ -180,6 +191,18 @@ pub enum NameError {
     /// A sample carries the same label name twice.
     #[error("label name {0:?} appears twice in one series")]
     Repeated(String),
+    /// A sample's value does not fit the family's type (a histogram value in a gauge, ...).
+    #[error("a {value} value in a family of type {kind}")]
+    Mismatch {
+        /// The family's type.
+        kind: MetricType,
+        /// What the value is (`number`, `histogram`, `summary`).
+        value: &'static str,
+    },
+    /// A histogram series labelled `le`, or a summary series labelled `quantile`: the encoders
+    /// add that label themselves.
+    #[error("label name {0:?} is reserved in this family type")]
+    Reserved(&'static str),
 }
 
 /// Whether `name` is a valid metric name.
@@ -221,11 +244,38 @@ pub fn check_label_name(name: &str) -> Result<(), NameError> {
 }
 
 impl MetricFamily {
-    /// Checks the family name, and every label name of every sample (valid, not repeated).
+    /// Checks the family name, every label name of every sample (valid, not repeated, not one
+    /// the encoder adds), and that every value fits the family's type.
     pub fn validate(&self) -> Result<(), NameError> {
         check_metric_name(&self.name)?;
+        let reserved = match self.kind {
+            MetricType::Histogram => Some("le"),
+            MetricType::Summary => Some("quantile"),
+            _ => None,
+        };
         for s in &self.samples {
+            let fits = match (&s.value, self.kind) {
+                (Value::Histogram { .. }, MetricType::Histogram)
+                | (Value::Summary { .. }, MetricType::Summary) => true,
+                (Value::Number(_), k) => k != MetricType::Histogram && k != MetricType::Summary,
+                _ => false,
+            };
+            if !fits {
+                return Err(NameError::Mismatch {
+                    kind: self.kind,
+                    value: match s.value {
+                        Value::Number(_) => "number",
+                        Value::Histogram { .. } => "histogram",
+                        Value::Summary { .. } => "summary",
+                    },
+                });
+            }
             for (i, (k, _)) in s.labels.iter().enumerate() {
+                if let Some(r) = reserved
+                    && k == r
+                {
+                    return Err(NameError::Reserved(r));
+                }
                 check_label_name(k)?;
                 if s.labels[..i].iter().any(|(other, _)| other == k) {
                     return Err(NameError::Repeated(k.clone()));
@@ -248,6 +298,7 @@ impl MetricFamily {
                 format!("{n}_sum"),
                 format!("{n}_count"),
             ],
+            MetricType::Summary => vec![n.clone(), format!("{n}_sum"), format!("{n}_count")],
             _ => vec![n.clone()],
         }
     }
@@ -262,6 +313,7 @@ impl fmt::Display for MetricType {
             Self::Info => "info",
             Self::StateSet => "stateset",
             Self::Histogram => "histogram",
+            Self::Summary => "summary",
         };
         f.write_str(s)
     }
@@ -297,6 +349,31 @@ mod tests {
         assert_eq!(f.samples[0].value, Value::Number(0.0));
         assert_eq!(f.samples[1].value, Value::Number(1.0));
         assert_eq!(f.samples[1].labels, labels([("app_health", "unhealthy")]));
+    }
+
+    #[test]
+    fn values_must_fit_the_family_type() {
+        let summary = Value::Summary {
+            quantiles: vec![],
+            sum: 0.0,
+            count: 0,
+        };
+        let mut g = MetricFamily::gauge("g", "g");
+        g.samples.push(Sample {
+            labels: vec![],
+            value: summary.clone(),
+            created: None,
+        });
+        assert!(matches!(g.validate(), Err(NameError::Mismatch { .. })));
+        let s = MetricFamily::new("s", "s", MetricType::Summary).with(vec![], 1.0);
+        assert!(matches!(s.validate(), Err(NameError::Mismatch { .. })));
+        let mut q = MetricFamily::new("s", "s", MetricType::Summary);
+        q.samples.push(Sample {
+            labels: labels([("quantile", "0.5")]),
+            value: summary,
+            created: None,
+        });
+        assert_eq!(q.validate(), Err(NameError::Reserved("quantile")));
     }
 
     #[test]

@@ -745,6 +745,12 @@ async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
                             "count": count.to_string(),
                             "sum": sum.to_string(),
                         }),
+                        tidegauge_core::Value::Summary { quantiles, sum, count } => json!({
+                            "labels": l,
+                            "quantiles": quantiles.iter().map(|(q, v)| (q.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                            "count": count.to_string(),
+                            "sum": sum.to_string(),
+                        }),
                     }
                 })
                 .collect();

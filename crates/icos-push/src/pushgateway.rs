@@ -41,6 +41,15 @@ pub enum StoredValue {
         /// Count.
         count: u64,
     },
+    /// Summary.
+    Summary {
+        /// `(quantile, value)`, ascending.
+        quantiles: Vec<(F, F)>,
+        /// Sum.
+        sum: F,
+        /// Count.
+        count: u64,
+    },
 }
 
 /// A pushed family, labels already decorated with the grouping key.
@@ -50,7 +59,7 @@ pub struct StoredFamily {
     pub name: String,
     /// HELP.
     pub help: String,
-    /// `counter`, `gauge`, `untyped` or `histogram`.
+    /// `counter`, `gauge`, `untyped`, `histogram` or `summary`.
     pub kind: String,
     /// Series.
     pub series: Vec<(Labels, StoredValue)>,
@@ -93,6 +102,7 @@ fn kind_name(k: MetricType) -> &'static str {
         MetricType::Counter => "counter",
         MetricType::Gauge => "gauge",
         MetricType::Histogram => "histogram",
+        MetricType::Summary => "summary",
         _ => "untyped",
     }
 }
@@ -113,6 +123,7 @@ fn kind_of(s: &str) -> MetricType {
         "counter" => MetricType::Counter,
         "gauge" => MetricType::Gauge,
         "histogram" => MetricType::Histogram,
+        "summary" => MetricType::Summary,
         _ => MetricType::Untyped,
     }
 }
@@ -244,6 +255,15 @@ pub fn decorate(key: &Labels, parsed: Vec<ParsedFamily>) -> Vec<StoredFamily> {
                             count,
                         } => StoredValue::Histogram {
                             buckets: buckets.into_iter().map(|(le, c)| (F(le), c)).collect(),
+                            sum: F(sum),
+                            count,
+                        },
+                        Value::Summary {
+                            quantiles,
+                            sum,
+                            count,
+                        } => StoredValue::Summary {
+                            quantiles: quantiles.into_iter().map(|(q, v)| (F(q), F(v))).collect(),
                             sum: F(sum),
                             count,
                         },
@@ -575,6 +595,15 @@ pub fn to_family(f: &StoredFamily) -> MetricFamily {
                 count,
             } => Value::Histogram {
                 buckets: buckets.iter().map(|(le, c)| (le.0, *c)).collect(),
+                sum: sum.0,
+                count: *count,
+            },
+            StoredValue::Summary {
+                quantiles,
+                sum,
+                count,
+            } => Value::Summary {
+                quantiles: quantiles.iter().map(|(q, v)| (q.0, v.0)).collect(),
                 sum: sum.0,
                 count: *count,
             },

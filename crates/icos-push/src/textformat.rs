@@ -128,8 +128,8 @@ fn parse_labels(s: &str, line: usize) -> Result<(Labels, &str), ParseError> {
     }
 }
 
-/// A histogram's buckets, sum and count as they arrive.
-type HistParts = (Vec<(f64, u64)>, Option<f64>, Option<u64>);
+/// A histogram's buckets (or a summary's quantiles), sum and count as they arrive.
+type HistParts = (Vec<(f64, f64)>, Option<f64>, Option<u64>);
 
 #[derive(Default)]
 struct Building {
@@ -137,13 +137,13 @@ struct Building {
     kind: Option<MetricType>,
     /// Plain samples.
     plain: Vec<(Labels, f64)>,
-    /// Histogram parts by label set: buckets, sum, count.
+    /// Histogram or summary parts by label set: buckets or quantiles, sum, count.
     hist: BTreeMap<Labels, HistParts>,
     seen: std::collections::HashSet<Labels>,
     order: usize,
 }
 
-/// Parses a pushed body. Summaries are refused (tidegauge's exposition has no summary type).
+/// Parses a pushed body.
 pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
     let mut families: BTreeMap<String, Building> = BTreeMap::new();
     let mut next = 0;
@@ -206,14 +206,7 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                             "gauge" => MetricType::Gauge,
                             "untyped" => MetricType::Untyped,
                             "histogram" => MetricType::Histogram,
-                            "summary" => {
-                                return err(
-                                    line,
-                                    format!(
-                                        "{name}: summaries are not supported; push a histogram or gauges"
-                                    ),
-                                );
-                            }
+                            "summary" => MetricType::Summary,
                             other => return err(line, format!("unknown metric type {other:?}")),
                         });
                     }
@@ -249,14 +242,19 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
         if fields.next().is_some() {
             return err(line, TIMESTAMP_ERROR);
         }
-        // Which family: a histogram's parts belong to the family its TYPE line named.
+        // Which family: the parts of a histogram or summary belong to the family its TYPE line
+        // named.
         let (family, part) = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|suffix| {
                 let base = name.strip_suffix(suffix)?;
                 families
                     .get(base)
-                    .filter(|f| f.kind == Some(MetricType::Histogram))
+                    .filter(|f| match f.kind {
+                        Some(MetricType::Histogram) => true,
+                        Some(MetricType::Summary) => *suffix != "_bucket",
+                        _ => false,
+                    })
                     .map(|_| (base.to_owned(), *suffix))
             })
             .unwrap_or_else(|| (name.to_owned(), ""));
@@ -265,11 +263,16 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
             line,
             reason: "internal".into(),
         })?;
-        if f.kind == Some(MetricType::Histogram) {
-            let mut le = None;
+        if let Some(kind @ (MetricType::Histogram | MetricType::Summary)) = f.kind {
+            let (label, part_name) = if kind == MetricType::Histogram {
+                ("le", "_bucket")
+            } else {
+                ("quantile", "")
+            };
+            let mut bound = None;
             labels.retain(|(k, v)| {
-                if k == "le" {
-                    le = Some(v.clone());
+                if k == label {
+                    bound = Some(v.clone());
                     false
                 } else {
                     true
@@ -278,19 +281,32 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
             labels.sort();
             let h = f.hist.entry(labels).or_default();
             match part {
-                "_bucket" => {
-                    let le = le.ok_or_else(|| ParseError {
+                p if p == part_name => {
+                    let bound = bound.ok_or_else(|| ParseError {
                         line,
-                        reason: format!("{name} without le"),
+                        reason: format!("{name} without {label}"),
                     })?;
-                    let bound = parse_value(&le).ok_or_else(|| ParseError {
+                    let parsed = parse_value(&bound).ok_or_else(|| ParseError {
                         line,
-                        reason: format!("invalid le {le:?}"),
+                        reason: format!("invalid {label} {bound:?}"),
                     })?;
-                    if value < 0.0 || value.fract() != 0.0 {
-                        return err(line, format!("bucket count {value} is not a whole number"));
+                    if kind == MetricType::Histogram {
+                        if value < 0.0 || value.fract() != 0.0 {
+                            return err(
+                                line,
+                                format!("bucket count {value} is not a whole number"),
+                            );
+                        }
+                    } else if !(0.0..=1.0).contains(&parsed) {
+                        return err(line, format!("quantile {bound:?} is outside [0, 1]"));
                     }
-                    h.0.push((bound, value as u64));
+                    if h.0.iter().any(|(b, _)| *b == parsed) {
+                        return err(
+                            line,
+                            format!("second sample of {name} with {label}={bound:?}"),
+                        );
+                    }
+                    h.0.push((parsed, value));
                 }
                 "_sum" => h.1 = Some(value),
                 "_count" => {
@@ -302,7 +318,11 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                 _ => {
                     return err(
                         line,
-                        format!("{name}: a histogram has only _bucket, _sum and _count samples"),
+                        if kind == MetricType::Histogram {
+                            format!("{name}: a histogram has only _bucket, _sum and _count samples")
+                        } else {
+                            format!("{name}: a summary has only quantile, _sum and _count samples")
+                        },
                     );
                 }
             }
@@ -345,6 +365,20 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
         }
         for (labels, (mut buckets, sum, count)) in b.hist {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if kind == MetricType::Summary {
+                series.push((
+                    labels,
+                    Value::Summary {
+                        quantiles: buckets,
+                        sum: sum.unwrap_or(0.0),
+                        count: count.unwrap_or(0),
+                    },
+                ));
+                continue;
+            }
+            // Whole numbers: checked line by line.
+            let mut buckets: Vec<(f64, u64)> =
+                buckets.into_iter().map(|(le, c)| (le, c as u64)).collect();
             let inf = buckets
                 .iter()
                 .find(|(le, _)| le.is_infinite())
@@ -409,6 +443,39 @@ mod tests {
     }
 
     #[test]
+    fn summaries() {
+        // What Python's prometheus_client writes for a Summary (no quantiles), then a Go-style
+        // summary with quantiles and labels.
+        let body = "# HELP latency_seconds Latency\n# TYPE latency_seconds summary\nlatency_seconds_count 2.0\nlatency_seconds_sum 0.75\n# HELP latency_seconds_created Latency\n# TYPE latency_seconds_created gauge\nlatency_seconds_created 1.7e+09\n# TYPE rpc summary\nrpc{svc=\"a\",quantile=\"0.9\"} 7\nrpc{svc=\"a\",quantile=\"0.5\"} 3\nrpc_sum{svc=\"a\"} 40\nrpc_count{svc=\"a\"} 10\n";
+        let f = parse(body).unwrap();
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0].kind, MetricType::Summary);
+        assert_eq!(
+            f[0].series,
+            vec![(
+                vec![],
+                Value::Summary {
+                    quantiles: vec![],
+                    sum: 0.75,
+                    count: 2
+                }
+            )]
+        );
+        assert_eq!(f[1].name, "latency_seconds_created");
+        assert_eq!(
+            f[2].series,
+            vec![(
+                vec![("svc".to_owned(), "a".to_owned())],
+                Value::Summary {
+                    quantiles: vec![(0.5, 3.0), (0.9, 7.0)],
+                    sum: 40.0,
+                    count: 10
+                }
+            )]
+        );
+    }
+
+    #[test]
     fn errors() {
         for (body, want) in [
             ("x 1 1700000000\n", TIMESTAMP_ERROR),
@@ -417,7 +484,24 @@ mod tests {
             ("x abc\n", "invalid value"),
             ("1x 1\n", "invalid metric name"),
             ("x{__a=\"1\"} 1\n", "invalid label name"),
-            ("# TYPE x summary\nx 1\n", "summaries are not supported"),
+            ("# TYPE x summary\nx 1\n", "x without quantile"),
+            ("# TYPE x summary\nx{quantile=\"2\"} 1\n", "outside [0, 1]"),
+            (
+                "# TYPE x summary\nx{quantile=\"a\"} 1\n",
+                "invalid quantile",
+            ),
+            (
+                "# TYPE x summary\nx{quantile=\"0.5\"} 1\nx{quantile=\"0.5\"} 2\n",
+                "second sample",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1\"} 1.5\n",
+                "not a whole number",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"1\"} 1\n",
+                "second sample",
+            ),
             ("# TYPE x gauge\n# TYPE x counter\n", "second TYPE"),
             ("x 1\nx 2\n", "same labels"),
             ("# TYPE x wat\n", "unknown metric type"),

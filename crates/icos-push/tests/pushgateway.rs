@@ -133,7 +133,13 @@ async fn pushgateway_readme_examples_and_replacement_rules() {
         (
             "PUT",
             "/metrics/job/broken",
-            "# TYPE s summary\ns{quantile=\"0.5\"} 1\n",
+            "# TYPE s summary\ns{quantile=\"1.5\"} 1\n",
+        ),
+        // Summaries and histograms, as the Go client pushes them.
+        (
+            "PUT",
+            "/metrics/job/latency",
+            "# HELP rpc_seconds RPC latency.\n# TYPE rpc_seconds summary\nrpc_seconds{quantile=\"0.5\"} 0.2\nrpc_seconds{quantile=\"0.99\"} 0.9\nrpc_seconds_sum 12.5\nrpc_seconds_count 40\n# TYPE size_bytes histogram\nsize_bytes_bucket{le=\"100\"} 3\nsize_bytes_bucket{le=\"+Inf\"} 5\nsize_bytes_sum 900\nsize_bytes_count 5\n",
         ),
         // Inconsistent with another group: rejected, failure time recorded, group created.
         (

@@ -566,7 +566,7 @@ fn clean(collector: &str, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
         let valid = match family.validate() {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(collector, family = %family.name, error = %e, "dropping family with an invalid name");
+                tracing::warn!(collector, family = %family.name, error = %e, "dropping an invalid family");
                 false
             }
         };

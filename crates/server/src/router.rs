@@ -111,8 +111,12 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
         settings: Arc::new(settings),
         limiter,
     };
-    let limited = Router::new()
-        .route(&telemetry, get(metrics))
+    let mut limited = Router::new().route(&telemetry, get(metrics));
+    if telemetry != "/" && !telemetry.ends_with('/') {
+        // Scrapers and probes that do not follow redirects get the same answer with the slash.
+        limited = limited.route(&format!("{telemetry}/"), get(metrics));
+    }
+    let limited = limited
         .route("/probe", get(probe))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit));
     let mut app = Router::new()

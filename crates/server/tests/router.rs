@@ -185,6 +185,10 @@ async fn metrics_default_is_text_004() {
     );
     assert_eq!(line_value(&body, "alpha_value"), Some(42.0));
     assert_eq!(line_value(&body, "beta_value"), Some(42.0));
+    // The same exposition with a trailing slash, not a redirect.
+    let (slash_status, _, slash_body) = get(&app, "/metrics/", &[]).await;
+    assert_eq!(slash_status, StatusCode::OK);
+    assert_eq!(line_value(&slash_body, "alpha_value"), Some(42.0));
     assert_eq!(
         line_value(
             &body,
