@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod model;
 pub mod openapi;
+pub mod protobuf;
 pub mod pushgateway;
 pub mod store;
 pub mod textformat;
@@ -516,14 +517,15 @@ async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http::Uri) -> R
     }
 }
 
-/// Decodes the request body: size limit, optional gzip, text format only.
+/// Reads a pushed body within the size limit, undoes its `Content-Encoding` (gzip, snappy) and
+/// parses it as the text format or, by `Content-Type`, delimited protobuf.
 // The error is the answer to send; handlers return it as is.
 #[allow(clippy::result_large_err)]
 async fn push_body(
     inner: &Inner,
     headers: &axum::http::HeaderMap,
     body: Body,
-) -> Result<String, Response> {
+) -> Result<Vec<textformat::ParsedFamily>, Response> {
     let max_body = lock(&inner.settings).max_body;
     let bytes = to_bytes(body, max_body).await.map_err(|_| {
         text_response(
@@ -538,41 +540,46 @@ async fn push_body(
             .unwrap_or("")
             .to_ascii_lowercase()
     };
-    if header(axum::http::header::CONTENT_TYPE).contains("protobuf") {
-        return Err(text_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "protobuf bodies are not supported; push the text format (Content-Type: text/plain; version=0.0.4)",
-        ));
-    }
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let protobuf = protobuf::is_protobuf(content_type)
+        .map_err(|e| text_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, e))?;
+    // A compressed body may expand to at most ten times the body limit.
+    let limit = (max_body as u64).saturating_mul(10);
+    let inflate = |reader: &mut dyn std::io::Read, what: &str| {
+        use std::io::Read;
+        let mut out = Vec::new();
+        reader
+            .take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| text_response(StatusCode::BAD_REQUEST, format!("bad {what} body: {e}")))?;
+        if out.len() as u64 > limit {
+            return Err(text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("decompressed body exceeds {limit} bytes"),
+            ));
+        }
+        Ok(out)
+    };
     let bytes = match header(axum::http::header::CONTENT_ENCODING).as_str() {
         "" | "identity" => bytes.to_vec(),
-        "gzip" => {
-            use std::io::Read;
-            let mut out = Vec::new();
-            let limit = (max_body as u64).saturating_mul(10);
-            flate2::read::GzDecoder::new(&bytes[..])
-                .take(limit + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| {
-                    text_response(StatusCode::BAD_REQUEST, format!("bad gzip body: {e}"))
-                })?;
-            if out.len() as u64 > limit {
-                return Err(text_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("decompressed body exceeds {limit} bytes"),
-                ));
-            }
-            out
-        }
+        "gzip" => inflate(&mut flate2::read::GzDecoder::new(&bytes[..]), "gzip")?,
+        "snappy" => inflate(&mut snap::read::FrameDecoder::new(&bytes[..]), "snappy")?,
         other => {
             return Err(text_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Encoding {other:?}; use gzip or none"),
+                format!("unsupported Content-Encoding {other:?}; use gzip, snappy or none"),
             ));
         }
     };
-    String::from_utf8(bytes)
-        .map_err(|_| text_response(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))
+    if protobuf {
+        return protobuf::parse(&bytes).map_err(|e| text_response(StatusCode::BAD_REQUEST, e));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| text_response(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))?;
+    textformat::parse(&text).map_err(|e| text_response(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 async fn push(
@@ -586,13 +593,9 @@ async fn push(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let text = match push_body(inner, headers, body).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let parsed = match textformat::parse(&text) {
+    let parsed = match push_body(inner, headers, body).await {
         Ok(p) => p,
-        Err(e) => return text_response(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(r) => return r,
     };
     let settings = *lock(&inner.settings);
     let families = pushgateway::decorate(&key, parsed);

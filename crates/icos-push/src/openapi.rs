@@ -43,7 +43,9 @@ pub fn document() -> Value {
             "summary": summary,
             "parameters": [{"name": "grouping", "in": "path", "required": true, "schema": {"type": "string"},
                 "description": "<JOB>{/<LABEL>/<VALUE>}; `<name>@base64/<value>` for base64url values"}],
-            "requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            "requestBody": {"content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/vnd.google.protobuf": {"schema": {"type": "string", "format": "binary"}}}},
             "responses": {ok: {"description": "Done"}, "400": {"description": "Bad grouping key, parse error or inconsistent push"},
                 "401": {"description": "Missing or invalid bearer token"}, "413": {"description": "Body over the size limit"},
                 "415": {"description": "Unsupported body encoding"}}

@@ -62,6 +62,17 @@ impl Rig {
         body: &str,
         headers: &[(&str, &str)],
     ) -> (u16, String) {
+        self.send_bytes(method, path, body.as_bytes().to_vec(), headers)
+            .await
+    }
+
+    async fn send_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
         let mut req = Request::builder().method(method).uri(path);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -69,7 +80,7 @@ impl Rig {
         let resp = self
             .app
             .clone()
-            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .oneshot(req.body(Body::from(body)).unwrap())
             .await
             .unwrap();
         let status = resp.status().as_u16();
@@ -338,46 +349,130 @@ async fn exposed_names_clash_across_types_and_posts_cannot_outgrow_a_group() {
 }
 
 #[tokio::test]
-async fn gzip_bodies_and_the_api() {
+async fn encoded_bodies_and_the_api() {
+    use prost::Message;
     use std::io::Write;
-    let rig = Rig::new("gzip");
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(b"zipped 5\n").unwrap();
-    let gz = enc.finish().unwrap();
-    let req = Request::put("/metrics/job/z")
-        .header("content-encoding", "gzip")
-        .body(Body::from(gz))
-        .unwrap();
-    assert_eq!(
-        rig.app
-            .clone()
-            .oneshot(req)
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    use tidegauge_icos_push::protobuf::wire;
+    let rig = Rig::new("encoded");
+    let gzip = |bytes: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    };
     let (status, _) = rig
-        .send(
+        .send_bytes(
             "PUT",
             "/metrics/job/z",
-            "garbage",
+            gzip(b"zipped 5\n"),
             &[("content-encoding", "gzip")],
         )
         .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 200);
+    let mut snappy = snap::write::FrameEncoder::new(Vec::new());
+    snappy.write_all(b"snapped 6\n").unwrap();
+    let (status, answer) = rig
+        .send_bytes(
+            "PUT",
+            "/metrics/job/s",
+            snappy.into_inner().unwrap(),
+            &[("content-encoding", "snappy")],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    for encoding in ["gzip", "snappy"] {
+        let (status, answer) = rig
+            .send(
+                "PUT",
+                "/metrics/job/z",
+                "garbage",
+                &[("content-encoding", encoding)],
+            )
+            .await;
+        assert_eq!(status, 400, "{encoding}: {answer}");
+        assert!(answer.contains(&format!("bad {encoding} body")), "{answer}");
+    }
+    // Delimited protobuf, as the Go client's push package sends it, plain and gzipped.
+    const PROTO: &str = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+    let family = wire::MetricFamily {
+        name: Some("go_pushed_total".into()),
+        help: Some("Pushed from Go.".into()),
+        r#type: Some(0),
+        metric: vec![wire::Metric {
+            label: vec![wire::LabelPair {
+                name: Some("worker".into()),
+                value: Some("w1".into()),
+            }],
+            counter: Some(wire::Single { value: Some(12.0) }),
+            ..Default::default()
+        }],
+    };
+    let body = family.encode_length_delimited_to_vec();
+    let (status, answer) = rig
+        .send_bytes(
+            "PUT",
+            "/metrics/job/go",
+            body.clone(),
+            &[("content-type", PROTO)],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = rig
+        .send_bytes(
+            "PUT",
+            "/metrics/job/go/instance/gz",
+            gzip(&body),
+            &[("content-type", PROTO), ("content-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let exposition = rig.exposition().await;
+    assert!(
+        exposition.contains("# TYPE go_pushed_total counter\ngo_pushed_total{instance=\"\",job=\"go\",worker=\"w1\"} 12\n"),
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains("go_pushed_total{instance=\"gz\",job=\"go\",worker=\"w1\"} 12\n"),
+        "{exposition}"
+    );
+    assert!(exposition.contains("snapped{instance=\"\",job=\"s\"} 6\n"));
+    let (status, answer) = rig
+        .send("PUT", "/metrics/job/bad", "x", &[("content-type", PROTO)])
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("does not decode"), "{answer}");
     let (status, _) = rig
-        .send("PUT", "/metrics/job/z", "x", &[("content-type", "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited")])
+        .send(
+            "PUT",
+            "/metrics/job/bad",
+            "",
+            &[(
+                "content-type",
+                "application/vnd.google.protobuf; proto=other.Message; encoding=delimited",
+            )],
+        )
+        .await;
+    assert_eq!(status, 415);
+    let (status, _) = rig
+        .send(
+            "PUT",
+            "/metrics/job/bad",
+            "x 1\n",
+            &[("content-encoding", "br")],
+        )
         .await;
     assert_eq!(status, 415);
     let (status, body) = rig.send("GET", "/api/v1/metrics", "", &[]).await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "success");
-    assert_eq!(v["data"][0]["labels"]["job"], "z");
-    assert_eq!(v["data"][0]["zipped"]["metrics"][0]["value"], "5");
-    assert_eq!(v["data"][0]["last_push_successful"], true);
+    let z = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["labels"]["job"] == "z")
+        .unwrap();
+    assert_eq!(z["zipped"]["metrics"][0]["value"], "5");
+    assert_eq!(z["last_push_successful"], true);
     let (status, body) = rig.send("GET", "/api/v1/status", "", &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("build_information"), "{body}");
