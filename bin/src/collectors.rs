@@ -33,7 +33,7 @@ pub fn build(
         #[cfg(feature = "icos-push")]
         tidegauge_icos_push::NAME => {
             let cfg: tidegauge_icos_push::Config = crate::config::deserialize(name, own)?;
-            let c = tidegauge_icos_push::IcosPush::open(&cfg, services)
+            let c = tidegauge_icos_push::IcosPush::open(&cfg, services, env)
                 .map_err(|e| ConfigError(format!("collectors.{name}: {e}")))?;
             Ok(Arc::new(c))
         }

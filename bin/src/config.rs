@@ -523,22 +523,35 @@ pub fn load(
         fig = fig.merge(Toml::file_exact(f));
     }
     fig = fig.merge(Env::prefixed("TIDEGAUGE_").split("__"));
-    // Seed compatibility: the status exporter's port, unless the file, the environment or a flag
-    // gives listen addresses.
+    // Seed compatibility: the status exporter's EXPORTER_PORT and the ICOS service's PORT, unless
+    // the file, the environment or a flag gives listen addresses. With both, both are served, so
+    // the scrape configurations of either original keep working.
     let listen_set = fig.find_value("web.listen_addresses").is_ok();
-    if let Some(port) = env("EXPORTER_PORT") {
-        let p: u16 = port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-            ConfigError(format!(
-                "EXPORTER_PORT={port:?}: expected a port number (1-65535)"
-            ))
-        })?;
-        if !listen_set {
-            fig = fig.merge(Setting::new(
-                "web.listen_addresses",
-                vec![format!(":{p}")],
-                "environment variable EXPORTER_PORT",
-            ));
+    let mut seed_addrs: Vec<String> = Vec::new();
+    let mut seed_vars: Vec<&str> = Vec::new();
+    let port_vars: &[&str] = if compiled_in("icos-push") {
+        &["EXPORTER_PORT", "PORT"]
+    } else {
+        &["EXPORTER_PORT"]
+    };
+    for var in port_vars {
+        if let Some(port) = env(var) {
+            let p: u16 = port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                ConfigError(format!("{var}={port:?}: expected a port number (1-65535)"))
+            })?;
+            let addr = format!(":{p}");
+            if !seed_addrs.contains(&addr) {
+                seed_addrs.push(addr);
+            }
+            seed_vars.push(var);
         }
+    }
+    if !listen_set && !seed_addrs.is_empty() {
+        fig = fig.merge(Setting::new(
+            "web.listen_addresses",
+            seed_addrs,
+            format!("environment variable {}", seed_vars.join(" and ")),
+        ));
     }
     if let Some(addrs) = m.get_many::<String>("web.listen-address") {
         let addrs: Vec<String> = addrs.cloned().collect();
@@ -842,6 +855,13 @@ mod tests {
         assert_eq!(c.web.listen_addresses, vec!["127.0.0.1:1"]);
         let e = load_args(&[], &[("EXPORTER_PORT", "abc")]).unwrap_err();
         assert!(e.0.contains("EXPORTER_PORT"), "{e}");
+        // The ICOS service's PORT too; with both, both ports are served.
+        let c = load_args(&[], &[("EXPORTER_PORT", "9999"), ("PORT", "9600")]).unwrap();
+        assert_eq!(c.web.listen_addresses, vec![":9999", ":9600"]);
+        let c = load_args(&[], &[("PORT", "9600")]).unwrap();
+        assert_eq!(c.web.listen_addresses, vec![":9600"]);
+        let e = load_args(&[], &[("PORT", "0")]).unwrap_err();
+        assert!(e.0.contains("PORT=\"0\""), "{e}");
     }
 
     #[test]

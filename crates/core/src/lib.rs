@@ -157,6 +157,16 @@ pub trait Collector: Send + Sync + 'static {
         None
     }
 
+    /// A refusal of a request for the host's exposition (`/metrics`), sent as is: for
+    /// collectors whose data is private (icos-push with `PROMETHEUS_METRICS_DISABLED`).
+    /// Default: no objection.
+    async fn authorize_exposition(
+        &self,
+        _headers: &axum::http::HeaderMap,
+    ) -> Option<axum::response::Response> {
+        None
+    }
+
     /// Multi-target probing through `/probe`. Default: not supported.
     fn prober(&self) -> Option<&dyn Prober> {
         None

@@ -16,6 +16,67 @@ pub struct AuthConfig {
     pub tokens_file: Option<std::path::PathBuf>,
     /// Keycloak realm whose JWTs are accepted.
     pub keycloak: Option<KeycloakConfig>,
+    /// The host's `/metrics` needs a token too (`PROMETHEUS_METRICS_DISABLED=true`).
+    pub protect_metrics: bool,
+}
+
+/// The original's booleans: `true`, `1`, `yes` in any case; anything else is false.
+fn truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+}
+
+impl AuthConfig {
+    /// Applies the original's environment variables (`SECURITY_DISABLED`, `KEYCLOAK_*`,
+    /// `PROMETHEUS_METRICS_DISABLED`) where the configuration file leaves a setting open.
+    pub fn with_env(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let configured = self.keycloak.is_some() || self.tokens_file.is_some();
+        match env("SECURITY_DISABLED") {
+            Some(v) if !truthy(&v) => {
+                if self.keycloak.is_none() {
+                    let get = |k: &str| {
+                        env(k)
+                            .map(|v| v.trim().to_owned())
+                            .filter(|v| !v.is_empty())
+                    };
+                    match (get("KEYCLOAK_SERVER_URL"), get("KEYCLOAK_REALM_NAME")) {
+                        (Some(server_url), Some(realm)) => {
+                            let audience = get("KEYCLOAK_AUDIENCE").ok_or(
+                                "SECURITY_DISABLED=false: KEYCLOAK_AUDIENCE (the audience tokens must carry) is not set",
+                            )?;
+                            self.keycloak = Some(KeycloakConfig {
+                                server_url,
+                                realm,
+                                audience,
+                                client_id: get("KEYCLOAK_CLIENT_ID"),
+                                role: None,
+                                jwks_url: None,
+                                jwks_min_refresh: default_refresh(),
+                            });
+                        }
+                        _ if configured => {}
+                        _ => {
+                            return Err("SECURITY_DISABLED=false: set KEYCLOAK_SERVER_URL, KEYCLOAK_REALM_NAME and KEYCLOAK_AUDIENCE, or configure collectors.icos-push.auth".into());
+                        }
+                    }
+                }
+            }
+            Some(_) if configured => {
+                tracing::warn!(
+                    "SECURITY_DISABLED is true but collectors.icos-push.auth is configured: authentication stays on"
+                );
+            }
+            _ => {}
+        }
+        if let Some(v) = env("PROMETHEUS_METRICS_DISABLED")
+            && truthy(&v)
+        {
+            self.protect_metrics = true;
+        }
+        if self.protect_metrics && self.keycloak.is_none() && self.tokens_file.is_none() {
+            return Err("PROMETHEUS_METRICS_DISABLED=true (auth.protect_metrics) puts /metrics behind authentication, but none is configured (SECURITY_DISABLED=false with KEYCLOAK_*, or collectors.icos-push.auth)".into());
+        }
+        Ok(self)
+    }
 }
 
 /// A Keycloak realm.

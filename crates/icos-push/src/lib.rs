@@ -93,6 +93,8 @@ struct Settings {
     max_body: usize,
     max_group_series: usize,
     push_ttl: Option<std::time::Duration>,
+    /// `/metrics` needs a token as the write routes do.
+    protect_metrics: bool,
 }
 
 struct Inner {
@@ -127,8 +129,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl IcosPush {
-    /// Opens the store under `config.data_dir` and restores every acknowledged write.
-    pub fn open(config: &Config, services: &HostServices) -> Result<Self, ConfigError> {
+    /// Opens the store under `config.data_dir` and restores every acknowledged write; `env`
+    /// supplies the original's variables (`SECURITY_DISABLED`, `KEYCLOAK_*`,
+    /// `PROMETHEUS_METRICS_DISABLED`) for what the configuration leaves open.
+    pub fn open(
+        config: &Config,
+        services: &HostServices,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         if config.max_body_size == 0 || config.max_series == 0 || config.max_label_length == 0 {
             return Err(ConfigError(
                 "max_body_size, max_series and max_label_length must be greater than zero".into(),
@@ -143,8 +151,14 @@ impl IcosPush {
             max_body: config.max_body_size,
             max_group_series: config.max_group_series,
             push_ttl: config.push_ttl,
+            protect_metrics: false,
         };
-        let verifier = auth::Verifier::new(&config.auth, services.http.clone())
+        let auth = config.auth.clone().with_env(env).map_err(ConfigError)?;
+        let settings = Settings {
+            protect_metrics: auth.protect_metrics,
+            ..settings
+        };
+        let verifier = auth::Verifier::new(&auth, services.http.clone())
             .map_err(ConfigError)?
             .map(Arc::new);
         if verifier.is_none() {
@@ -212,7 +226,13 @@ impl IcosPush {
                 "/healthz",
                 get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
             )
-            .route("/api/v1/metrics", get(api_metrics))
+            .route(
+                "/api/v1/metrics",
+                get(api_metrics).route_layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&self.inner),
+                    require_auth_for_reads,
+                )),
+            )
             .route("/api/v1/status", get(api_status))
             .route(
                 "/openapi.json",
@@ -236,17 +256,32 @@ async fn require_auth(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let verifier = lock(&inner.verifier).clone();
-    let Some(verifier) = verifier else {
+    match refusal(&inner, req.headers()).await {
+        Some(r) => r,
+        None => next.run(req).await,
+    }
+}
+
+/// Reads of pushed data need a token only with `protect_metrics`.
+async fn require_auth_for_reads(
+    State(inner): State<Arc<Inner>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !lock(&inner.settings).protect_metrics {
         return next.run(req).await;
-    };
-    let header = req
-        .headers()
+    }
+    require_auth(State(inner), req, next).await
+}
+
+/// The answer refusing a request whose `Authorization` does not pass, if it does not.
+async fn refusal(inner: &Inner, headers: &axum::http::HeaderMap) -> Option<Response> {
+    let verifier = lock(&inner.verifier).clone()?;
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    match verifier.check(header.as_deref()).await {
-        Ok(()) => next.run(req).await,
+        .and_then(|v| v.to_str().ok());
+    match verifier.check(header).await {
+        Ok(()) => None,
         Err(auth::Denied::Unauthorized { detail, token_sent }) => {
             let mut r = json_response(StatusCode::UNAUTHORIZED, json!({"detail": detail}));
             let challenge = if token_sent {
@@ -258,11 +293,12 @@ async fn require_auth(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static(challenge),
             );
-            r
+            Some(r)
         }
-        Err(auth::Denied::Forbidden(detail)) => {
-            json_response(StatusCode::FORBIDDEN, json!({"detail": detail}))
-        }
+        Err(auth::Denied::Forbidden(detail)) => Some(json_response(
+            StatusCode::FORBIDDEN,
+            json!({"detail": detail}),
+        )),
     }
 }
 
@@ -880,5 +916,12 @@ impl Collector for IcosPush {
 
     fn routes(&self) -> Option<Router> {
         Some(self.router())
+    }
+
+    async fn authorize_exposition(&self, headers: &axum::http::HeaderMap) -> Option<Response> {
+        if !lock(&self.inner.settings).protect_metrics {
+            return None;
+        }
+        refusal(&self.inner, headers).await
     }
 }

@@ -56,6 +56,7 @@ async fn rig(tag: &str, jwks: &MockServer, role: Option<&str>, tokens: Option<&s
                 jwks_url: None,
                 jwks_min_refresh: Duration::ZERO,
             }),
+            protect_metrics: false,
         },
         ..Config::default()
     };
@@ -64,7 +65,7 @@ async fn rig(tag: &str, jwks: &MockServer, role: Option<&str>, tokens: Option<&s
         clock: std::sync::Arc::new(tidegauge_core::SystemClock),
         data_dir: dir.clone(),
     };
-    let push = IcosPush::open(&cfg, &services).unwrap();
+    let push = IcosPush::open(&cfg, &services, &|_| None).unwrap();
     Rig {
         app: push.routes().unwrap(),
         issuer: format!("{server_url}realms/{REALM}"),
@@ -300,4 +301,104 @@ async fn roles_and_key_rotation() {
     let t = token(Algorithm::RS256, "rsa-2", "test-rsa-other.pem", client_role);
     assert_eq!(create(&r.app, Some(&format!("Bearer {t}"))).await.0, 200);
     std::fs::remove_dir_all(&r.dir).ok();
+}
+
+/// The original's environment variables alone switch Keycloak verification on, and
+/// `PROMETHEUS_METRICS_DISABLED=true` puts the host's `/metrics` behind it.
+#[tokio::test]
+async fn the_original_environment_variables() {
+    let jwks = jwks_server("test-jwks.json").await;
+    let dir = std::env::temp_dir().join(format!("tidegauge-auth-env-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let services = HostServices {
+        http: tidegauge_core::http::client().unwrap(),
+        clock: std::sync::Arc::new(tidegauge_core::SystemClock),
+        data_dir: dir.clone(),
+    };
+    let cfg = Config {
+        data_dir: dir.join("data"),
+        ..Config::default()
+    };
+    // No trailing slash: the original needed one, tidegauge adds it.
+    let server_url = jwks.uri();
+    let vars = [
+        ("SECURITY_DISABLED", "False".to_owned()),
+        ("KEYCLOAK_SERVER_URL", server_url.clone()),
+        ("KEYCLOAK_REALM_NAME", REALM.to_owned()),
+        ("KEYCLOAK_AUDIENCE", AUDIENCE.to_owned()),
+        ("PROMETHEUS_METRICS_DISABLED", "yes".to_owned()),
+    ];
+    let env = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let push = IcosPush::open(&cfg, &services, &env).unwrap();
+    let app = push.routes().unwrap();
+    let iss = format!("{server_url}/realms/{REALM}");
+    let t = token(Algorithm::RS256, "rsa-1", "test-rsa.pem", claims(&iss));
+    let bearer = format!("Bearer {t}");
+    assert_eq!(create(&app, None).await.0, 401);
+    assert_eq!(create(&app, Some(&bearer)).await.0, 200);
+
+    let mut headers = axum::http::HeaderMap::new();
+    let refused = push.authorize_exposition(&headers).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    headers.insert("authorization", bearer.parse().unwrap());
+    assert!(push.authorize_exposition(&headers).await.is_none());
+    // The Pushgateway's JSON view of the same data as well.
+    let api = |auth: Option<&str>| {
+        let mut req = Request::get("/api/v1/metrics");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        app.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    assert_eq!(api(None).await.unwrap().status(), 401);
+    assert_eq!(api(Some(&bearer)).await.unwrap().status(), 200);
+    drop(push);
+
+    // Without PROMETHEUS_METRICS_DISABLED the exposition stays open; the writes stay closed.
+    let open_metrics = |k: &str| {
+        (k != "PROMETHEUS_METRICS_DISABLED")
+            .then(|| env(k))
+            .flatten()
+    };
+    let push = IcosPush::open(&cfg, &services, &open_metrics).unwrap();
+    assert!(
+        push.authorize_exposition(&axum::http::HeaderMap::new())
+            .await
+            .is_none()
+    );
+    let app = push.routes().unwrap();
+    assert_eq!(create(&app, None).await.0, 401);
+    let req = Request::get("/api/v1/metrics").body(Body::empty()).unwrap();
+    assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn environment_errors_name_the_variables() {
+    let with = |vars: &'static [(&'static str, &'static str)]| {
+        AuthConfig::default().with_env(&|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    };
+    let e = with(&[("SECURITY_DISABLED", "false")]).unwrap_err();
+    assert!(e.contains("KEYCLOAK_SERVER_URL"), "{e}");
+    let e = with(&[
+        ("SECURITY_DISABLED", "0"),
+        ("KEYCLOAK_SERVER_URL", "https://kc.example.org"),
+        ("KEYCLOAK_REALM_NAME", "icos"),
+    ])
+    .unwrap_err();
+    assert!(e.contains("KEYCLOAK_AUDIENCE"), "{e}");
+    let e = with(&[("PROMETHEUS_METRICS_DISABLED", "TRUE")]).unwrap_err();
+    assert!(e.contains("PROMETHEUS_METRICS_DISABLED"), "{e}");
+    // The original's default: no authentication.
+    let c = with(&[
+        ("SECURITY_DISABLED", "True"),
+        ("PROMETHEUS_METRICS_DISABLED", "no"),
+    ])
+    .unwrap();
+    assert!(c.keycloak.is_none() && !c.protect_metrics);
 }

@@ -38,12 +38,12 @@ fn open(dir: &std::path::Path) -> IcosPush {
     };
     // A previous instance's writer thread may still hold the file for a moment.
     for _ in 0..200 {
-        if let Ok(c) = IcosPush::open(&cfg, &services()) {
+        if let Ok(c) = IcosPush::open(&cfg, &services(), &|_| None) {
             return c;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    IcosPush::open(&cfg, &services()).unwrap()
+    IcosPush::open(&cfg, &services(), &|_| None).unwrap()
 }
 
 async fn post(app: &axum::Router, path: &str, body: &str) -> (u16, String) {

@@ -39,13 +39,13 @@ impl Rig {
         };
         let mut push = None;
         for _ in 0..200 {
-            if let Ok(p) = IcosPush::open(&cfg, &services) {
+            if let Ok(p) = IcosPush::open(&cfg, &services, &|_| None) {
                 push = Some(p);
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let push = push.unwrap_or_else(|| IcosPush::open(&cfg, &services).unwrap());
+        let push = push.unwrap_or_else(|| IcosPush::open(&cfg, &services, &|_| None).unwrap());
         let app = push.routes().unwrap();
         Rig {
             push,

@@ -212,6 +212,11 @@ async fn metrics(
     RawQuery(q): RawQuery,
 ) -> Response {
     let engine = state.engine.current();
+    for c in engine.collectors() {
+        if let Some(refusal) = c.authorize_exposition(&headers).await {
+            return refusal;
+        }
+    }
     let mut collect = Vec::new();
     let mut exclude = Vec::new();
     for (k, v) in query_pairs(q.as_deref()) {

@@ -71,6 +71,17 @@ impl Collector for Fake {
     fn prober(&self) -> Option<&dyn Prober> {
         (self.name == "prober").then_some(self as &dyn Prober)
     }
+    async fn authorize_exposition(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<axum::response::Response> {
+        use axum::response::IntoResponse;
+        (self.name == "private"
+            && headers
+                .get("authorization")
+                .is_none_or(|v| v != "Bearer ok"))
+        .then(|| (StatusCode::UNAUTHORIZED, "token needed").into_response())
+    }
 }
 
 #[async_trait]
@@ -851,4 +862,20 @@ async fn shared_snapshots_are_reused_until_they_change() {
         );
         assert_eq!(body.ends_with("# EOF\n"), accept.is_some());
     }
+}
+
+/// A collector may put the whole exposition behind its authorization.
+#[tokio::test]
+async fn a_collector_can_refuse_the_exposition() {
+    let app = plain(&["alpha", "private"]);
+    for path in ["/metrics", "/metrics/"] {
+        let (status, _, body) = get(&app, path, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(!body.contains("alpha_value"), "{body}");
+    }
+    let (status, _, body) = get(&app, "/metrics", &[("authorization", "Bearer ok")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(line_value(&body, "private_value"), Some(42.0));
+    // Health stays open.
+    assert_eq!(get(&app, "/-/healthy", &[]).await.0, StatusCode::OK);
 }
