@@ -30,37 +30,35 @@ impl AuthConfig {
     /// `PROMETHEUS_METRICS_DISABLED`) where the configuration file leaves a setting open.
     pub fn with_env(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let configured = self.keycloak.is_some() || self.tokens_file.is_some();
-        match env("SECURITY_DISABLED") {
-            Some(v) if !truthy(&v) => {
-                if self.keycloak.is_none() {
-                    let get = |k: &str| {
-                        env(k)
-                            .map(|v| v.trim().to_owned())
-                            .filter(|v| !v.is_empty())
-                    };
-                    match (get("KEYCLOAK_SERVER_URL"), get("KEYCLOAK_REALM_NAME")) {
-                        (Some(server_url), Some(realm)) => {
-                            let audience = get("KEYCLOAK_AUDIENCE").ok_or(
-                                "SECURITY_DISABLED=false: KEYCLOAK_AUDIENCE (the audience tokens must carry) is not set",
-                            )?;
-                            self.keycloak = Some(KeycloakConfig {
-                                server_url,
-                                realm,
-                                audience,
-                                client_id: get("KEYCLOAK_CLIENT_ID"),
-                                role: None,
-                                jwks_url: None,
-                                jwks_min_refresh: default_refresh(),
-                            });
-                        }
-                        _ if configured => {}
-                        _ => {
-                            return Err("SECURITY_DISABLED=false: set KEYCLOAK_SERVER_URL, KEYCLOAK_REALM_NAME and KEYCLOAK_AUDIENCE, or configure collectors.icos-push.auth".into());
-                        }
+        match env("SECURITY_DISABLED").map(|v| truthy(&v)) {
+            Some(false) if self.keycloak.is_none() => {
+                let get = |k: &str| {
+                    env(k)
+                        .map(|v| v.trim().to_owned())
+                        .filter(|v| !v.is_empty())
+                };
+                match (get("KEYCLOAK_SERVER_URL"), get("KEYCLOAK_REALM_NAME")) {
+                    (Some(server_url), Some(realm)) => {
+                        let audience = get("KEYCLOAK_AUDIENCE").ok_or(
+                            "SECURITY_DISABLED=false: KEYCLOAK_AUDIENCE (the audience tokens must carry) is not set",
+                        )?;
+                        self.keycloak = Some(KeycloakConfig {
+                            server_url,
+                            realm,
+                            audience,
+                            client_id: get("KEYCLOAK_CLIENT_ID"),
+                            role: None,
+                            jwks_url: None,
+                            jwks_min_refresh: default_refresh(),
+                        });
+                    }
+                    _ if configured => {}
+                    _ => {
+                        return Err("SECURITY_DISABLED=false: set KEYCLOAK_SERVER_URL, KEYCLOAK_REALM_NAME and KEYCLOAK_AUDIENCE, or configure collectors.icos-push.auth".into());
                     }
                 }
             }
-            Some(_) if configured => {
+            Some(true) if configured => {
                 tracing::warn!(
                     "SECURITY_DISABLED is true but collectors.icos-push.auth is configured: authentication stays on"
                 );
