@@ -51,6 +51,9 @@ pub struct Config {
     /// set its own with the `X-Push-TTL` header.
     #[serde(deserialize_with = "tidegauge_core::duration::deserialize_opt")]
     pub push_ttl: Option<std::time::Duration>,
+    /// `PUT /api/v1/admin/wipe` deletes every Pushgateway group (the Pushgateway's
+    /// `--web.enable-admin-api`); off by default.
+    pub admin_api: bool,
     /// Authentication of the write routes; none by default, as the original.
     pub auth: auth::AuthConfig,
 }
@@ -65,6 +68,7 @@ impl Default for Config {
             max_label_length: limits.max_label_length,
             max_group_series: 10_000,
             push_ttl: None,
+            admin_api: false,
             auth: auth::AuthConfig::default(),
         }
     }
@@ -95,6 +99,7 @@ struct Settings {
     push_ttl: Option<std::time::Duration>,
     /// `/metrics` needs a token as the write routes do.
     protect_metrics: bool,
+    admin_api: bool,
 }
 
 struct Inner {
@@ -151,6 +156,7 @@ impl IcosPush {
             max_body: config.max_body_size,
             max_group_series: config.max_group_series,
             push_ttl: config.push_ttl,
+            admin_api: config.admin_api,
             protect_metrics: false,
         };
         let auth = config.auth.clone().with_env(env).map_err(ConfigError)?;
@@ -210,6 +216,7 @@ impl IcosPush {
         let writes = Router::new()
             .route("/create_metric", post(create_metric))
             .route("/unregister_metric", post(unregister_metric))
+            .route("/api/v1/admin/wipe", axum::routing::put(wipe))
             .route(
                 "/metrics/{*grouping}",
                 axum::routing::put(push_put)
@@ -522,6 +529,40 @@ async fn push_post(
     body: Body,
 ) -> Response {
     push(&inner, Method::Post, &uri, &headers, body).await
+}
+
+/// Deletes every group in one commit; 202 as the Pushgateway answers.
+async fn wipe(State(inner): State<Arc<Inner>>) -> Response {
+    if !lock(&inner.settings).admin_api {
+        return text_response(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled; set admin_api = true in [collectors.icos-push]",
+        );
+    }
+    let pending = {
+        let mut state = lock(&inner.state);
+        let keys: Vec<_> = state.groups.all().map(|g| g.key.clone()).collect();
+        if keys.is_empty() {
+            return text_response(StatusCode::ACCEPTED, "");
+        }
+        let writes = keys
+            .iter()
+            .filter_map(|k| state.groups.remove(k))
+            .map(|g| Write::Delete(g.store_key()))
+            .collect();
+        state.generation += 1;
+        inner.store.submit_in(state.epoch, writes)
+    };
+    match pending.await {
+        Ok(Ok(())) => text_response(StatusCode::ACCEPTED, ""),
+        _ => {
+            resync(&inner);
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the wipe could not be stored and was not applied",
+            )
+        }
+    }
 }
 
 async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http::Uri) -> Response {

@@ -72,6 +72,8 @@ pub fn document() -> Value {
             },
             "/api/v1/metrics": {"get": {"summary": "Pushed groups as JSON", "responses": {"200": {"description": "Groups"}}}},
             "/api/v1/status": {"get": {"summary": "Build information and settings", "responses": {"200": {"description": "Status"}}}},
+            "/api/v1/admin/wipe": {"put": {"summary": "Delete every group (admin_api = true)", "security": [{"bearer": []}],
+                "responses": {"202": {"description": "Deleted"}, "403": {"description": "The admin API is disabled"}}}},
             "/metrics": {"get": {"summary": "Exposition (served by the host)", "responses": {"200": {"description": "OpenMetrics or text 0.0.4"}}}}
         }
     })

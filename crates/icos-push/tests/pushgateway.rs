@@ -23,13 +23,14 @@ impl Rig {
     fn new(tag: &str) -> Rig {
         let dir = std::env::temp_dir().join(format!("tidegauge-pgw-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        Self::open(dir, FakeClock::at(FIXTURE_EPOCH))
+        Self::open(dir, FakeClock::at(FIXTURE_EPOCH), false)
     }
 
-    fn open(dir: std::path::PathBuf, clock: Arc<FakeClock>) -> Rig {
+    fn open(dir: std::path::PathBuf, clock: Arc<FakeClock>, admin_api: bool) -> Rig {
         let cfg = Config {
             data_dir: dir.clone(),
             max_group_series: 5,
+            admin_api,
             ..Config::default()
         };
         let services = HostServices {
@@ -246,7 +247,7 @@ async fn groups_survive_a_restart_and_expire_after_their_ttl() {
     );
     drop(rig);
 
-    let rig = Rig::open(dir, clock);
+    let rig = Rig::open(dir, clock, false);
     assert_eq!(rig.exposition().await, before);
     rig.clock.advance(Duration::from_secs(11));
     let after = rig.exposition().await;
@@ -477,4 +478,31 @@ async fn encoded_bodies_and_the_api() {
     assert_eq!(status, 200);
     assert!(body.contains("build_information"), "{body}");
     std::fs::remove_dir_all(&rig.dir).ok();
+}
+
+#[tokio::test]
+async fn admin_wipe_deletes_every_group_durably() {
+    let rig = Rig::new("nowipe");
+    assert_eq!(rig.send("PUT", "/metrics/job/a", "x 1\n", &[]).await.0, 200);
+    let (status, answer) = rig.send("PUT", "/api/v1/admin/wipe", "", &[]).await;
+    assert_eq!(status, 403, "disabled by default: {answer}");
+    assert!(rig.exposition().await.contains("job=\"a\""));
+    std::fs::remove_dir_all(&rig.dir).ok();
+
+    let dir = std::env::temp_dir().join(format!("tidegauge-pgw-wipe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let clock = FakeClock::at(FIXTURE_EPOCH);
+    let rig = Rig::open(dir.clone(), clock.clone(), true);
+    for job in ["a", "b", "c"] {
+        let path = format!("/metrics/job/{job}");
+        assert_eq!(rig.send("PUT", &path, "x{k=\"1\"} 1\n", &[]).await.0, 200);
+    }
+    assert_eq!(rig.send("PUT", "/api/v1/admin/wipe", "", &[]).await.0, 202);
+    assert!(!rig.exposition().await.contains("job="));
+    assert_eq!(rig.send("PUT", "/api/v1/admin/wipe", "", &[]).await.0, 202);
+    drop(rig);
+    let rig = Rig::open(dir.clone(), clock, true);
+    let after = rig.exposition().await;
+    assert!(!after.contains("job="), "wiped groups came back:\n{after}");
+    std::fs::remove_dir_all(&dir).ok();
 }
