@@ -224,7 +224,13 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
             escape_help(&f.help).replace('"', "\\\"")
         )?;
         writeln!(out, "# TYPE {type_name} {type_word}")?;
-        if let Some(unit) = f.unit.as_deref().filter(|u| !u.is_empty()) {
+        // As on the prometheus-client path: a unit the name does not end with is left out,
+        // since OpenMetrics parsers refuse the whole exposition over it.
+        if let Some(unit) = f
+            .unit
+            .as_deref()
+            .filter(|u| !u.is_empty() && f.name.ends_with(&format!("_{u}")))
+        {
             writeln!(out, "# UNIT {type_name} {unit}")?;
         }
     } else {
@@ -273,6 +279,11 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
                 for (q, v) in quantiles {
                     let mut q_s = String::new();
                     push_float(&mut q_s, *q);
+                    // OpenMetrics writes label floats with a fraction (`1.0`), as
+                    // prometheus-client does for `le`.
+                    if format == Format::OpenMetrics && !q_s.contains(['.', 'e']) {
+                        q_s.push_str(".0");
+                    }
                     out.push_str(&f.name);
                     write_labels(out, &s.labels, Some(("quantile", &q_s)));
                     out.push(' ');
@@ -384,10 +395,11 @@ mod tests {
         s.push(u);
         // A summary between other families: OpenMetrics writes it outside prometheus-client.
         let mut q = MetricFamily::new("rpc_seconds", "RPC \"latency\"", MetricType::Summary);
+        q.unit = Some("seconds".into());
         q.samples.push(Sample {
             labels: labels([("svc", "a")]),
             value: Value::Summary {
-                quantiles: vec![(0.5, 0.25), (0.99, 1.5)],
+                quantiles: vec![(0.5, 0.25), (0.99, 1.5), (1.0, 2.0)],
                 sum: 40.0,
                 count: 100,
             },
@@ -436,7 +448,8 @@ mod tests {
         }
     }
 
-    /// Sample lines of an exposition as `name{sorted labels}` → value; `le` compared as a number.
+    /// Sample lines of an exposition as `name{sorted labels}` → value; `le` and `quantile`
+    /// compared as numbers.
     fn parse_back(text: &str) -> std::collections::BTreeMap<String, f64> {
         let mut out = std::collections::BTreeMap::new();
         for line in text
@@ -468,7 +481,7 @@ mod tests {
                                 c => v.push(c),
                             }
                         }
-                        if key == "le" && v != "+Inf" {
+                        if (key == "le" || key == "quantile") && v != "+Inf" {
                             v = v.parse::<f64>().expect("numeric le").to_string();
                         }
                         labels.push((key, v));
@@ -507,7 +520,7 @@ mod tests {
             ),
             Some(&3.0)
         );
-        assert_eq!(text.len(), 21);
+        assert_eq!(text.len(), 22);
     }
 
     #[test]
@@ -522,6 +535,27 @@ mod tests {
         assert_eq!(joined, encode_openmetrics(&parts));
         let joined = encode_part(Format::Text, &a) + &encode_part(Format::Text, &b);
         assert_eq!(joined, encode_text(&parts));
+    }
+
+    #[test]
+    fn a_unit_the_name_lacks_is_left_out() {
+        let mut q = MetricFamily::new("rpc", "RPC", MetricType::Summary);
+        q.unit = Some("seconds".into());
+        q.samples.push(Sample {
+            labels: vec![],
+            value: Value::Summary {
+                quantiles: vec![],
+                sum: 1.0,
+                count: 1,
+            },
+            created: None,
+        });
+        let om = encode_openmetrics(&[Arc::new(Snapshot { families: vec![q] })]);
+        assert!(!om.contains("# UNIT"), "{om}");
+        assert!(
+            om.contains("# TYPE rpc summary\nrpc_sum 1\nrpc_count 1\n"),
+            "{om}"
+        );
     }
 
     #[test]

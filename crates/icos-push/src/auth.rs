@@ -52,15 +52,27 @@ impl AuthConfig {
                             jwks_min_refresh: default_refresh(),
                         });
                     }
-                    _ if configured => {}
-                    _ => {
-                        return Err("SECURITY_DISABLED=false: set KEYCLOAK_SERVER_URL, KEYCLOAK_REALM_NAME and KEYCLOAK_AUDIENCE, or configure collectors.icos-push.auth".into());
+                    (None, None) if configured => {}
+                    (url, _) => {
+                        let missing = if url.is_none() {
+                            "KEYCLOAK_SERVER_URL"
+                        } else {
+                            "KEYCLOAK_REALM_NAME"
+                        };
+                        return Err(format!(
+                            "SECURITY_DISABLED=false: {missing} is not set (the realm needs KEYCLOAK_SERVER_URL, KEYCLOAK_REALM_NAME and KEYCLOAK_AUDIENCE; or configure collectors.icos-push.auth)"
+                        ));
                     }
                 }
             }
             Some(true) if configured => {
                 tracing::warn!(
                     "SECURITY_DISABLED is true but collectors.icos-push.auth is configured: authentication stays on"
+                );
+            }
+            None if !configured && env("KEYCLOAK_SERVER_URL").is_some() => {
+                tracing::warn!(
+                    "KEYCLOAK_SERVER_URL is set but SECURITY_DISABLED is not false: as in the original, the write routes stay open"
                 );
             }
             _ => {}

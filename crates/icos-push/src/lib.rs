@@ -603,7 +603,10 @@ async fn push_body(
     headers: &axum::http::HeaderMap,
     body: Body,
 ) -> Result<Vec<textformat::ParsedFamily>, Response> {
-    let max_body = lock(&inner.settings).max_body;
+    let (max_body, max_samples) = {
+        let s = lock(&inner.settings);
+        (s.max_body, s.max_group_series)
+    };
     let bytes = to_bytes(body, max_body).await.map_err(|_| {
         text_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -642,7 +645,7 @@ async fn push_body(
     };
     let bytes = match header(axum::http::header::CONTENT_ENCODING).as_str() {
         "" | "identity" => bytes.to_vec(),
-        "gzip" => inflate(&mut flate2::read::GzDecoder::new(&bytes[..]), "gzip")?,
+        "gzip" => inflate(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), "gzip")?,
         "snappy" => inflate(&mut snap::read::FrameDecoder::new(&bytes[..]), "snappy")?,
         other => {
             return Err(text_response(
@@ -652,11 +655,13 @@ async fn push_body(
         }
     };
     if protobuf {
-        return protobuf::parse(&bytes).map_err(|e| text_response(StatusCode::BAD_REQUEST, e));
+        return protobuf::parse_limited(&bytes, max_samples)
+            .map_err(|e| text_response(StatusCode::BAD_REQUEST, e));
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| text_response(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))?;
-    textformat::parse(&text).map_err(|e| text_response(StatusCode::BAD_REQUEST, e.to_string()))
+    textformat::parse_limited(&text, max_samples)
+        .map_err(|e| text_response(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 async fn push(
@@ -676,7 +681,10 @@ async fn push(
     };
     let settings = *lock(&inner.settings);
     let families = pushgateway::decorate(&key, parsed);
-    let new_series: usize = families.iter().map(|f| f.series.len()).sum();
+    let new_series: usize = families
+        .iter()
+        .map(pushgateway::StoredFamily::series_count)
+        .sum();
     if new_series > settings.max_group_series {
         return text_response(
             StatusCode::BAD_REQUEST,
@@ -723,7 +731,10 @@ async fn push(
         // Expired groups go first: they must not count in limits or consistency checks.
         let mut writes: Vec<Write> = Vec::new();
         let expired = state.groups.expire(now);
-        state.expired += expired.len() as u64;
+        if !expired.is_empty() {
+            state.expired += expired.len() as u64;
+            state.generation += 1;
+        }
         writes.extend(expired.iter().map(|g| Write::Delete(g.store_key())));
         let registry = &state.registry;
         let taken = |n: &str| registry.occupies(n) || n.starts_with("tidegauge_");
@@ -731,31 +742,40 @@ async fn push(
         let (group, outcome) = match candidate {
             Ok(mut g) => {
                 // Limits apply to the group as it would be (a POST keeps other families).
-                let group_series: usize = g.families.iter().map(|f| f.series.len()).sum();
-                let old_series = state
-                    .groups
-                    .get(&key)
-                    .map_or(0, |o| o.families.iter().map(|f| f.series.len()).sum());
+                let group_series: usize = g
+                    .families
+                    .iter()
+                    .map(pushgateway::StoredFamily::series_count)
+                    .sum();
+                let old_series = state.groups.get(&key).map_or(0, |o| {
+                    o.families
+                        .iter()
+                        .map(pushgateway::StoredFamily::series_count)
+                        .sum()
+                });
                 let total = state.registry.series_count() + state.groups.series_count()
                     - old_series
                     + group_series;
-                if group_series > settings.max_group_series {
-                    return text_response(
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "the group would hold {group_series} series, over the limit of {} per group",
-                            settings.max_group_series
-                        ),
-                    );
-                }
-                if total > settings.limits.max_series {
-                    return text_response(
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "the series limit ({}) would be exceeded",
-                            settings.limits.max_series
-                        ),
-                    );
+                let over = if group_series > settings.max_group_series {
+                    Some(format!(
+                        "the group would hold {group_series} series, over the limit of {} per group",
+                        settings.max_group_series
+                    ))
+                } else if total > settings.limits.max_series {
+                    Some(format!(
+                        "the series limit ({}) would be exceeded",
+                        settings.limits.max_series
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = over {
+                    // The expiries already applied in memory still go to the store; nobody
+                    // waits for them, and a failure there reloads the state as usual.
+                    if !writes.is_empty() {
+                        drop(inner.store.submit_in(state.epoch, writes));
+                    }
+                    return text_response(StatusCode::BAD_REQUEST, reason);
                 }
                 g.expires = ttl.map(|d| F(now + d.as_secs_f64()));
                 (g, Ok(()))

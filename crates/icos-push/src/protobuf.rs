@@ -143,15 +143,31 @@ pub fn is_protobuf(content_type: &str) -> Result<bool, String> {
 }
 
 /// Decodes a body of length-delimited `MetricFamily` messages.
-pub fn parse(mut body: &[u8]) -> Result<Vec<ParsedFamily>, String> {
+pub fn parse(body: &[u8]) -> Result<Vec<ParsedFamily>, String> {
+    parse_limited(body, usize::MAX)
+}
+
+/// Decodes a body holding at most `max_samples` series, buckets and quantiles. They are counted
+/// on the wire before anything is decoded: an empty message is two bytes on the wire but a
+/// few hundred once decoded, so a small body could otherwise claim much memory.
+pub fn parse_limited(mut body: &[u8], max_samples: usize) -> Result<Vec<ParsedFamily>, String> {
     let mut out: Vec<ParsedFamily> = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let mut samples = 0usize;
     let mut index = 0;
     while !body.is_empty() {
         index += 1;
-        let family = wire::MetricFamily::decode_length_delimited(&mut body)
-            .map_err(|e| format!("protobuf message {index} does not decode: {e}"))?;
+        let bad = |e: String| format!("protobuf message {index} does not decode: {e}");
+        let len = prost::encoding::decode_varint(&mut body).map_err(|e| bad(e.to_string()))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= body.len())
+            .ok_or_else(|| bad("length beyond the end of the body".into()))?;
+        let (message, rest) = body.split_at(len);
+        body = rest;
+        let family = decode_family(message, &mut samples, max_samples).map_err(bad)?;
         let family = convert(family).map_err(|e| format!("protobuf message {index}: {e}"))?;
-        if out.iter().any(|f| f.name == family.name) {
+        if !names.insert(family.name.clone()) {
             return Err(format!(
                 "protobuf message {index}: second family named {:?}",
                 family.name
@@ -160,6 +176,84 @@ pub fn parse(mut body: &[u8]) -> Result<Vec<ParsedFamily>, String> {
         out.push(family);
     }
     Ok(out)
+}
+
+/// One field of a message: number, wire type and, for length-delimited fields, the payload.
+fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u64, u8, &'a [u8]), String> {
+    let key = prost::encoding::decode_varint(buf).map_err(|e| e.to_string())?;
+    let wire_type = (key & 7) as u8;
+    let n = match wire_type {
+        0 => {
+            prost::encoding::decode_varint(buf).map_err(|e| e.to_string())?;
+            0
+        }
+        1 => 8,
+        2 => {
+            let n = prost::encoding::decode_varint(buf).map_err(|e| e.to_string())?;
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }
+        5 => 4,
+        other => return Err(format!("unsupported wire type {other}")),
+    };
+    if n > buf.len() {
+        return Err("field beyond the end of the message".into());
+    }
+    let (payload, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok((key >> 3, wire_type, payload))
+}
+
+/// Decodes a `MetricFamily`, counting its series, buckets and quantiles into `samples` first.
+fn decode_family(
+    message: &[u8],
+    samples: &mut usize,
+    max_samples: usize,
+) -> Result<wire::MetricFamily, String> {
+    let mut metrics = Vec::new();
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (field, wire_type, payload) = next_field(&mut rest)?;
+        if field != 4 || wire_type != 2 {
+            continue;
+        }
+        *samples += 1;
+        // Buckets (histogram, field 7) and quantiles (summary, field 4) are field 3 within.
+        let mut m = payload;
+        while !m.is_empty() {
+            let (f, wt, inner) = next_field(&mut m)?;
+            if (f == 7 || f == 4) && wt == 2 {
+                let mut h = inner;
+                while !h.is_empty() {
+                    if next_field(&mut h)?.0 == 3 {
+                        *samples += 1;
+                    }
+                }
+            }
+        }
+        if *samples > max_samples {
+            return Err(format!(
+                "more than {max_samples} samples; that is the limit of series per group"
+            ));
+        }
+        metrics.push(payload);
+    }
+    // Everything but the metrics (name, help, type) is small: decode it without them.
+    let mut head = message;
+    let mut family = wire::MetricFamily::default();
+    while !head.is_empty() {
+        let before = head;
+        let (field, _, _) = next_field(&mut head)?;
+        if field != 4 {
+            let taken = &before[..before.len() - head.len()];
+            family.merge(taken).map_err(|e| e.to_string())?;
+        }
+    }
+    for m in metrics {
+        family
+            .metric
+            .push(wire::Metric::decode(m).map_err(|e| e.to_string())?);
+    }
+    Ok(family)
 }
 
 fn convert(f: wire::MetricFamily) -> Result<ParsedFamily, String> {
@@ -177,6 +271,7 @@ fn convert(f: wire::MetricFamily) -> Result<ParsedFamily, String> {
         other => return Err(format!("{name}: unknown metric type {other}")),
     };
     let mut series: Vec<(Labels, Value)> = Vec::with_capacity(f.metric.len());
+    let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
     for m in f.metric {
         if m.timestamp_ms.is_some() {
             return Err(format!("{name}: {TIMESTAMP_ERROR}"));
@@ -237,7 +332,7 @@ fn convert(f: wire::MetricFamily) -> Result<ParsedFamily, String> {
             }
             _ => histogram(&name, m.histogram.ok_or_else(missing)?)?,
         };
-        if series.iter().any(|(l, _)| *l == labels) {
+        if !seen.insert(labels.clone()) {
             return Err(format!("{name}: second sample with the same labels"));
         }
         series.push((labels, value));
@@ -468,6 +563,43 @@ mod tests {
             }
         );
         assert!(matches!(parsed[3].series[0].1, Value::Number(v) if v.is_nan()));
+    }
+
+    #[test]
+    fn sample_limit_is_checked_on_the_wire() {
+        // 50,000 empty metrics: 100 KB on the wire, tens of MB once decoded.
+        let mut family = vec![0x0a, 1, b'x', 0x18, 1];
+        for _ in 0..50_000 {
+            family.extend_from_slice(&[0x22, 0]);
+        }
+        let mut framed = Vec::new();
+        prost::encoding::encode_varint(family.len() as u64, &mut framed);
+        framed.extend_from_slice(&family);
+        let e = parse_limited(&framed, 1000).unwrap_err();
+        assert!(e.contains("more than 1000 samples"), "{e}");
+        // Buckets count too.
+        let h = MetricFamily {
+            name: Some("h".into()),
+            help: None,
+            r#type: Some(4),
+            metric: vec![Metric {
+                histogram: Some(wire::Histogram {
+                    sample_count: Some(10),
+                    bucket: (0..10)
+                        .map(|i| Bucket {
+                            cumulative_count: Some(i),
+                            upper_bound: Some(i as f64),
+                            cumulative_count_float: None,
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        };
+        parse_limited(&body(std::slice::from_ref(&h)), 11).unwrap();
+        let e = parse_limited(&body(&[h]), 10).unwrap_err();
+        assert!(e.contains("more than 10 samples"), "{e}");
     }
 
     #[test]

@@ -65,6 +65,21 @@ pub struct StoredFamily {
     pub series: Vec<(Labels, StoredValue)>,
 }
 
+impl StoredFamily {
+    /// Time series this family exposes, as Prometheus counts them: one per number, and for a
+    /// histogram or summary one per bucket or quantile plus `_sum` and `_count` (and `+Inf`).
+    pub fn series_count(&self) -> usize {
+        self.series
+            .iter()
+            .map(|(_, v)| match v {
+                StoredValue::Number(_) => 1,
+                StoredValue::Histogram { buckets, .. } => buckets.len() + 3,
+                StoredValue::Summary { quantiles, .. } => quantiles.len() + 2,
+            })
+            .sum()
+    }
+}
+
 /// One group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
@@ -327,7 +342,7 @@ impl Index {
             for (l, _) in &f.series {
                 *by_labels.entry(l.clone()).or_default() += 1;
             }
-            self.total += f.series.len();
+            self.total += f.series_count();
         }
         if let Some(e) = g.expires {
             self.next_expiry = Some(self.next_expiry.map_or(e.0, |n| n.min(e.0)));
@@ -363,7 +378,7 @@ impl Index {
                     self.series.remove(&f.name);
                 }
             }
-            self.total -= f.series.len();
+            self.total -= f.series_count();
         }
     }
 }
@@ -823,7 +838,7 @@ mod index_tests {
             let total: usize = groups
                 .all()
                 .flat_map(|g| &g.families)
-                .map(|f| f.series.len())
+                .map(StoredFamily::series_count)
                 .sum();
             assert_eq!(groups.series_count(), total);
         }

@@ -145,6 +145,13 @@ struct Building {
 
 /// Parses a pushed body.
 pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
+    parse_limited(body, usize::MAX)
+}
+
+/// Parses a pushed body of at most `max_samples` sample lines: a push over the series limit is
+/// refused while parsing, before it takes memory in proportion to its size.
+pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>, ParseError> {
+    let mut samples = 0usize;
     let mut families: BTreeMap<String, Building> = BTreeMap::new();
     let mut next = 0;
     let mut family_of = |families: &mut BTreeMap<String, Building>, name: &str| -> String {
@@ -216,6 +223,13 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
             continue;
         }
         // A sample: name[{labels}] value [timestamp]
+        samples += 1;
+        if samples > max_samples {
+            return err(
+                line,
+                format!("more than {max_samples} samples; that is the limit of series per group"),
+            );
+        }
         let name_end = text
             .find(|c: char| c == '{' || c.is_whitespace())
             .unwrap_or(text.len());
@@ -300,12 +314,7 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
                     } else if !(0.0..=1.0).contains(&parsed) {
                         return err(line, format!("quantile {bound:?} is outside [0, 1]"));
                     }
-                    if h.0.iter().any(|(b, _)| *b == parsed) {
-                        return err(
-                            line,
-                            format!("second sample of {name} with {label}={bound:?}"),
-                        );
-                    }
+                    // Repeated bounds are found after sorting: a scan here would be quadratic.
                     h.0.push((parsed, value));
                 }
                 "_sum" => h.1 = Some(value),
@@ -365,6 +374,20 @@ pub fn parse(body: &str) -> Result<Vec<ParsedFamily>, ParseError> {
         }
         for (labels, (mut buckets, sum, count)) in b.hist {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some(w) = buckets.windows(2).find(|w| w[0].0 == w[1].0) {
+                let (what, label) = if kind == MetricType::Summary {
+                    ("quantile", "quantile")
+                } else {
+                    ("bucket", "le")
+                };
+                return err(
+                    0,
+                    format!(
+                        "{name}: second {what} sample with {label}=\"{}\" for labels {labels:?}",
+                        w[0].0
+                    ),
+                );
+            }
             if kind == MetricType::Summary {
                 series.push((
                     labels,
@@ -476,6 +499,14 @@ mod tests {
     }
 
     #[test]
+    fn sample_limit() {
+        assert_eq!(parse_limited("a 1\nb 1\n", 2).unwrap().len(), 2);
+        let e = parse_limited("a 1\nb 1\nc 1\n", 2).unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.reason.contains("more than 2 samples"), "{e}");
+    }
+
+    #[test]
     fn errors() {
         for (body, want) in [
             ("x 1 1700000000\n", TIMESTAMP_ERROR),
@@ -492,7 +523,7 @@ mod tests {
             ),
             (
                 "# TYPE x summary\nx{quantile=\"0.5\"} 1\nx{quantile=\"0.5\"} 2\n",
-                "second sample",
+                "second quantile sample",
             ),
             (
                 "# TYPE h histogram\nh_bucket{le=\"1\"} 1.5\n",
@@ -500,7 +531,7 @@ mod tests {
             ),
             (
                 "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"1\"} 1\n",
-                "second sample",
+                "second bucket sample",
             ),
             ("# TYPE x gauge\n# TYPE x counter\n", "second TYPE"),
             ("x 1\nx 2\n", "same labels"),

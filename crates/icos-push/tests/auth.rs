@@ -392,6 +392,27 @@ fn environment_errors_name_the_variables() {
     ])
     .unwrap_err();
     assert!(e.contains("KEYCLOAK_AUDIENCE"), "{e}");
+    let e = with(&[
+        ("SECURITY_DISABLED", "no"),
+        ("KEYCLOAK_SERVER_URL", "https://kc.example.org"),
+    ])
+    .unwrap_err();
+    assert!(e.contains("KEYCLOAK_REALM_NAME is not set"), "{e}");
+    // A partial realm is an error even when a tokens file would keep the routes closed.
+    let partial = AuthConfig {
+        tokens_file: Some("tokens".into()),
+        ..AuthConfig::default()
+    }
+    .with_env(&|k| match k {
+        "SECURITY_DISABLED" => Some("false".into()),
+        "KEYCLOAK_REALM_NAME" => Some("icos".into()),
+        _ => None,
+    })
+    .unwrap_err();
+    assert!(
+        partial.contains("KEYCLOAK_SERVER_URL is not set"),
+        "{partial}"
+    );
     let e = with(&[("PROMETHEUS_METRICS_DISABLED", "TRUE")]).unwrap_err();
     assert!(e.contains("PROMETHEUS_METRICS_DISABLED"), "{e}");
     // The original's default: no authentication.

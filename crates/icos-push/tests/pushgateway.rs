@@ -151,7 +151,14 @@ async fn pushgateway_readme_examples_and_replacement_rules() {
         (
             "PUT",
             "/metrics/job/latency",
-            "# HELP rpc_seconds RPC latency.\n# TYPE rpc_seconds summary\nrpc_seconds{quantile=\"0.5\"} 0.2\nrpc_seconds{quantile=\"0.99\"} 0.9\nrpc_seconds_sum 12.5\nrpc_seconds_count 40\n# TYPE size_bytes histogram\nsize_bytes_bucket{le=\"100\"} 3\nsize_bytes_bucket{le=\"+Inf\"} 5\nsize_bytes_sum 900\nsize_bytes_count 5\n",
+            "# HELP rpc_seconds RPC latency.\n# TYPE rpc_seconds summary\nrpc_seconds{quantile=\"0.5\"} 0.2\nrpc_seconds{quantile=\"0.99\"} 0.9\nrpc_seconds_sum 12.5\nrpc_seconds_count 40\n",
+        ),
+        // Each bucket, quantile, sum and count is a series of its own for the limits: these
+        // two families exceed the limit of 5 together, so they go to two groups.
+        (
+            "PUT",
+            "/metrics/job/latency/part/sizes",
+            "# TYPE size_bytes histogram\nsize_bytes_bucket{le=\"100\"} 3\nsize_bytes_bucket{le=\"+Inf\"} 5\nsize_bytes_sum 900\nsize_bytes_count 5\n",
         ),
         // Inconsistent with another group: rejected, failure time recorded, group created.
         (
@@ -257,6 +264,41 @@ async fn groups_survive_a_restart_and_expire_after_their_ttl() {
         after.contains("tidegauge_icos_push_expired_groups_total 1"),
         "{after}"
     );
+
+    // An expiry found by a push that is then refused (over the group limit of 5) still
+    // leaves the exposition and the store.
+    assert_eq!(
+        rig.send(
+            "PUT",
+            "/metrics/job/brief",
+            "brief 1\n",
+            &[("X-Push-TTL", "5s")]
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(rig.exposition().await.contains("brief{"));
+    rig.clock.advance(Duration::from_secs(6));
+    let (status, _) = rig
+        .send(
+            "PUT",
+            "/metrics/job/big",
+            "a 1\nb 1\nc 1\nd 1\ne 1\nf 1\n",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400);
+    let after = rig.exposition().await;
+    assert!(!after.contains("brief{"), "{after}");
+    assert!(
+        after.contains("tidegauge_icos_push_expired_groups_total 2"),
+        "{after}"
+    );
+    let (dir, clock) = (rig.dir.clone(), rig.clock.clone());
+    drop(rig);
+    let rig = Rig::open(dir, clock, false);
+    assert!(!rig.exposition().await.contains("brief{"));
     std::fs::remove_dir_all(&rig.dir).ok();
 }
 
