@@ -262,14 +262,7 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
                 write!(out, "{}_bucket", f.name)?;
                 write_labels(out, &s.labels, Some(("le", "+Inf")));
                 writeln!(out, " {count}")?;
-                write!(out, "{}_sum", f.name)?;
-                write_labels(out, &s.labels, None);
-                out.push(' ');
-                push_float(out, *sum);
-                out.push('\n');
-                write!(out, "{}_count", f.name)?;
-                write_labels(out, &s.labels, None);
-                writeln!(out, " {count}")?;
+                write_sum_count(out, &f.name, &s.labels, *sum, *count)?;
             }
             Value::Summary {
                 quantiles,
@@ -290,18 +283,29 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
                     push_float(out, *v);
                     out.push('\n');
                 }
-                write!(out, "{}_sum", f.name)?;
-                write_labels(out, &s.labels, None);
-                out.push(' ');
-                push_float(out, *sum);
-                out.push('\n');
-                write!(out, "{}_count", f.name)?;
-                write_labels(out, &s.labels, None);
-                writeln!(out, " {count}")?;
+                write_sum_count(out, &f.name, &s.labels, *sum, *count)?;
             }
         }
     }
     Ok(())
+}
+
+/// The `_sum` and `_count` lines of a histogram or summary series.
+fn write_sum_count(
+    out: &mut String,
+    name: &str,
+    labels: &[(String, String)],
+    sum: f64,
+    count: u64,
+) -> fmt::Result {
+    write!(out, "{name}_sum")?;
+    write_labels(out, labels, None);
+    out.push(' ');
+    push_float(out, sum);
+    out.push('\n');
+    write!(out, "{name}_count")?;
+    write_labels(out, labels, None);
+    writeln!(out, " {count}")
 }
 
 /// Writes `{labels}` plus one label the encoder adds (`le`, `quantile`), if any.

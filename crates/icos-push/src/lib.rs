@@ -553,13 +553,22 @@ async fn wipe(State(inner): State<Arc<Inner>>) -> Response {
         state.generation += 1;
         inner.store.submit_in(state.epoch, writes)
     };
+    deleted(&inner, pending, "wipe").await
+}
+
+/// 202 once a deletion is on disk; otherwise the state is reloaded and the answer is 503.
+async fn deleted(
+    inner: &Inner,
+    pending: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    what: &str,
+) -> Response {
     match pending.await {
         Ok(Ok(())) => text_response(StatusCode::ACCEPTED, ""),
         _ => {
-            resync(&inner);
+            resync(inner);
             text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the wipe could not be stored and was not applied",
+                format!("the {what} could not be stored and was not applied"),
             )
         }
     }
@@ -582,16 +591,7 @@ async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http::Uri) -> R
             }
         }
     };
-    match pending.await {
-        Ok(Ok(())) => text_response(StatusCode::ACCEPTED, ""),
-        _ => {
-            resync(&inner);
-            text_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the deletion could not be stored and was not applied",
-            )
-        }
-    }
+    deleted(&inner, pending, "deletion").await
 }
 
 /// Reads a pushed body within the size limit, undoes its `Content-Encoding` (gzip, snappy) and
