@@ -639,6 +639,13 @@ impl Registry {
                 if label_names.iter().any(|l| l == base) {
                     return bad(format!("Overlapping labels for Enum metric: {base}"));
                 }
+                // The state label is named like the metric, and label names cannot hold `:`
+                // or start with `__` (the original wrote such names and broke the scrape).
+                if !tidegauge_core::snapshot::is_valid_label_name(base) {
+                    return bad(format!(
+                        "Invalid enum metric name: {base} (an enum's name is also its state label's name, so it must be a valid label name)"
+                    ));
+                }
                 let mut seen = std::collections::HashSet::new();
                 if let Some(d) = req.states.iter().find(|s| !seen.insert(*s)) {
                     return bad(format!("state {d:?} is listed twice"));

@@ -232,6 +232,11 @@ const CASES: &[(&str, &str)] = &[
         "create_metric",
         r#"{"metric_type": 4, "metric_name": "mode", "value": "a", "labels": {"mode": "m"}, "states": ["a"]}"#,
     ),
+    // A valid metric name, but not a valid label name: the state label could not be written.
+    (
+        "create_metric",
+        r#"{"metric_type": 4, "metric_name": "job:phase", "value": "a", "states": ["a"]}"#,
+    ),
     // Names the host or the Pushgateway routes expose.
     (
         "create_metric",
