@@ -110,6 +110,11 @@ pub struct WebConfig {
     pub max_requests: usize,
     /// Leave the host's own `process_*` series out of `/metrics`.
     pub disable_exporter_metrics: bool,
+    /// exporter-toolkit web configuration file (basic auth, headers, rate limit).
+    pub config_file: Option<PathBuf>,
+    /// Whether that file configures basic auth (read at load).
+    #[serde(skip)]
+    pub basic_auth: bool,
 }
 
 impl Default for WebConfig {
@@ -119,6 +124,8 @@ impl Default for WebConfig {
             telemetry_path: "/metrics".to_owned(),
             max_requests: 40,
             disable_exporter_metrics: false,
+            config_file: None,
+            basic_auth: false,
         }
     }
 }
@@ -265,6 +272,12 @@ pub fn command() -> Command {
                 .long("web.telemetry-path")
                 .value_name("PATH")
                 .help("Path under which to expose metrics (default /metrics)"),
+        )
+        .arg(
+            Arg::new("web.config.file")
+                .long("web.config.file")
+                .value_name("FILE")
+                .help("exporter-toolkit web configuration (YAML): basic auth, headers, rate limit"),
         )
         .arg(
             Arg::new("web.max-requests")
@@ -575,6 +588,9 @@ pub fn load(
             "flag --web.telemetry-path",
         ));
     }
+    if let Some(v) = flag_value(m, "web.config.file") {
+        fig = fig.merge(Setting::new("web.config_file", v, "flag --web.config.file"));
+    }
     if let Some(v) = m.get_one::<u64>("web.max-requests") {
         fig = fig.merge(Setting::new(
             "web.max_requests",
@@ -600,8 +616,12 @@ pub fn load(
     for s in ifcb_seed_settings(m)? {
         fig = fig.merge(s);
     }
-    let raw: RawConfig = fig.extract()?;
+    let mut raw: RawConfig = fig.extract()?;
     validate_web(&raw.web)?;
+    if let Some(path) = &raw.web.config_file {
+        let checked = tidegauge_server::webconfig::load(path).map_err(ConfigError)?;
+        raw.web.basic_auth = checked.has_users();
+    }
     if raw.scrape.default_timeout.is_zero() {
         return Err(ConfigError(
             "scrape.default_timeout must be greater than zero".into(),

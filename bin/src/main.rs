@@ -120,6 +120,11 @@ fn build_engine(cfg: &HostConfig, services: &HostServices) -> Result<Engine, Con
             continue;
         }
         let collector = collectors::build(name, &c.own, services, &env)?;
+        if cfg.web.basic_auth && collector.uses_authorization_header() {
+            return Err(ConfigError(format!(
+                "collectors.{name}: its bearer authentication cannot be combined with basic_auth_users in web.config_file: both use the Authorization header"
+            )));
+        }
         builder = builder.collector(collector, c.settings);
     }
     Ok(builder.build())
@@ -212,6 +217,7 @@ async fn serve(
         telemetry_path: cfg.web.telemetry_path.clone(),
         max_requests: cfg.web.max_requests,
         reload: Some(Arc::clone(&reload)),
+        config_file: cfg.web.config_file.clone(),
     };
     let app = tidegauge_server::router(shared, settings);
 

@@ -316,6 +316,50 @@ fn invalid_configuration_exits_2_naming_the_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TARGET_PORT"));
+
+    // The web configuration file is checked at start-up too.
+    let web = dir.join("web.yml");
+    std::fs::write(&web, "http_server_config:\n  headers:\n    Server: me\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--web.config.file", web.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("web.yml") && err.contains("\"Server\" can not be configured"),
+        "{err}"
+    );
+
+    // Basic auth and icos-push's bearer tokens would share the Authorization header.
+    let hash = "$2y$04$C8rr2yRKWk55Wl2w6hWzFOOKa0YbfM8SAd0qUtp0L8YhrbyNtDTbO";
+    std::fs::write(&web, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "t0ken\n").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[collectors.icos-push]\ndata_dir = {:?}\n[collectors.icos-push.auth]\ntokens_file = {:?}\n",
+            dir.join("data"),
+            tokens
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--web.config.file",
+            web.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("collectors.icos-push") && err.contains("basic_auth_users"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

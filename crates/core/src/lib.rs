@@ -167,6 +167,13 @@ pub trait Collector: Send + Sync + 'static {
         None
     }
 
+    /// Whether the collector's routes authenticate with the `Authorization` header (bearer
+    /// tokens). The host refuses to combine that with basic auth from its web configuration:
+    /// one header cannot carry both. Default: no.
+    fn uses_authorization_header(&self) -> bool {
+        false
+    }
+
     /// Multi-target probing through `/probe`. Default: not supported.
     fn prober(&self) -> Option<&dyn Prober> {
         None

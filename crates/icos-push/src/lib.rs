@@ -979,6 +979,10 @@ impl Collector for IcosPush {
         Some(self.router())
     }
 
+    fn uses_authorization_header(&self) -> bool {
+        lock(&self.inner.verifier).is_some()
+    }
+
     async fn authorize_exposition(&self, headers: &axum::http::HeaderMap) -> Option<Response> {
         if !lock(&self.inner.settings).protect_metrics {
             return None;

@@ -1,5 +1,6 @@
 //! The HTTP surface: `/metrics`, `/probe`, the landing page, health, readiness and reload.
 
+use crate::webconfig;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -63,6 +64,9 @@ pub struct WebSettings {
     pub max_requests: usize,
     /// Called by `POST /-/reload`.
     pub reload: Option<ReloadFn>,
+    /// The exporter-toolkit web configuration file (`--web.config.file`), checked at start-up
+    /// with [`webconfig::load`] and re-read when it changes.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for WebSettings {
@@ -80,6 +84,7 @@ impl Default for WebSettings {
             telemetry_path: "/metrics".into(),
             max_requests: 40,
             reload: None,
+            config_file: None,
         }
     }
 }
@@ -136,7 +141,9 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
     if telemetry != "/" {
         app = app.route("/", get(landing));
     }
-    app.fallback(collector_routes)
+    let web_config = state.settings.config_file.clone();
+    let app = app
+        .fallback(collector_routes)
         .with_state(state)
         .layer(middleware::map_response(ensure_content_type))
         .layer(
@@ -145,7 +152,15 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
                 .no_br()
                 .no_deflate()
                 .no_zstd(),
-        )
+        );
+    match web_config {
+        // Outermost: the rate limit and basic auth cover every route, as in exporter-toolkit.
+        Some(path) => app.layer(middleware::from_fn_with_state(
+            Arc::new(webconfig::Guard::new(path)),
+            webconfig::guard,
+        )),
+        None => app,
+    }
 }
 
 /// Every response carries a `Content-Type`, including axum's own (405 and the like).

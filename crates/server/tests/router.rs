@@ -757,6 +757,7 @@ async fn telemetry_path_and_reload() {
             telemetry_path: "/".into(),
             max_requests: 40,
             reload: Some(reload),
+            config_file: None,
         },
     );
     let (s, _, body) = get(&app, "/", &[]).await;
@@ -878,4 +879,87 @@ async fn a_collector_can_refuse_the_exposition() {
     assert_eq!(line_value(&body, "private_value"), Some(42.0));
     // Health stays open.
     assert_eq!(get(&app, "/-/healthy", &[]).await.0, StatusCode::OK);
+}
+
+/// The exporter-toolkit web configuration: basic auth on every route, configured headers, a
+/// rate limit, changes applied without a restart, and a broken file answered with 500.
+#[tokio::test]
+async fn web_config_file_guards_every_route() {
+    let dir = std::env::temp_dir().join(format!("tidegauge-webcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("web.yml");
+    // Cost 4, the lowest bcrypt allows: the test checks behaviour, not hashing time.
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "basic_auth_users:\n  alice: {hash}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+        ),
+    )
+    .unwrap();
+    let app = router(
+        SharedEngine::new(engine(vec![(
+            Fake::new("alpha"),
+            CollectorSettings::default(),
+        )])),
+        WebSettings {
+            config_file: Some(file.clone()),
+            ..WebSettings::default()
+        },
+    );
+    // "alice:s3cret", "alice:wrong", "bob:s3cret"
+    let good = ("authorization", "Basic YWxpY2U6czNjcmV0");
+    let wrong = ("authorization", "Basic YWxpY2U6d3Jvbmc=");
+    let unknown = ("authorization", "Basic Ym9iOnMzY3JldA==");
+    for path in ["/metrics", "/-/healthy", "/", "/nothing-here"] {
+        let (s, h, _) = get(&app, path, &[]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(h[header::WWW_AUTHENTICATE], "Basic");
+        assert_eq!(h["x-frame-options"], "deny", "headers on refusals too");
+    }
+    assert_eq!(
+        get(&app, "/metrics", &[wrong]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&app, "/metrics", &[unknown]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    for _ in 0..2 {
+        // The second time from the cache of verified credentials.
+        let (s, h, body) = get(&app, "/metrics", &[good]).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h["x-frame-options"], "deny");
+        assert_eq!(line_value(&body, "alpha_value"), Some(42.0));
+    }
+
+    // A new hash for alice: the cached check does not outlive it.
+    let other = bcrypt::hash("other", 4).unwrap();
+    std::fs::write(
+        &file,
+        format!("basic_auth_users:\n  alice: {other}\nrate_limit:\n  interval: 1h\n  burst: 2\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        get(&app, "/metrics", &[good]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let new_good = ("authorization", "Basic YWxpY2U6b3RoZXI=");
+    // The bucket started full (2 tokens) at the change: the refused request above took one.
+    assert_eq!(get(&app, "/metrics", &[new_good]).await.0, StatusCode::OK);
+    let (s, h, _) = get(&app, "/metrics", &[new_good]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        !h.contains_key("x-frame-options"),
+        "headers removed with the file's"
+    );
+
+    // A broken file: 500 naming it, until it is fixed.
+    std::fs::write(&file, "basic_auth_users: [\n").unwrap();
+    let (s, _, body) = get(&app, "/metrics", &[new_good]).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("web.yml"), "{body}");
+    std::fs::write(&file, "").unwrap();
+    assert_eq!(get(&app, "/metrics", &[]).await.0, StatusCode::OK);
+    std::fs::remove_dir_all(&dir).ok();
 }

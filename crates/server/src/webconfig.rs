@@ -1,0 +1,446 @@
+//! The exporter-toolkit web configuration file (`--web.config.file`): basic auth, response
+//! headers and a rate limit, re-read when the file changes so new users apply at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The file's schema; unknown keys are an error, as with exporter-toolkit.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// TLS settings (not served by this version: their presence is refused).
+    #[serde(default)]
+    pub tls_server_config: Option<serde_yaml_value::Ignored>,
+    /// HTTP settings.
+    #[serde(default)]
+    pub http_server_config: HttpServerConfig,
+    /// User → bcrypt hash; empty: no basic auth.
+    #[serde(default)]
+    pub basic_auth_users: BTreeMap<String, String>,
+    /// Requests allowed per interval, over all clients.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `http_server_config`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// Only meaningful with TLS (HTTP/2 is negotiated by ALPN); accepted for compatibility.
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// Security headers added to every response.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        Self {
+            http2: true,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `rate_limit`: a token bucket of `burst` requests refilled one per `interval`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Time per request; zero disables the limit.
+    #[serde(deserialize_with = "tidegauge_core::duration::deserialize")]
+    pub interval: Duration,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
+/// A placeholder that accepts any YAML value, so a TLS section can be recognised and refused
+/// with its own message instead of an "unknown field" one.
+pub mod serde_yaml_value {
+    /// Any value.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Ignored;
+
+    impl<'de> serde::Deserialize<'de> for Ignored {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            serde::de::IgnoredAny::deserialize(d).map(|_| Ignored)
+        }
+    }
+}
+
+/// The headers exporter-toolkit lets a file set, with the values it allows (none: any).
+const HEADERS: &[(&str, Option<&[&str]>)] = &[
+    ("Content-Security-Policy", None),
+    ("X-Frame-Options", Some(&["deny", "sameorigin"])),
+    ("X-Content-Type-Options", Some(&["nosniff"])),
+    ("X-XSS-Protection", None),
+    ("Strict-Transport-Security", None),
+];
+
+/// A checked configuration, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    users: BTreeMap<String, String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    rate_limit: Option<RateLimit>,
+}
+
+impl Checked {
+    /// Whether basic auth is on.
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+}
+
+/// Reads and checks the file; the error names the file and what is wrong.
+pub fn load(path: &Path) -> Result<Checked, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("web config {}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("web config {}: {e}", path.display()))
+}
+
+/// Parses and checks the YAML text.
+pub fn parse(text: &str) -> Result<Checked, String> {
+    let config: WebConfig = if text.trim().is_empty() {
+        WebConfig::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| e.to_string())?
+    };
+    if config.tls_server_config.is_some() {
+        return Err("tls_server_config: TLS is not served by this version of tidegauge; terminate TLS in a proxy in front of it".into());
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &config.http_server_config.headers {
+        let Some((canonical, allowed)) = HEADERS.iter().find(|(h, _)| h.eq_ignore_ascii_case(name))
+        else {
+            return Err(format!("HTTP header {name:?} can not be configured"));
+        };
+        if let Some(allowed) = allowed
+            && !allowed.iter().any(|a| a.eq_ignore_ascii_case(value))
+        {
+            return Err(format!(
+                "invalid value for {canonical}: {value:?} (allowed: {})",
+                allowed.join(", ")
+            ));
+        }
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("invalid value for {canonical}: {value:?}"))?;
+        headers.push((HeaderName::from_static(lower(canonical)), value));
+    }
+    for (user, hash) in &config.basic_auth_users {
+        if user.contains(':') {
+            return Err(format!("basic_auth_users: user {user:?} contains ':'"));
+        }
+        bcrypt_cost(hash).map_err(|e| format!("basic_auth_users.{user}: {e}"))?;
+    }
+    Ok(Checked {
+        users: config.basic_auth_users,
+        headers,
+        rate_limit: config.rate_limit.filter(|r| !r.interval.is_zero()),
+    })
+}
+
+fn lower(canonical: &'static str) -> &'static str {
+    match canonical {
+        "Content-Security-Policy" => "content-security-policy",
+        "X-Frame-Options" => "x-frame-options",
+        "X-Content-Type-Options" => "x-content-type-options",
+        "X-XSS-Protection" => "x-xss-protection",
+        _ => "strict-transport-security",
+    }
+}
+
+/// The cost of a bcrypt hash, or why it is not one.
+fn bcrypt_cost(hash: &str) -> Result<u32, String> {
+    hash.parse::<bcrypt::HashParts>()
+        .map(|p| p.get_cost())
+        .map_err(|e| {
+            format!("not a bcrypt hash ({e}); make one with htpasswd -nBC 10 \"\" | tr -d ':\\n'")
+        })
+}
+
+/// Checked against when the user is unknown, so the answer takes as long as for a known user
+/// (cost 10, as `htpasswd -B` makes them).
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    bcrypt::hash("tidegauge: no such user", 10).unwrap_or_else(|_| String::new())
+});
+
+/// Successful checks remembered; the key covers user, stored hash and password, so a changed
+/// hash in the file is checked afresh (the fix for CVE-2022-46146 in exporter-toolkit).
+const CACHE_SIZE: usize = 100;
+
+/// What the middleware keeps between requests.
+#[derive(Debug)]
+pub struct Guard {
+    path: PathBuf,
+    loaded: Mutex<Option<Loaded>>,
+    bucket: Mutex<Bucket>,
+    verified: Mutex<HashMap<[u8; 32], ()>>,
+    /// bcrypt checks run one at a time: a burst of bad passwords must not take every core.
+    bcrypt: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Clone)]
+struct Loaded {
+    stamp: (SystemTime, u64),
+    config: Result<Arc<Checked>, String>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    limit: Option<RateLimit>,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Guard {
+    /// A guard for the file at `path` (checked at start-up by [`load`]).
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            loaded: Mutex::new(None),
+            bucket: Mutex::new(Bucket {
+                limit: None,
+                tokens: 0.0,
+                at: Instant::now(),
+            }),
+            verified: Mutex::new(HashMap::new()),
+            bcrypt: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The configuration as the file holds it now: re-read when its modification time or size
+    /// changed since the last request.
+    fn current(&self) -> Result<Arc<Checked>, String> {
+        let stamp = std::fs::metadata(&self.path)
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+            .map_err(|e| format!("web config {}: {e}", self.path.display()))?;
+        let mut loaded = lock(&self.loaded);
+        if let Some(l) = loaded.as_ref()
+            && l.stamp == stamp
+        {
+            return l.config.clone();
+        }
+        let config = load(&self.path).map(Arc::new);
+        if let Err(e) = &config {
+            tracing::error!(error = %e, "web config unreadable; requests are refused with 500 until it is fixed");
+        }
+        *loaded = Some(Loaded {
+            stamp,
+            config: config.clone(),
+        });
+        config
+    }
+
+    fn admit(&self, limit: Option<RateLimit>) -> bool {
+        let mut b = lock(&self.bucket);
+        if b.limit != limit {
+            // A new limit starts with a full bucket.
+            b.limit = limit;
+            b.tokens = limit.map_or(0.0, |l| f64::from(l.burst));
+            b.at = Instant::now();
+        }
+        let Some(l) = limit else {
+            return true;
+        };
+        let now = Instant::now();
+        let refill = now.duration_since(b.at).as_secs_f64() / l.interval.as_secs_f64();
+        b.tokens = (b.tokens + refill).min(f64::from(l.burst));
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn authorized(&self, users: &BTreeMap<String, String>, header: Option<&str>) -> bool {
+        let Some((user, password)) = header.and_then(basic_credentials) else {
+            return false;
+        };
+        let known = users.get(&user);
+        let hash = known.map_or(DUMMY_HASH.as_str(), String::as_str);
+        let key: [u8; 32] = {
+            let mut h = Sha256::new();
+            for part in [user.as_bytes(), hash.as_bytes(), password.as_bytes()] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+            h.finalize().into()
+        };
+        if known.is_some() && lock(&self.verified).contains_key(&key) {
+            return true;
+        }
+        let _one_at_a_time = self.bcrypt.lock().await;
+        let (password, hash_owned) = (password.clone(), hash.to_owned());
+        let ok = tokio::task::spawn_blocking(move || {
+            bcrypt::verify(password, &hash_owned).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if ok && known.is_some() {
+            let mut cache = lock(&self.verified);
+            if cache.len() >= CACHE_SIZE {
+                cache.clear();
+            }
+            cache.insert(key, ());
+            return true;
+        }
+        false
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `Basic <base64(user:password)>`, scheme case-insensitive.
+fn basic_credentials(header: &str) -> Option<(String, String)> {
+    let (scheme, value) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64_decode(value.trim())?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    (bits < 6).then_some(out)
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{body}\n"),
+    )
+        .into_response()
+}
+
+/// The middleware: rate limit, then basic auth, then the configured headers on the answer.
+pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let config = match guard.current() {
+        Ok(c) => c,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let mut resp = if !guard.admit(config.rate_limit) {
+        text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+    } else if config.has_users()
+        && !guard
+            .authorized(
+                &config.users,
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok()),
+            )
+            .await
+    {
+        let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+        r
+    } else {
+        next.run(req).await
+    };
+    for (name, value) in &config.headers {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_errors_name_the_problem() {
+        for (yaml, want) in [
+            ("bogus: 1\n", "unknown field `bogus`"),
+            (
+                "tls_server_config:\n  cert_file: a.crt\n",
+                "TLS is not served",
+            ),
+            (
+                "http_server_config:\n  headers:\n    X-Powered-By: me\n",
+                "HTTP header \"X-Powered-By\" can not be configured",
+            ),
+            (
+                "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+                "invalid value for X-Frame-Options",
+            ),
+            ("basic_auth_users:\n  alice: secret\n", "not a bcrypt hash"),
+            (
+                "rate_limit:\n  interval: soon\n  burst: 1\n",
+                "invalid duration",
+            ),
+        ] {
+            let e = parse(yaml).unwrap_err();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+        let ok = parse(&format!(
+            "basic_auth_users:\n  alice: {}\nrate_limit:\n  interval: 0s\n  burst: 5\nhttp_server_config:\n  http2: false\n  headers:\n    x-frame-options: DENY\n",
+            *DUMMY_HASH
+        ))
+        .unwrap();
+        assert!(ok.has_users());
+        assert_eq!(ok.rate_limit, None, "interval 0 disables the limit");
+        assert_eq!(ok.headers[0].0, "x-frame-options");
+        assert!(!parse("").unwrap().has_users());
+    }
+
+    #[test]
+    fn credentials() {
+        // "alice:pa:ss"
+        assert_eq!(
+            basic_credentials("Basic YWxpY2U6cGE6c3M="),
+            Some(("alice".into(), "pa:ss".into()))
+        );
+        assert_eq!(
+            basic_credentials("basic YWxpY2U6cGE6c3M="),
+            Some(("alice".into(), "pa:ss".into()))
+        );
+        assert_eq!(basic_credentials("Bearer YWxpY2U6cGE6c3M="), None);
+        assert_eq!(basic_credentials("Basic !!!"), None);
+        assert_eq!(basic_credentials("Basic YWxpY2U="), None, "no colon");
+    }
+
+    #[test]
+    fn the_dummy_hash_is_a_cost_10_bcrypt_hash() {
+        assert_eq!(bcrypt_cost(&DUMMY_HASH), Ok(10));
+    }
+}
