@@ -226,17 +226,36 @@ async fn serve(
     let term = signal(SignalKind::terminate())?;
     let hup = signal(SignalKind::hangup())?;
     tokio::spawn(watch_signals(shutdown.clone(), reload, term, hup));
+    // Checked by config::load already; read again here for the listeners.
+    let tls = match &cfg.web.config_file {
+        Some(path) => tidegauge_server::tls::Source::open(path.clone())
+            .map_err(std::io::Error::other)?
+            .map(Arc::new),
+        None => None,
+    };
     let mut servers = Vec::new();
     for listener in listeners {
         let addr = listener.local_addr()?;
-        tracing::info!(address = %addr, "listening");
+        tracing::info!(address = %addr, tls = tls.is_some(), "listening");
         let app = app.clone();
         let token = shutdown.clone();
-        servers.push(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-        }));
+        let stop = async move { token.cancelled().await };
+        servers.push(match &tls {
+            Some(source) => {
+                let listener =
+                    tidegauge_server::tls::TlsListener::new(listener, Arc::clone(source))?;
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                })
+            }
+            None => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }),
+        });
     }
     for s in servers {
         match s.await {

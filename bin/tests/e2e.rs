@@ -32,6 +32,7 @@ impl Host {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env_remove("EXPORTER_PORT")
+            .env_remove("PORT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -591,4 +592,65 @@ delete_from_gateway(addr, job="gone")
     );
     promtool_check(&body);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// TLS and basic auth from `--web.config.file`, through the built binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_config_file_serves_tls_with_basic_auth() {
+    let dir = temp_dir("tls");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls");
+    let web = dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  alice: {}\n",
+            fixtures.join("server.pem").display(),
+            fixtures.join("server-key.pem").display(),
+            bcrypt_hash_of_s3cret()
+        ),
+    )
+    .unwrap();
+    let host = Host::start(
+        &[
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--web.config.file",
+            web.to_str().unwrap(),
+            "--no-collector.icos-push",
+        ],
+        &[("TARGET_PORT", "1")],
+    );
+    let port = host.addr.rsplit(':').next().unwrap().to_owned();
+    tidegauge_core::http::client().unwrap();
+    let ca = std::fs::read(fixtures.join("ca.pem")).unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/metrics");
+    let r = https.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Basic");
+    let r = https
+        .get(&url)
+        .basic_auth("alice", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("tidegauge_build_info"));
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(
+        client()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .is_err()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A bcrypt hash (cost 4) of "s3cret", made once here rather than stored.
+fn bcrypt_hash_of_s3cret() -> String {
+    bcrypt::hash("s3cret", 4).unwrap()
 }

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod negotiate;
 pub mod process;
 pub mod router;
+pub mod tls;
 pub mod webconfig;
 
 pub use deadline::{TimeoutSettings, scrape_budget};

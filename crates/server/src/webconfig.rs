@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
-    /// TLS settings (not served by this version: their presence is refused).
+    /// TLS settings (see [`crate::tls`]).
     #[serde(default)]
-    pub tls_server_config: Option<serde_yaml_value::Ignored>,
+    pub tls_server_config: Option<crate::tls::TlsServerConfig>,
     /// HTTP settings.
     #[serde(default)]
     pub http_server_config: HttpServerConfig,
@@ -67,20 +67,6 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// A placeholder that accepts any YAML value, so a TLS section can be recognised and refused
-/// with its own message instead of an "unknown field" one.
-pub mod serde_yaml_value {
-    /// Any value.
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Ignored;
-
-    impl<'de> serde::Deserialize<'de> for Ignored {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            serde::de::IgnoredAny::deserialize(d).map(|_| Ignored)
-        }
-    }
-}
-
 /// The headers exporter-toolkit lets a file set, with the values it allows (none: any).
 const HEADERS: &[(&str, Option<&[&str]>)] = &[
     ("Content-Security-Policy", None),
@@ -105,23 +91,24 @@ impl Checked {
     }
 }
 
-/// Reads and checks the file; the error names the file and what is wrong.
+/// Reads and checks the file, TLS part included (its certificates are loaded); the error
+/// names the file and what is wrong.
 pub fn load(path: &Path) -> Result<Checked, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("web config {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("web config {}: {e}", path.display()))
+    let checked = parse(&text).map_err(|e| format!("web config {}: {e}", path.display()))?;
+    crate::tls::server_config(path)?;
+    Ok(checked)
 }
 
-/// Parses and checks the YAML text.
+/// Parses and checks the YAML text; TLS settings are only type-checked here (their files are
+/// relative to the file's directory, see [`load`]).
 pub fn parse(text: &str) -> Result<Checked, String> {
     let config: WebConfig = if text.trim().is_empty() {
         WebConfig::default()
     } else {
         serde_yaml::from_str(text).map_err(|e| e.to_string())?
     };
-    if config.tls_server_config.is_some() {
-        return Err("tls_server_config: TLS is not served by this version of tidegauge; terminate TLS in a proxy in front of it".into());
-    }
     let mut headers = Vec::new();
     for (name, value) in &config.http_server_config.headers {
         let Some((canonical, allowed)) = HEADERS.iter().find(|(h, _)| h.eq_ignore_ascii_case(name))
@@ -392,8 +379,8 @@ mod tests {
         for (yaml, want) in [
             ("bogus: 1\n", "unknown field `bogus`"),
             (
-                "tls_server_config:\n  cert_file: a.crt\n",
-                "TLS is not served",
+                "tls_server_config:\n  cert_fil: a.crt\n",
+                "unknown field `cert_fil`",
             ),
             (
                 "http_server_config:\n  headers:\n    X-Powered-By: me\n",

@@ -1,0 +1,154 @@
+//! TLS from the web configuration file, served to real rustls clients on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::routing::get;
+use tidegauge_server::tls::{Source, TlsListener};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tls")
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join(name)).unwrap()
+}
+
+struct Server {
+    url: String,
+    web: PathBuf,
+    dir: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+async fn server(tag: &str, yaml: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("tidegauge-tls-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let web = dir.join("web.yml");
+    // Certificate paths are relative to the web config file, as in exporter-toolkit.
+    for f in ["server.pem", "server-key.pem", "ca.pem"] {
+        std::fs::copy(fixtures().join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(&web, yaml).unwrap();
+    let source = Arc::new(Source::open(web.clone()).unwrap().expect("TLS configured"));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listener = TlsListener::new(tcp, source).unwrap();
+    let app = axum::Router::new().route("/", get(|| async { "ok" }));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Server {
+        url: format!("https://localhost:{port}/"),
+        web,
+        dir,
+        task,
+    }
+}
+
+fn client(identity: Option<&str>) -> reqwest::Client {
+    // Installs the ring provider the host uses.
+    tidegauge_core::http::client().unwrap();
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&read("ca.pem")).unwrap());
+    if let Some(name) = identity {
+        let mut pem = read(&format!("{name}.pem"));
+        pem.extend(read(&format!("{name}-key.pem")));
+        b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
+}
+
+async fn status(c: &reqwest::Client, url: &str) -> Result<(u16, reqwest::Version), String> {
+    c.get(url)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r.version()))
+        .map_err(|e| format!("{e:?}"))
+}
+
+const SERVER: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n";
+
+#[tokio::test]
+async fn serves_tls_and_negotiates_http2() {
+    let s = server("plain", SERVER).await;
+    let (code, version) = status(&client(None), &s.url).await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        version,
+        reqwest::Version::HTTP_2,
+        "ALPN offers h2 by default"
+    );
+    // A client that does not trust the CA fails the handshake.
+    tidegauge_core::http::client().unwrap();
+    let untrusting = reqwest::Client::builder().build().unwrap();
+    assert!(status(&untrusting, &s.url).await.is_err());
+
+    // http2: false leaves HTTP/1.1 only; the change applies to new connections.
+    std::fs::write(
+        &s.web,
+        format!("{SERVER}http_server_config:\n  http2: false\n"),
+    )
+    .unwrap();
+    let (code, version) = status(&client(None), &s.url).await.unwrap();
+    assert_eq!((code, version), (200, reqwest::Version::HTTP_11));
+}
+
+#[tokio::test]
+async fn client_certificates_are_verified() {
+    let s = server(
+        "mtls",
+        &format!(
+            "{SERVER}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  client_allowed_sans: [client.example]\n"
+        ),
+    )
+    .await;
+    assert_eq!(
+        status(&client(Some("client")), &s.url).await.unwrap().0,
+        200
+    );
+    assert!(
+        status(&client(None), &s.url).await.is_err(),
+        "no certificate"
+    );
+    assert!(
+        status(&client(Some("stranger")), &s.url).await.is_err(),
+        "certificate from an unknown CA"
+    );
+
+    // The allowed SANs change: the same certificate is now refused.
+    std::fs::write(
+        &s.web,
+        format!(
+            "{SERVER}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  client_allowed_sans: [other.example]\n"
+        ),
+    )
+    .unwrap();
+    assert!(status(&client(Some("client")), &s.url).await.is_err());
+
+    // Optional certificates: none is fine, a bad one is not.
+    std::fs::write(
+        &s.web,
+        format!("{SERVER}  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.pem\n"),
+    )
+    .unwrap();
+    assert_eq!(status(&client(None), &s.url).await.unwrap().0, 200);
+    assert_eq!(
+        status(&client(Some("client")), &s.url).await.unwrap().0,
+        200
+    );
+    assert!(status(&client(Some("stranger")), &s.url).await.is_err());
+
+    // A broken file keeps the last good configuration.
+    std::fs::write(&s.web, "tls_server_config:\n  cert_file: nowhere.pem\n").unwrap();
+    assert!(status(&client(Some("stranger")), &s.url).await.is_err());
+    assert_eq!(status(&client(None), &s.url).await.unwrap().0, 200);
+}
