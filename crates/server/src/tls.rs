@@ -122,11 +122,12 @@ fn version(
     }
 }
 
+/// A server configuration and the files it was read from (for change detection).
+pub type Built = (Arc<ServerConfig>, Vec<PathBuf>);
+
 /// The TLS server configuration the web config file describes, or none when it has no
-/// `tls_server_config`; also the files it read (for change detection).
-pub fn server_config(
-    web_config: &Path,
-) -> Result<Option<(Arc<ServerConfig>, Vec<PathBuf>)>, String> {
+/// `tls_server_config`.
+pub fn server_config(web_config: &Path) -> Result<Option<Built>, String> {
     let text = std::fs::read_to_string(web_config)
         .map_err(|e| format!("web config {}: {e}", web_config.display()))?;
     if text.trim().is_empty() {
@@ -152,11 +153,7 @@ pub fn server_config(
         })
 }
 
-fn build(
-    tls: &TlsServerConfig,
-    dir: &Path,
-    http2: bool,
-) -> Result<(Arc<ServerConfig>, Vec<PathBuf>), String> {
+fn build(tls: &TlsServerConfig, dir: &Path, http2: bool) -> Result<Built, String> {
     let mut used = Vec::new();
     let cert = pem(
         dir,
@@ -416,7 +413,14 @@ fn stamp(p: &Path) -> Stamp {
 #[derive(Debug)]
 pub struct Source {
     path: PathBuf,
-    cached: Mutex<(Vec<(PathBuf, Stamp)>, Arc<ServerConfig>)>,
+    /// The files read, as they were, and what was built from them.
+    cached: Mutex<Cached>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    stamps: Vec<(PathBuf, Stamp)>,
+    config: Arc<ServerConfig>,
 }
 
 impl Source {
@@ -428,7 +432,7 @@ impl Source {
         let stamps = Self::stamps(&path, used);
         Ok(Some(Self {
             path,
-            cached: Mutex::new((stamps, config)),
+            cached: Mutex::new(Cached { stamps, config }),
         }))
     }
 
@@ -449,26 +453,37 @@ impl Source {
             .cached
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cached.0.iter().all(|(p, s)| stamp(p) == *s) {
-            return Arc::clone(&cached.1);
+        if cached.stamps.iter().all(|(p, s)| stamp(p) == *s) {
+            return Arc::clone(&cached.config);
         }
         match server_config(&self.path) {
             Ok(Some((config, used))) => {
                 tracing::info!(file = %self.path.display(), "TLS configuration reloaded");
-                *cached = (Self::stamps(&self.path, used), config);
+                *cached = Cached {
+                    stamps: Self::stamps(&self.path, used),
+                    config,
+                };
             }
-            Ok(None) => {
-                tracing::error!(file = %self.path.display(), "tls_server_config was removed; TLS stays on with the last configuration until a restart");
-                let used = cached.0.iter().skip(1).map(|(p, _)| p.clone()).collect();
-                cached.0 = Self::stamps(&self.path, used);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "TLS configuration not reloaded; the last good one stays");
-                let used = cached.0.iter().skip(1).map(|(p, _)| p.clone()).collect();
-                cached.0 = Self::stamps(&self.path, used);
+            failed => {
+                match failed {
+                    Ok(_) => {
+                        tracing::error!(file = %self.path.display(), "tls_server_config was removed; TLS stays on with the last configuration until a restart")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS configuration not reloaded; the last good one stays")
+                    }
+                }
+                // Remember the broken state so it is not read again for every connection.
+                let used = cached
+                    .stamps
+                    .iter()
+                    .skip(1)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                cached.stamps = Self::stamps(&self.path, used);
             }
         }
-        Arc::clone(&cached.1)
+        Arc::clone(&cached.config)
     }
 }
 
