@@ -94,11 +94,17 @@ impl Checked {
 /// Reads and checks the file, TLS part included (its certificates are loaded); the error
 /// names the file and what is wrong.
 pub fn load(path: &Path) -> Result<Checked, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("web config {}: {e}", path.display()))?;
-    let checked = parse(&text).map_err(|e| format!("web config {}: {e}", path.display()))?;
+    let checked = load_http(path)?;
     crate::tls::server_config(path)?;
     Ok(checked)
+}
+
+/// [`load`] without the TLS part, which [`crate::tls::Source`] watches on its own (a broken
+/// certificate renewal keeps the last good TLS setup and must not refuse every request).
+fn load_http(path: &Path) -> Result<Checked, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("web config {}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("web config {}: {e}", path.display()))
 }
 
 /// Parses and checks the YAML text; TLS settings are only type-checked here (their files are
@@ -221,7 +227,7 @@ impl Guard {
         {
             return l.config.clone();
         }
-        let config = load(&self.path).map(Arc::new);
+        let config = load_http(&self.path).map(Arc::new);
         if let Err(e) = &config {
             tracing::error!(error = %e, "web config unreadable; requests are refused with 500 until it is fixed");
         }
