@@ -54,17 +54,10 @@ pub struct TlsServerConfig {
     pub curve_preferences: Vec<String>,
 }
 
-/// The web config file's TLS-relevant parts.
+/// The web config file's TLS part (the rest is checked by [`crate::webconfig`]).
 #[derive(Debug, Deserialize)]
 struct TlsPart {
     tls_server_config: Option<TlsServerConfig>,
-    #[serde(default)]
-    http_server_config: Option<HttpPart>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HttpPart {
-    http2: Option<bool>,
 }
 
 fn provider() -> CryptoProvider {
@@ -96,9 +89,10 @@ fn pem(
         )),
         (Some(f), None) => {
             let path = resolve(dir, f);
+            // Watched even when it cannot be read yet, so its arrival is noticed.
+            used.push(path.clone());
             let bytes =
                 std::fs::read(&path).map_err(|e| format!("{} {}: {e}", what.1, path.display()))?;
-            used.push(path);
             Ok(Some(bytes))
         }
         (None, Some(v)) => Ok(Some(v.as_bytes().to_vec())),
@@ -122,12 +116,18 @@ fn version(
     }
 }
 
-/// A server configuration and the files it was read from (for change detection).
-pub type Built = (Arc<ServerConfig>, Vec<PathBuf>);
-
 /// The TLS server configuration the web config file describes, or none when it has no
 /// `tls_server_config`.
-pub fn server_config(web_config: &Path) -> Result<Option<Built>, String> {
+pub fn server_config(web_config: &Path) -> Result<Option<Arc<ServerConfig>>, String> {
+    server_config_watching(web_config, &mut Vec::new())
+}
+
+/// [`server_config`], adding to `used` every file it reads or tried to read (the web config
+/// file itself not included), so a caller can watch them for changes.
+fn server_config_watching(
+    web_config: &Path,
+    used: &mut Vec<PathBuf>,
+) -> Result<Option<Arc<ServerConfig>>, String> {
     let text = std::fs::read_to_string(web_config)
         .map_err(|e| format!("web config {}: {e}", web_config.display()))?;
     if text.trim().is_empty() {
@@ -138,29 +138,26 @@ pub fn server_config(web_config: &Path) -> Result<Option<Built>, String> {
     let Some(tls) = part.tls_server_config else {
         return Ok(None);
     };
-    let http2 = part
-        .http_server_config
-        .and_then(|h| h.http2)
-        .unwrap_or(true);
     let dir = web_config.parent().unwrap_or(Path::new("."));
-    build(&tls, dir, http2)
-        .map(|(c, used)| Some((c, used)))
-        .map_err(|e| {
-            format!(
-                "web config {}: tls_server_config: {e}",
-                web_config.display()
-            )
-        })
+    build(&tls, dir, used).map(Some).map_err(|e| {
+        format!(
+            "web config {}: tls_server_config: {e}",
+            web_config.display()
+        )
+    })
 }
 
-fn build(tls: &TlsServerConfig, dir: &Path, http2: bool) -> Result<Built, String> {
-    let mut used = Vec::new();
+fn build(
+    tls: &TlsServerConfig,
+    dir: &Path,
+    used: &mut Vec<PathBuf>,
+) -> Result<Arc<ServerConfig>, String> {
     let cert = pem(
         dir,
         tls.cert_file.as_ref(),
         tls.cert.as_ref(),
         ("cert", "cert_file"),
-        &mut used,
+        used,
     )?
     .ok_or("missing one of cert or cert_file")?;
     let key = pem(
@@ -168,7 +165,7 @@ fn build(tls: &TlsServerConfig, dir: &Path, http2: bool) -> Result<Built, String
         tls.key_file.as_ref(),
         tls.key.as_ref(),
         ("key", "key_file"),
-        &mut used,
+        used,
     )?
     .ok_or("missing one of key or key_file")?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
@@ -263,7 +260,7 @@ fn build(tls: &TlsServerConfig, dir: &Path, http2: bool) -> Result<Built, String
         tls.client_ca_file.as_ref(),
         tls.client_ca.as_ref(),
         ("client_ca", "client_ca_file"),
-        &mut used,
+        used,
     )?;
     let auth = tls.client_auth_type.as_deref().unwrap_or("NoClientCert");
     let required = match auth {
@@ -332,12 +329,10 @@ fn build(tls: &TlsServerConfig, dir: &Path, http2: bool) -> Result<Built, String
         .with_single_cert(certs, key)
         .map_err(|e| format!("cert and key: {e}"))?;
     config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
-    config.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Ok((Arc::new(config), used))
+    // HTTP/1.1 only, whatever `http2` says: Prometheus scrapes over HTTP/1.1, and not serving
+    // HTTP/2 at all leaves no stream-reset floods to defend against.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Client certificates verified by the CA and then required to name one of the allowed SANs.
@@ -351,8 +346,11 @@ impl ClientCertVerifier for AllowedSans {
     fn offer_client_auth(&self) -> bool {
         self.inner.offer_client_auth()
     }
+    /// With an allow-list a certificate is required even under `VerifyClientCertIfGiven`:
+    /// rustls never asks this verifier about a client that sends none, so the list would
+    /// otherwise not apply to it.
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        true
     }
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.inner.root_hint_subjects()
@@ -368,11 +366,16 @@ impl ClientCertVerifier for AllowedSans {
             .verify_client_cert(end_entity, intermediates, now)?;
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| rustls::Error::General(format!("client certificate: {e}")))?;
-        if self
-            .sans
-            .iter()
-            .any(|san| cert.verify_is_valid_for_subject_name(san).is_ok())
-        {
+        // Exact comparison, as exporter-toolkit does: a wildcard certificate does not stand
+        // for a listed name.
+        let allowed = self.sans.iter().any(|san| match san {
+            ServerName::DnsName(name) => cert
+                .valid_dns_names()
+                .any(|d| d.eq_ignore_ascii_case(name.as_ref())),
+            ServerName::IpAddress(_) => cert.verify_is_valid_for_subject_name(san).is_ok(),
+            _ => false,
+        });
+        if allowed {
             Ok(verified)
         } else {
             Err(rustls::Error::General(
@@ -401,12 +404,22 @@ impl ClientCertVerifier for AllowedSans {
     }
 }
 
-type Stamp = Option<(SystemTime, u64)>;
+/// What identifies a file's content without reading it: a rewrite in place changes the change
+/// time even when a tool keeps the modification time and size, a rename changes the inode.
+type Stamp = Option<(SystemTime, i64, i64, u64, u64, u64)>;
 
 fn stamp(p: &Path) -> Stamp {
-    std::fs::metadata(p)
-        .ok()
-        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| {
+        (
+            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.ino(),
+            m.dev(),
+            m.len(),
+        )
+    })
 }
 
 /// The current TLS configuration, rebuilt when the web config file or a file it names changed.
@@ -419,6 +432,7 @@ pub struct Source {
 
 #[derive(Debug)]
 struct Cached {
+    /// The web config file first, then the files it names.
     stamps: Vec<(PathBuf, Stamp)>,
     config: Arc<ServerConfig>,
 }
@@ -426,24 +440,35 @@ struct Cached {
 impl Source {
     /// Reads the file; `Ok(None)` when it configures no TLS.
     pub fn open(path: PathBuf) -> Result<Option<Self>, String> {
-        let Some((config, used)) = server_config(&path)? else {
+        let before = stamp(&path);
+        let mut used = Vec::new();
+        let Some(config) = server_config_watching(&path, &mut used)? else {
             return Ok(None);
         };
-        let stamps = Self::stamps(&path, used);
+        let stamps = Self::stamps(&path, before, &[], used);
         Ok(Some(Self {
             path,
             cached: Mutex::new(Cached { stamps, config }),
         }))
     }
 
-    fn stamps(path: &Path, used: Vec<PathBuf>) -> Vec<(PathBuf, Stamp)> {
-        std::iter::once(path.to_path_buf())
-            .chain(used)
-            .map(|p| {
-                let s = stamp(&p);
-                (p, s)
-            })
-            .collect()
+    /// Stamps for the files of a build: those known before it keep the stamps taken before
+    /// reading (a change during the build is then seen next time), new ones are stamped now.
+    fn stamps(
+        path: &Path,
+        web_before: Stamp,
+        before: &[(PathBuf, Stamp)],
+        used: Vec<PathBuf>,
+    ) -> Vec<(PathBuf, Stamp)> {
+        let mut out = vec![(path.to_path_buf(), web_before)];
+        for p in used {
+            let s = before
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map_or_else(|| stamp(&p), |(_, s)| *s);
+            out.push((p, s));
+        }
+        out
     }
 
     /// The configuration for a new connection. A file that became unreadable or invalid keeps
@@ -453,16 +478,21 @@ impl Source {
             .cached
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cached.stamps.iter().all(|(p, s)| stamp(p) == *s) {
+        let now: Vec<(PathBuf, Stamp)> = cached
+            .stamps
+            .iter()
+            .map(|(p, _)| (p.clone(), stamp(p)))
+            .collect();
+        if now.iter().zip(&cached.stamps).all(|(a, b)| a.1 == b.1) {
             return Arc::clone(&cached.config);
         }
-        match server_config(&self.path) {
-            Ok(Some((config, used))) => {
+        let web_before = now.first().and_then(|(_, s)| *s);
+        let mut used = Vec::new();
+        match server_config_watching(&self.path, &mut used) {
+            Ok(Some(config)) => {
                 tracing::info!(file = %self.path.display(), "TLS configuration reloaded");
-                *cached = Cached {
-                    stamps: Self::stamps(&self.path, used),
-                    config,
-                };
+                cached.stamps = Self::stamps(&self.path, web_before, &now[1..], used);
+                cached.config = config;
             }
             failed => {
                 match failed {
@@ -473,14 +503,8 @@ impl Source {
                         tracing::error!(error = %e, "TLS configuration not reloaded; the last good one stays")
                     }
                 }
-                // Remember the broken state so it is not read again for every connection.
-                let used = cached
-                    .stamps
-                    .iter()
-                    .skip(1)
-                    .map(|(p, _)| p.clone())
-                    .collect();
-                cached.stamps = Self::stamps(&self.path, used);
+                // Watch what this attempt read or tried to read, as it was before reading.
+                cached.stamps = Self::stamps(&self.path, web_before, &now[1..], used);
             }
         }
         Arc::clone(&cached.config)
@@ -490,7 +514,7 @@ impl Source {
 /// Handshakes in progress at once; more wait in the kernel's accept queue.
 const MAX_HANDSHAKES: usize = 256;
 /// A client that has not finished its handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A TLS listener for `axum::serve`: TCP connections are accepted and their handshakes run
 /// in separate tasks, so one slow client never holds up the others.
@@ -574,7 +598,7 @@ mod tests {
 
     fn check(yaml: &str) -> Result<(), String> {
         let tls: TlsServerConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-        build(&tls, &fixtures(), true).map(|_| ())
+        build(&tls, &fixtures(), &mut Vec::new()).map(|_| ())
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -35,7 +35,7 @@ pub struct WebConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpServerConfig {
-    /// Only meaningful with TLS (HTTP/2 is negotiated by ALPN); accepted for compatibility.
+    /// Accepted for compatibility; tidegauge serves HTTP/1.1 only.
     #[serde(default = "yes")]
     pub http2: bool,
     /// Security headers added to every response.
@@ -183,12 +183,13 @@ pub struct Guard {
     bucket: Mutex<Bucket>,
     verified: Mutex<HashMap<[u8; 32], ()>>,
     /// bcrypt checks run one at a time: a burst of bad passwords must not take every core.
-    bcrypt: tokio::sync::Mutex<()>,
+    bcrypt: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Clone)]
 struct Loaded {
-    stamp: (SystemTime, u64),
+    /// The file's bytes the configuration was parsed from.
+    bytes: Vec<u8>,
     config: Result<Arc<Checked>, String>,
 }
 
@@ -202,6 +203,8 @@ struct Bucket {
 impl Guard {
     /// A guard for the file at `path` (checked at start-up by [`load`]).
     pub fn new(path: PathBuf) -> Self {
+        // Hashed now rather than inside the first request for an unknown user.
+        std::sync::LazyLock::force(&DUMMY_HASH);
         Self {
             path,
             loaded: Mutex::new(None),
@@ -211,28 +214,32 @@ impl Guard {
                 at: Instant::now(),
             }),
             verified: Mutex::new(HashMap::new()),
-            bcrypt: tokio::sync::Mutex::new(()),
+            bcrypt: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// The configuration as the file holds it now: re-read when its modification time or size
-    /// changed since the last request.
+    /// The configuration as the file holds it now. The small file is read on every request,
+    /// as exporter-toolkit does (timestamps miss edits that keep them), and parsed again only
+    /// when its bytes changed.
     fn current(&self) -> Result<Arc<Checked>, String> {
-        let stamp = std::fs::metadata(&self.path)
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+        let bytes = std::fs::read(&self.path)
             .map_err(|e| format!("web config {}: {e}", self.path.display()))?;
         let mut loaded = lock(&self.loaded);
         if let Some(l) = loaded.as_ref()
-            && l.stamp == stamp
+            && l.bytes == bytes
         {
             return l.config.clone();
         }
-        let config = load_http(&self.path).map(Arc::new);
+        let config = std::str::from_utf8(&bytes)
+            .map_err(|_| "not UTF-8 text".to_owned())
+            .and_then(parse)
+            .map(Arc::new)
+            .map_err(|e| format!("web config {}: {e}", self.path.display()));
         if let Err(e) = &config {
             tracing::error!(error = %e, "web config unreadable; requests are refused with 500 until it is fixed");
         }
         *loaded = Some(Loaded {
-            stamp,
+            bytes,
             config: config.clone(),
         });
         config
@@ -278,9 +285,12 @@ impl Guard {
         if known.is_some() && lock(&self.verified).contains_key(&key) {
             return true;
         }
-        let _one_at_a_time = self.bcrypt.lock().await;
+        // The lock travels into the blocking task: a cancelled request must not let the next
+        // check start while this one still runs.
+        let one_at_a_time = Arc::clone(&self.bcrypt).lock_owned().await;
         let (password, hash_owned) = (password.clone(), hash.to_owned());
         let ok = tokio::task::spawn_blocking(move || {
+            let _held = one_at_a_time;
             bcrypt::verify(password, &hash_owned).unwrap_or(false)
         })
         .await
@@ -347,9 +357,11 @@ fn text(status: StatusCode, body: &str) -> Response {
 
 /// The middleware: rate limit, then basic auth, then the configured headers on the answer.
 pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    // The reason is logged, never sent: it can quote the file, secrets included, and nobody
+    // is authenticated yet.
     let config = match guard.current() {
         Ok(c) => c,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     };
     let mut resp = if !guard.admit(config.rate_limit) {
         text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")

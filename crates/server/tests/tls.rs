@@ -78,28 +78,26 @@ async fn status(c: &reqwest::Client, url: &str) -> Result<(u16, reqwest::Version
 const SERVER: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n";
 
 #[tokio::test]
-async fn serves_tls_and_negotiates_http2() {
+async fn serves_tls_over_http1() {
     let s = server("plain", SERVER).await;
     let (code, version) = status(&client(None), &s.url).await.unwrap();
     assert_eq!(code, 200);
     assert_eq!(
         version,
-        reqwest::Version::HTTP_2,
-        "ALPN offers h2 by default"
+        reqwest::Version::HTTP_11,
+        "ALPN offers HTTP/1.1 only"
     );
     // A client that does not trust the CA fails the handshake.
     tidegauge_core::http::client().unwrap();
     let untrusting = reqwest::Client::builder().build().unwrap();
     assert!(status(&untrusting, &s.url).await.is_err());
-
-    // http2: false leaves HTTP/1.1 only; the change applies to new connections.
-    std::fs::write(
-        &s.web,
-        format!("{SERVER}http_server_config:\n  http2: false\n"),
-    )
-    .unwrap();
-    let (code, version) = status(&client(None), &s.url).await.unwrap();
-    assert_eq!((code, version), (200, reqwest::Version::HTTP_11));
+    // A client that insists on HTTP/2 gets no answer in it.
+    let h2 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&read("ca.pem")).unwrap())
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    assert!(status(&h2, &s.url).await.is_err());
 }
 
 #[tokio::test]
@@ -119,9 +117,42 @@ async fn client_certificates_are_verified() {
         status(&client(None), &s.url).await.is_err(),
         "no certificate"
     );
+    // An allow-list makes a certificate necessary even when it would be optional.
+    std::fs::write(
+        &s.web,
+        format!(
+            "{SERVER}  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.pem\n  client_allowed_sans: [client.example]\n"
+        ),
+    )
+    .unwrap();
+    assert!(
+        status(&client(None), &s.url).await.is_err(),
+        "no certificate, SANs listed"
+    );
+    assert_eq!(
+        status(&client(Some("client")), &s.url).await.unwrap().0,
+        200
+    );
     assert!(
         status(&client(Some("stranger")), &s.url).await.is_err(),
         "certificate from an unknown CA"
+    );
+
+    // Names are compared exactly: a wildcard certificate does not stand for a listed name.
+    std::fs::write(
+        &s.web,
+        format!(
+            "{SERVER}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  client_allowed_sans: [node.clients.example]\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        status(&client(Some("client")), &s.url).await.unwrap().0,
+        200
+    );
+    assert!(
+        status(&client(Some("wildcard")), &s.url).await.is_err(),
+        "*.clients.example does not stand for node.clients.example"
     );
 
     // The allowed SANs change: the same certificate is now refused.
