@@ -142,6 +142,13 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
         app = app.route("/", get(landing));
     }
     let web_config = state.settings.config_file.clone();
+    let engine = state.engine.clone();
+    let bearer_in_use: webconfig::BearerInUse = Arc::new(move || {
+        engine
+            .current()
+            .collectors()
+            .any(|c| c.uses_authorization_header())
+    });
     let app = app
         .fallback(collector_routes)
         .with_state(state)
@@ -156,7 +163,7 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
     match web_config {
         // Outermost: the rate limit and basic auth cover every route, as in exporter-toolkit.
         Some(path) => app.layer(middleware::from_fn_with_state(
-            Arc::new(webconfig::Guard::new(path)),
+            Arc::new(webconfig::Guard::new(path, bearer_in_use)),
             webconfig::guard,
         )),
         None => app,

@@ -175,10 +175,13 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// hash in the file is checked afresh (the fix for CVE-2022-46146 in exporter-toolkit).
 const CACHE_SIZE: usize = 100;
 
+/// Whether some part of the host reads the `Authorization` header itself (bearer tokens).
+pub type BearerInUse = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// What the middleware keeps between requests.
-#[derive(Debug)]
 pub struct Guard {
     path: PathBuf,
+    bearer_in_use: BearerInUse,
     loaded: Mutex<Option<Loaded>>,
     bucket: Mutex<Bucket>,
     verified: Mutex<HashMap<[u8; 32], ()>>,
@@ -201,12 +204,14 @@ struct Bucket {
 }
 
 impl Guard {
-    /// A guard for the file at `path` (checked at start-up by [`load`]).
-    pub fn new(path: PathBuf) -> Self {
+    /// A guard for the file at `path` (checked at start-up by [`load`]); basic auth added to
+    /// the file while `bearer_in_use` says yes is refused like a broken file.
+    pub fn new(path: PathBuf, bearer_in_use: BearerInUse) -> Self {
         // Hashed now rather than inside the first request for an unknown user.
         std::sync::LazyLock::force(&DUMMY_HASH);
         Self {
             path,
+            bearer_in_use,
             loaded: Mutex::new(None),
             bucket: Mutex::new(Bucket {
                 limit: None,
@@ -307,6 +312,14 @@ impl Guard {
     }
 }
 
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -360,6 +373,12 @@ pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
     // The reason is logged, never sent: it can quote the file, secrets included, and nobody
     // is authenticated yet.
     let config = match guard.current() {
+        Ok(c) if c.has_users() && (guard.bearer_in_use)() => {
+            tracing::error!(
+                "basic_auth_users cannot be combined with a collector's bearer authentication (both use the Authorization header); refusing requests until the web config file or the collector changes"
+            );
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
         Ok(c) => c,
         Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     };

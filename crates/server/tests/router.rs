@@ -71,6 +71,9 @@ impl Collector for Fake {
     fn prober(&self) -> Option<&dyn Prober> {
         (self.name == "prober").then_some(self as &dyn Prober)
     }
+    fn uses_authorization_header(&self) -> bool {
+        self.name == "bearer"
+    }
     async fn authorize_exposition(
         &self,
         headers: &axum::http::HeaderMap,
@@ -981,5 +984,34 @@ async fn web_config_file_guards_every_route() {
     );
     std::fs::write(&file, "").unwrap();
     assert_eq!(get(&app, "/metrics", &[]).await.0, StatusCode::OK);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Basic auth added to the web config file at run time while a collector reads bearer tokens
+/// from the same header: refused like a broken file, never half-applied.
+#[tokio::test]
+async fn web_config_basic_auth_beside_bearer_auth_is_refused() {
+    let dir = std::env::temp_dir().join(format!("tidegauge-webcfg-bearer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("web.yml");
+    std::fs::write(&file, "").unwrap();
+    let app = router(
+        SharedEngine::new(engine(vec![(
+            Fake::new("bearer"),
+            CollectorSettings::default(),
+        )])),
+        WebSettings {
+            config_file: Some(file.clone()),
+            ..WebSettings::default()
+        },
+    );
+    assert_eq!(get(&app, "/metrics", &[]).await.0, StatusCode::OK);
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&file, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let good = ("authorization", "Basic YWxpY2U6czNjcmV0");
+    assert_eq!(
+        get(&app, "/metrics", &[good]).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
