@@ -4,6 +4,7 @@
 //! [`Collector::collect`] with a [`ScrapeContext`] (deadline, clock, shared HTTP client) and
 //! encodes the returned [`Snapshot`]. Collectors never format exposition text themselves.
 
+pub mod base64;
 pub mod duration;
 pub mod encode;
 pub mod http;

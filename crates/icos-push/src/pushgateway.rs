@@ -143,34 +143,6 @@ fn kind_of(s: &str) -> MetricType {
     }
 }
 
-/// Decodes RFC 4648 base64 (URL-safe or standard alphabet, padding optional).
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    if bits >= 6 {
-        return None;
-    }
-    Some(out)
-}
-
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -212,7 +184,7 @@ pub fn grouping_key(raw: &str) -> Result<Labels, String> {
             return Err(format!("improper label name {name:?}"));
         }
         let value = if b64 {
-            let bytes = base64_decode(encoded).ok_or_else(|| {
+            let bytes = tidegauge_core::base64::decode(encoded).ok_or_else(|| {
                 if name == "job" {
                     format!("invalid base64 encoding in job name {encoded:?}")
                 } else {
