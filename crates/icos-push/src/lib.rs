@@ -91,6 +91,25 @@ struct Pushed {
     generation: u64,
 }
 
+impl Pushed {
+    /// Removes the groups expired at `now`, counts them and marks the state changed; returns
+    /// the store deletions to queue.
+    fn expire(&mut self, now: f64) -> Vec<Write> {
+        let expired = self.groups.expire(now);
+        if !expired.is_empty() {
+            self.expired += expired.len() as u64;
+            self.generation += 1;
+        }
+        expired
+            .iter()
+            .map(|g| {
+                tracing::info!(group = ?g.key, "push group expired");
+                Write::Delete(g.store_key())
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     limits: Limits,
@@ -729,13 +748,7 @@ async fn push(
     let (pending, outcome) = {
         let mut state = lock(&inner.state);
         // Expired groups go first: they must not count in limits or consistency checks.
-        let mut writes: Vec<Write> = Vec::new();
-        let expired = state.groups.expire(now);
-        if !expired.is_empty() {
-            state.expired += expired.len() as u64;
-            state.generation += 1;
-        }
-        writes.extend(expired.iter().map(|g| Write::Delete(g.store_key())));
+        let mut writes = state.expire(now);
         let registry = &state.registry;
         let taken = |n: &str| registry.occupies(n) || n.starts_with("tidegauge_");
         let candidate = state.groups.candidate(&key, method, families, now, &taken);
@@ -905,23 +918,8 @@ impl Collector for IcosPush {
         let now = unix_seconds(ctx.now());
         let pending = {
             let mut state = lock(&self.inner.state);
-            let expired = state.groups.expire(now);
-            state.expired += expired.len() as u64;
-            if !expired.is_empty() {
-                state.generation += 1;
-            }
-            (!expired.is_empty()).then(|| {
-                for g in &expired {
-                    tracing::info!(group = ?g.key, "push group expired");
-                }
-                self.inner.store.submit_in(
-                    state.epoch,
-                    expired
-                        .iter()
-                        .map(|g| Write::Delete(g.store_key()))
-                        .collect(),
-                )
-            })
+            let deletes = state.expire(now);
+            (!deletes.is_empty()).then(|| self.inner.store.submit_in(state.epoch, deletes))
         };
         if let Some(p) = pending
             && !matches!(p.await, Ok(Ok(())))

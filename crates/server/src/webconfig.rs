@@ -131,7 +131,9 @@ pub fn parse(text: &str) -> Result<Checked, String> {
         }
         let value = HeaderValue::from_str(value)
             .map_err(|_| format!("invalid value for {canonical}: {value:?}"))?;
-        headers.push((HeaderName::from_static(lower(canonical)), value));
+        let name = HeaderName::from_bytes(canonical.as_bytes())
+            .map_err(|e| format!("{canonical}: {e}"))?;
+        headers.push((name, value));
     }
     for (user, hash) in &config.basic_auth_users {
         if user.contains(':') {
@@ -144,16 +146,6 @@ pub fn parse(text: &str) -> Result<Checked, String> {
         headers,
         rate_limit: config.rate_limit.filter(|r| !r.interval.is_zero()),
     })
-}
-
-fn lower(canonical: &'static str) -> &'static str {
-    match canonical {
-        "Content-Security-Policy" => "content-security-policy",
-        "X-Frame-Options" => "x-frame-options",
-        "X-Content-Type-Options" => "x-content-type-options",
-        "X-XSS-Protection" => "x-xss-protection",
-        _ => "strict-transport-security",
-    }
 }
 
 /// The cost of a bcrypt hash, or why it is not one.
