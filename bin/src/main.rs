@@ -1,26 +1,34 @@
 //! `tidegauge`: one host binary serving Prometheus metrics from collector crates.
 
-mod collectors;
 mod config;
+mod factories;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+use std::collections::BTreeMap;
+
 use clap::ArgMatches;
 use futures_util::FutureExt;
-use tidegauge_core::{CancellationToken, HostServices, SystemClock};
+use tidegauge_core::{CancellationToken, Environment, HostServices, Instance};
 use tidegauge_server::{BuildInfo, Engine, ReloadFn, SharedEngine, TimeoutSettings, WebSettings};
 use tokio::net::TcpListener;
 
 use crate::config::{ConfigError, HostConfig, Listen, LogFormat};
+use crate::factories::Catalog;
 
-fn env(k: &str) -> Option<String> {
-    std::env::var(k).ok()
-}
+/// Where collectors keep durable state unless their configuration says otherwise.
+const DATA_DIR: &str = "tidegauge-data";
+
+/// The built collectors by name, handed to their factories on the next reload. Disabled
+/// collectors keep their last instance here, so enabling one again reuses its state.
+type Instances = BTreeMap<String, Instance>;
 
 fn main() -> ExitCode {
-    let matches = match config::command().try_get_matches() {
+    let catalog = Catalog::compiled();
+    let env = Environment::process();
+    let matches = match config::command(&catalog.factories, &catalog.features).try_get_matches() {
         Ok(m) => m,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -28,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let cfg = match config::load(&matches, &env) {
+    let cfg = match config::load(&matches, &env, &catalog) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tidegauge: invalid configuration: {e}");
@@ -45,9 +53,8 @@ fn main() -> ExitCode {
     }
     let services = match tidegauge_core::http::client() {
         Ok(http) => HostServices {
-            http,
-            clock: Arc::new(SystemClock),
-            data_dir: std::path::PathBuf::from("."),
+            env,
+            ..HostServices::new(http, DATA_DIR.into())
         },
         Err(e) => {
             eprintln!("tidegauge: cannot build the HTTP client: {e}");
@@ -56,8 +63,8 @@ fn main() -> ExitCode {
     };
     // Build the collectors before starting the runtime's servers so a bad configuration
     // never binds a port.
-    let engine = match build_engine(&cfg, &services) {
-        Ok(e) => e,
+    let (engine, instances) = match build_engine(&cfg, &services, &catalog, &Instances::new()) {
+        Ok(built) => built,
         Err(e) => {
             eprintln!("tidegauge: invalid configuration: {e}");
             return ExitCode::from(2);
@@ -84,7 +91,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(matches, cfg, services, engine)) {
+    let topology = Topology {
+        matches,
+        catalog,
+        services,
+        instances: Mutex::new(instances),
+    };
+    match runtime.block_on(serve(topology, cfg, engine)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "tidegauge stopped");
@@ -106,7 +119,15 @@ fn init_logging(cfg: &HostConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn build_engine(cfg: &HostConfig, services: &HostServices) -> Result<Engine, ConfigError> {
+/// Builds the enabled collectors (each from its previous instance, when there is one) and the
+/// engine that scrapes them; returns the instances to hand over on the next reload.
+fn build_engine(
+    cfg: &HostConfig,
+    services: &HostServices,
+    catalog: &Catalog,
+    previous: &Instances,
+) -> Result<(Engine, Instances), ConfigError> {
+    let mut instances = previous.clone();
     let mut builder = Engine::builder(Arc::clone(&services.clock), services.http.clone())
         .timeouts(TimeoutSettings {
             default_timeout: cfg.scrape.default_timeout,
@@ -119,7 +140,12 @@ fn build_engine(cfg: &HostConfig, services: &HostServices) -> Result<Engine, Con
             builder = builder.disabled(name.clone());
             continue;
         }
-        let collector = collectors::build(name, &c.own, services, &env)?;
+        let Some(factory) = catalog.get(name) else {
+            continue;
+        };
+        let built = factory.build(&c.own, services, previous.get(name))?;
+        let collector = Arc::clone(&built.collector);
+        instances.insert(name.clone(), built);
         if cfg.web.basic_auth && collector.uses_authorization_header() {
             return Err(ConfigError(format!(
                 "collectors.{name}: its bearer authentication cannot be combined with basic_auth_users in web.config_file: both use the Authorization header"
@@ -127,7 +153,7 @@ fn build_engine(cfg: &HostConfig, services: &HostServices) -> Result<Engine, Con
         }
         builder = builder.collector(collector, c.settings);
     }
-    Ok(builder.build())
+    Ok((builder.build(), instances))
 }
 
 async fn bind(addr: &str) -> std::io::Result<Vec<TcpListener>> {
@@ -165,12 +191,15 @@ async fn bind(addr: &str) -> std::io::Result<Vec<TcpListener>> {
     }
 }
 
-async fn serve(
+/// What a reload needs: the command line, the collectors and the instances running.
+struct Topology {
     matches: ArgMatches,
-    cfg: HostConfig,
+    catalog: Catalog,
     services: HostServices,
-    engine: Engine,
-) -> std::io::Result<()> {
+    instances: Mutex<Instances>,
+}
+
+async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::Result<()> {
     let mut listeners = Vec::new();
     for addr in &cfg.web.listen_addresses {
         match bind(addr).await {
@@ -193,24 +222,14 @@ async fn serve(
         let background = Arc::clone(&background);
         let shutdown = shutdown.clone();
         let running = Arc::new(Mutex::new(cfg.clone()));
+        let topology = Arc::new(topology);
         Arc::new(move || {
             let shared = shared.clone();
             let background = Arc::clone(&background);
             let shutdown = shutdown.clone();
             let running = Arc::clone(&running);
-            let matches = matches.clone();
-            let services = services.clone();
-            async move {
-                reload(
-                    &matches,
-                    &services,
-                    &shared,
-                    &background,
-                    &shutdown,
-                    &running,
-                )
-            }
-            .boxed()
+            let topology = Arc::clone(&topology);
+            async move { reload(&topology, &shared, &background, &shutdown, &running) }.boxed()
         })
     };
     let settings = WebSettings {
@@ -274,21 +293,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Re-reads the configuration and swaps the engine; a bad configuration changes nothing.
 fn reload(
-    matches: &ArgMatches,
-    services: &HostServices,
+    topology: &Topology,
     shared: &SharedEngine,
     background: &Mutex<CancellationToken>,
     shutdown: &CancellationToken,
     running: &Mutex<HostConfig>,
 ) -> Result<String, String> {
-    let cfg = config::load(matches, &env).map_err(|e| {
+    // One reload at a time: each builds from the instances the previous one left.
+    let mut instances = lock(&topology.instances);
+    let built = config::load(&topology.matches, &topology.services.env, &topology.catalog)
+        .and_then(|cfg| {
+            build_engine(&cfg, &topology.services, &topology.catalog, &instances)
+                .map(|(engine, next)| (cfg, engine, next))
+        });
+    let (cfg, engine, next) = built.map_err(|e| {
         tracing::error!(error = %e, "reload failed; keeping the running configuration");
         e.to_string()
     })?;
-    let engine = build_engine(&cfg, services).map_err(|e| {
-        tracing::error!(error = %e, "reload failed; keeping the running configuration");
-        e.to_string()
-    })?;
+    *instances = next;
+    drop(instances);
     let mut notes = Vec::new();
     {
         let old = lock(running);

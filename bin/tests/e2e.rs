@@ -518,6 +518,48 @@ async fn icos_push_survives_sigkill() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A reload hands the open store to the new icos-push instance: pushed series stay, new limits
+/// apply, and switching the collector off and on again finds the same store (a database file
+/// can be opened once per process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_hands_the_push_store_over() {
+    let dir = temp_dir("reload-push");
+    let cfg = push_config(&dir);
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let host = Host::with_config(&cfg);
+    let http = client();
+    let push = |body: &'static str| http.put(host.url("/metrics/job/a")).body(body).send();
+    let reload = || async {
+        let r = http.post(host.url("/-/reload")).send().await.unwrap();
+        let status = r.status();
+        assert_eq!(status, 200, "{}", r.text().await.unwrap());
+    };
+    assert_eq!(push("kept 1\n").await.unwrap().status(), 200);
+
+    std::fs::write(&cfg, format!("{base}max_body_size = 16\n")).unwrap();
+    reload().await;
+    assert_eq!(
+        push("a_body_longer_than_sixteen_bytes 1\n")
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+    let body = get_text(&http, &host.url("/metrics")).await;
+    assert!(body.contains("kept{instance=\"\",job=\"a\"} 1"), "{body}");
+
+    std::fs::write(&cfg, format!("{base}enabled = false\n")).unwrap();
+    reload().await;
+    let body = get_text(&http, &host.url("/metrics")).await;
+    assert!(!body.contains("kept{"), "{body}");
+    std::fs::write(&cfg, &base).unwrap();
+    reload().await;
+    let body = get_text(&http, &host.url("/metrics")).await;
+    assert!(body.contains("kept{instance=\"\",job=\"a\"} 1"), "{body}");
+    drop(host);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Python's prometheus_client, unchanged, pushing to the Pushgateway routes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_push_to_gateway_works_unchanged() {

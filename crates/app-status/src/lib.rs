@@ -6,6 +6,7 @@
 //! `app_requests_pending`, `app_uptime` and `app_health`.
 
 pub mod config;
+mod factory;
 pub mod mapping;
 pub mod path;
 
@@ -25,6 +26,7 @@ use tidegauge_core::{
 
 pub use config::{Config, ConfigError, SeedEnv};
 use config::{ModuleConfig, TargetConfig, seed_module};
+pub use factory::Factory;
 use mapping::{Mapping, Reason, apply};
 
 /// The collector's name in configuration, flags and filters.
@@ -499,7 +501,7 @@ impl Collector for AppStatus {
         NAME
     }
 
-    async fn collect(&self, ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
+    async fn collect(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
         let results = join_all(self.targets.iter().map(|t| self.refresh(t, ctx))).await;
         let now = ctx.now();
         let mut mapped = Vec::new();
@@ -552,7 +554,7 @@ impl Collector for AppStatus {
         for f in [up, duration, last_ok, age, errors] {
             snap.push(f);
         }
-        Ok(snap)
+        Ok(Arc::new(snap))
     }
 
     fn prober(&self) -> Option<&dyn Prober> {

@@ -367,11 +367,8 @@ mod tests {
         let mut s = Snapshot::new();
         s.push(MetricFamily::gauge("app_requests_current", "Current requests").with(vec![], 10.0));
         s.push(
-            MetricFamily::counter(
-                "app_status_errors",
-                "Errors \"by\" reason\nand \\ backslash",
-            )
-            .with(labels([("target", "a\"b"), ("reason", "connect")]), 3.0),
+            MetricFamily::counter("fetch_errors", "Errors \"by\" reason\nand \\ backslash")
+                .with(labels([("target", "a\"b"), ("reason", "connect")]), 3.0),
         );
         let mut st = MetricFamily::new("app_health", "Health", MetricType::StateSet);
         st.push_states(
@@ -393,7 +390,7 @@ mod tests {
         g.push(labels([("v", "small")]), 2.5e-9);
         g.push(labels([("v", "frac")]), 25.99);
         s.push(g);
-        let mut u = MetricFamily::gauge("ifcb_size_bytes", "Size with a unit");
+        let mut u = MetricFamily::gauge("disk_size_bytes", "Size with a unit");
         u.unit = Some("bytes".into());
         u.push(vec![], 1024.0);
         s.push(u);
@@ -519,9 +516,7 @@ mod tests {
         let om = parse_back(&encode_openmetrics(&parts));
         assert_eq!(text, om);
         assert_eq!(
-            text.get(
-                "app_status_errors_total[(\"reason\", \"connect\"), (\"target\", \"a\\\"b\")]"
-            ),
+            text.get("fetch_errors_total[(\"reason\", \"connect\"), (\"target\", \"a\\\"b\")]"),
             Some(&3.0)
         );
         assert_eq!(text.len(), 22);

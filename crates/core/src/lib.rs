@@ -7,6 +7,7 @@
 pub mod base64;
 pub mod duration;
 pub mod encode;
+pub mod factory;
 pub mod http;
 pub mod singleflight;
 pub mod snapshot;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use async_trait::async_trait;
+pub use factory::{BuildError, DynFactory, Environment, Factory, Instance};
 pub use snapshot::{Labels, MetricFamily, MetricType, Sample, Snapshot, Value, labels};
 pub use tokio_util::sync::CancellationToken;
 
@@ -50,8 +52,23 @@ pub struct HostServices {
     pub http: reqwest::Client,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
-    /// Directory where collectors may keep durable state.
+    /// Directory where collectors keep durable state unless configured otherwise.
     pub data_dir: PathBuf,
+    /// The process environment (secrets named by `*_env` keys, the replaced systems'
+    /// variables).
+    pub env: Environment,
+}
+
+impl HostServices {
+    /// Services with the real clock and process environment.
+    pub fn new(http: reqwest::Client, data_dir: PathBuf) -> Self {
+        Self {
+            http,
+            clock: Arc::new(SystemClock),
+            data_dir,
+            env: Environment::process(),
+        }
+    }
 }
 
 /// Everything one collection may use. Built by the host for every scrape.
@@ -143,15 +160,10 @@ pub trait Collector: Send + Sync + 'static {
     /// Stable name, used in configuration, flags, URL filters and self-metric labels.
     fn name(&self) -> &str;
 
-    /// Gathers a fresh snapshot. Must be cancel-safe: the host drops the future at the deadline.
-    async fn collect(&self, ctx: &ScrapeContext) -> Result<Snapshot, CollectError>;
-
-    /// Gathers a snapshot that may be shared with earlier scrapes. A collector whose data
-    /// changes rarely (a push API) hands out the same `Arc` while nothing changed, so the host
-    /// can reuse the checks and the encoding it did on it. Default: a fresh [`Collector::collect`].
-    async fn collect_shared(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
-        self.collect(ctx).await.map(Arc::new)
-    }
+    /// Gathers the collector's snapshot. Must be cancel-safe: the host drops the future at the
+    /// deadline. A collector whose data changes rarely (a push API) may hand out the same `Arc`
+    /// while nothing changed: the host then reuses the checks and the encoding it did on it.
+    async fn collect(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError>;
 
     /// Extra HTTP routes merged into the host's router (e.g. a push API). Default: none.
     fn routes(&self) -> Option<axum::Router> {
@@ -159,7 +171,7 @@ pub trait Collector: Send + Sync + 'static {
     }
 
     /// A refusal of a request for the host's exposition (`/metrics`), sent as is: for
-    /// collectors whose data is private (icos-push with `PROMETHEUS_METRICS_DISABLED`).
+    /// collectors whose data is private (a push API behind authentication).
     /// Default: no objection.
     async fn authorize_exposition(
         &self,

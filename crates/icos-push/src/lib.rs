@@ -3,6 +3,7 @@
 //! acknowledged and are served on the host's `/metrics`.
 
 pub mod auth;
+mod factory;
 pub mod model;
 pub mod openapi;
 pub mod protobuf;
@@ -30,6 +31,8 @@ use model::{Change, Limits, Metric, Registry, Rejection};
 use pushgateway::{F, Group, Groups, Method, STORE_PREFIX};
 use store::{Store, Write};
 
+pub use factory::Factory;
+
 /// The collector's name in configuration, flags and filters.
 pub const NAME: &str = "icos-push";
 
@@ -37,8 +40,9 @@ pub const NAME: &str = "icos-push";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Directory of the embedded store (`icos-push.redb` inside it).
-    pub data_dir: PathBuf,
+    /// Directory of the embedded store (`icos-push.redb` inside it); default: the host's data
+    /// directory.
+    pub data_dir: Option<PathBuf>,
     /// Largest accepted request body, in bytes (413 above).
     pub max_body_size: usize,
     /// Series over all pushed metrics.
@@ -62,7 +66,7 @@ impl Default for Config {
     fn default() -> Self {
         let limits = Limits::default();
         Self {
-            data_dir: PathBuf::from("tidegauge-data"),
+            data_dir: None,
             max_body_size: 1024 * 1024,
             max_series: limits.max_series,
             max_label_length: limits.max_label_length,
@@ -121,20 +125,51 @@ struct Settings {
     admin_api: bool,
 }
 
-struct Inner {
+/// What an exposition was built from: the state's generation and the store's commit count.
+type ExpositionKey = (u64, u64);
+
+/// What outlives a reload: the store and the state restored from it.
+struct Durable {
     state: Mutex<Pushed>,
     store: Store,
-    settings: Mutex<Settings>,
-    services: HostServices,
+    /// The exposition of one generation of the state and commit count.
+    shared: Mutex<Option<(ExpositionKey, Arc<Snapshot>)>>,
     started: std::time::SystemTime,
-    verifier: Mutex<Option<Arc<auth::Verifier>>>,
-    /// The exposition of one generation of the state.
-    shared: Mutex<Option<(u64, Arc<Snapshot>)>>,
+    /// The data directory, canonical: a reload naming the same one keeps this store open (a
+    /// database file can be opened once).
+    dir: PathBuf,
 }
 
-/// Stores open in this process, by path: a reload reuses the open store (a database file can
-/// be opened once) and only takes the new limits.
-static OPEN: Mutex<Vec<(PathBuf, std::sync::Weak<Inner>)>> = Mutex::new(Vec::new());
+struct Inner {
+    durable: Arc<Durable>,
+    settings: Settings,
+    services: HostServices,
+    verifier: Option<Arc<auth::Verifier>>,
+}
+
+impl Durable {
+    fn open(data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let path = data_dir.join("icos-push.redb");
+        let store = Store::open(&path)
+            .map_err(|e| ConfigError(format!("data_dir {}: {e}", data_dir.display())))?;
+        let (metrics, groups) =
+            load_state(&store).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        tracing::info!(path = %path.display(), metrics = metrics.len(), groups = groups.len(), "icos-push store opened");
+        Ok(Self {
+            state: Mutex::new(Pushed {
+                registry: Registry::restore(metrics),
+                groups: Groups::restore(groups),
+                expired: 0,
+                epoch: store.epoch(),
+                generation: 0,
+            }),
+            store,
+            shared: Mutex::new(None),
+            started: std::time::SystemTime::now(),
+            dir: std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()),
+        })
+    }
+}
 
 /// The icos-push collector.
 #[derive(Clone)]
@@ -153,20 +188,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl IcosPush {
-    /// Opens the store under `config.data_dir` and restores every acknowledged write; `env`
-    /// supplies the original's variables (`SECURITY_DISABLED`, `KEYCLOAK_*`,
-    /// `PROMETHEUS_METRICS_DISABLED`) for what the configuration leaves open.
+    /// Opens the store under the data directory (`config.data_dir`, else the host's) and
+    /// restores every acknowledged write; `env` supplies the original's variables
+    /// (`SECURITY_DISABLED`, `KEYCLOAK_*`, `PROMETHEUS_METRICS_DISABLED`) for what the
+    /// configuration leaves open. `previous` is the running instance on a reload: its store
+    /// stays open when the directory is the same.
     pub fn open(
         config: &Config,
         services: &HostServices,
         env: &dyn Fn(&str) -> Option<String>,
+        previous: Option<&IcosPush>,
     ) -> Result<Self, ConfigError> {
         if config.max_body_size == 0 || config.max_series == 0 || config.max_label_length == 0 {
             return Err(ConfigError(
                 "max_body_size, max_series and max_label_length must be greater than zero".into(),
             ));
         }
-        let path = config.data_dir.join("icos-push.redb");
+        let data_dir = config
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| services.data_dir.clone());
+        let auth = config.auth.clone().with_env(env).map_err(ConfigError)?;
         let settings = Settings {
             limits: Limits {
                 max_series: config.max_series,
@@ -176,12 +218,7 @@ impl IcosPush {
             max_group_series: config.max_group_series,
             push_ttl: config.push_ttl,
             admin_api: config.admin_api,
-            protect_metrics: false,
-        };
-        let auth = config.auth.clone().with_env(env).map_err(ConfigError)?;
-        let settings = Settings {
             protect_metrics: auth.protect_metrics,
-            ..settings
         };
         let verifier = auth::Verifier::new(&auth, services.http.clone())
             .map_err(ConfigError)?
@@ -191,43 +228,19 @@ impl IcosPush {
                 "icos-push: the write routes accept pushes from anyone; configure auth.tokens_file or auth.keycloak to restrict them"
             );
         }
-        let mut open = lock(&OPEN);
-        open.retain(|(_, w)| w.strong_count() > 0);
-        let canonical =
-            std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
-        if let Some(inner) = open
-            .iter()
-            .find(|(p, _)| *p == canonical)
-            .and_then(|(_, w)| w.upgrade())
-        {
-            *lock(&inner.settings) = settings;
-            *lock(&inner.verifier) = verifier;
-            return Ok(Self { inner });
-        }
-        let store = Store::open(&path)
-            .map_err(|e| ConfigError(format!("data_dir {}: {e}", config.data_dir.display())))?;
-        let (metrics, groups) =
-            load_state(&store).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        tracing::info!(path = %path.display(), metrics = metrics.len(), groups = groups.len(), "icos-push store opened");
-        let inner = Arc::new(Inner {
-            state: Mutex::new(Pushed {
-                registry: Registry::restore(metrics),
-                groups: Groups::restore(groups),
-                expired: 0,
-                epoch: store.epoch(),
-                generation: 0,
+        let canonical = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
+        let durable = match previous {
+            Some(p) if p.inner.durable.dir == canonical => Arc::clone(&p.inner.durable),
+            _ => Arc::new(Durable::open(&data_dir)?),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                durable,
+                settings,
+                services: services.clone(),
+                verifier,
             }),
-            store,
-            settings: Mutex::new(settings),
-            services: services.clone(),
-            started: std::time::SystemTime::now(),
-            verifier: Mutex::new(verifier),
-            shared: Mutex::new(None),
-        });
-        let canonical =
-            std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
-        open.push((canonical, Arc::downgrade(&inner)));
-        Ok(Self { inner })
+        })
     }
 
     /// The HTTP routes of the push API.
@@ -294,7 +307,7 @@ async fn require_auth_for_reads(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !lock(&inner.settings).protect_metrics {
+    if !inner.settings.protect_metrics {
         return next.run(req).await;
     }
     require_auth(State(inner), req, next).await
@@ -302,7 +315,7 @@ async fn require_auth_for_reads(
 
 /// The answer refusing a request whose `Authorization` does not pass, if it does not.
 async fn refusal(inner: &Inner, headers: &axum::http::HeaderMap) -> Option<Response> {
-    let verifier = lock(&inner.verifier).clone()?;
+    let verifier = inner.verifier.clone()?;
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -346,12 +359,12 @@ fn load_state(store: &Store) -> Result<(Vec<Metric>, Vec<Group>), String> {
 /// After a failed commit the in-memory state may hold changes that never reached the disk, and
 /// later changes may rest on them: throw it away and reload what the store holds.
 fn resync(inner: &Inner) {
-    let mut state = lock(&inner.state);
-    let epoch = inner.store.epoch();
+    let mut state = lock(&inner.durable.state);
+    let epoch = inner.durable.store.epoch();
     if state.epoch == epoch {
         return;
     }
-    match load_state(&inner.store) {
+    match load_state(&inner.durable.store) {
         Ok((metrics, groups)) => {
             state.registry = Registry::restore(metrics);
             state.groups = Groups::restore(groups);
@@ -387,7 +400,7 @@ fn rejection(r: Rejection) -> Response {
 // The error is the answer to send; handlers return it as is.
 #[allow(clippy::result_large_err)]
 async fn json_body(inner: &Inner, body: Body) -> Result<Json, Response> {
-    let max_body = lock(&inner.settings).max_body;
+    let max_body = inner.settings.max_body;
     let bytes = to_bytes(body, max_body).await.map_err(|_| {
         json_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -410,7 +423,7 @@ async fn apply(
     ok: &str,
 ) -> Response {
     let pending = {
-        let mut state = lock(&inner.state);
+        let mut state = lock(&inner.durable.state);
         let Pushed {
             registry: reg,
             groups,
@@ -441,7 +454,7 @@ async fn apply(
             Ok(Change::Delete(base)) => vec![Write::Delete(base)],
         };
         *generation += 1;
-        inner.store.submit_in(state.epoch, writes)
+        inner.durable.store.submit_in(state.epoch, writes)
     };
     match pending.await {
         Ok(Ok(())) => json_response(StatusCode::OK, json!({"message": ok})),
@@ -469,7 +482,7 @@ async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -> Response 
         Err(r) => return rejection(r),
     };
     let now = unix_seconds(inner.services.clock.now());
-    let limits = lock(&inner.settings).limits;
+    let limits = inner.settings.limits;
     apply(
         &inner,
         &req.name,
@@ -552,14 +565,14 @@ async fn push_post(
 
 /// Deletes every group in one commit; 202 as the Pushgateway answers.
 async fn wipe(State(inner): State<Arc<Inner>>) -> Response {
-    if !lock(&inner.settings).admin_api {
+    if !inner.settings.admin_api {
         return text_response(
             StatusCode::FORBIDDEN,
             "the admin API is disabled; set admin_api = true in [collectors.icos-push]",
         );
     }
     let pending = {
-        let mut state = lock(&inner.state);
+        let mut state = lock(&inner.durable.state);
         let keys: Vec<_> = state.groups.all().map(|g| g.key.clone()).collect();
         if keys.is_empty() {
             return text_response(StatusCode::ACCEPTED, "");
@@ -570,7 +583,7 @@ async fn wipe(State(inner): State<Arc<Inner>>) -> Response {
             .map(|g| Write::Delete(g.store_key()))
             .collect();
         state.generation += 1;
-        inner.store.submit_in(state.epoch, writes)
+        inner.durable.store.submit_in(state.epoch, writes)
     };
     deleted(&inner, pending, "wipe").await
 }
@@ -599,12 +612,13 @@ async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http::Uri) -> R
         Err(r) => return r,
     };
     let pending = {
-        let mut state = lock(&inner.state);
+        let mut state = lock(&inner.durable.state);
         match state.groups.remove(&key) {
             None => return text_response(StatusCode::ACCEPTED, ""),
             Some(g) => {
                 state.generation += 1;
                 inner
+                    .durable
                     .store
                     .submit_in(state.epoch, vec![Write::Delete(g.store_key())])
             }
@@ -623,7 +637,7 @@ async fn push_body(
     body: Body,
 ) -> Result<Vec<textformat::ParsedFamily>, Response> {
     let (max_body, max_samples) = {
-        let s = lock(&inner.settings);
+        let s = inner.settings;
         (s.max_body, s.max_group_series)
     };
     let bytes = to_bytes(body, max_body).await.map_err(|_| {
@@ -698,7 +712,7 @@ async fn push(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let settings = *lock(&inner.settings);
+    let settings = inner.settings;
     let families = pushgateway::decorate(&key, parsed);
     let new_series: usize = families
         .iter()
@@ -746,7 +760,7 @@ async fn push(
     };
     let now = unix_seconds(inner.services.clock.now());
     let (pending, outcome) = {
-        let mut state = lock(&inner.state);
+        let mut state = lock(&inner.durable.state);
         // Expired groups go first: they must not count in limits or consistency checks.
         let mut writes = state.expire(now);
         let registry = &state.registry;
@@ -786,7 +800,7 @@ async fn push(
                     // The expiries already applied in memory still go to the store; nobody
                     // waits for them, and a failure there reloads the state as usual.
                     if !writes.is_empty() {
-                        drop(inner.store.submit_in(state.epoch, writes));
+                        drop(inner.durable.store.submit_in(state.epoch, writes));
                     }
                     return text_response(StatusCode::BAD_REQUEST, reason);
                 }
@@ -797,7 +811,7 @@ async fn push(
         };
         let bytes = serde_json::to_vec(&group).unwrap_or_default();
         writes.push(Write::Put(group.store_key(), bytes));
-        let pending = inner.store.submit_in(state.epoch, writes);
+        let pending = inner.durable.store.submit_in(state.epoch, writes);
         state.groups.put(group);
         state.generation += 1;
         (pending, outcome)
@@ -829,7 +843,7 @@ fn rfc3339(t: f64) -> String {
 }
 
 async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
-    let state = lock(&inner.state);
+    let state = lock(&inner.durable.state);
     let mut data = Vec::new();
     for g in state.groups.all() {
         let labels: serde_json::Map<String, Json> = g
@@ -887,7 +901,7 @@ async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
 }
 
 async fn api_status(State(inner): State<Arc<Inner>>) -> Response {
-    let settings = *lock(&inner.settings);
+    let settings = inner.settings;
     json_response(
         StatusCode::OK,
         json!({"status": "success", "data": {
@@ -898,7 +912,7 @@ async fn api_status(State(inner): State<Arc<Inner>>) -> Response {
                 "max_group_series": settings.max_group_series.to_string(),
                 "push_ttl": settings.push_ttl.map(|d| format!("{}s", d.as_secs_f64())).unwrap_or_default(),
             },
-            "start_time": rfc3339(unix_seconds(inner.started)),
+            "start_time": rfc3339(unix_seconds(inner.durable.started)),
         }}),
     )
 }
@@ -909,17 +923,13 @@ impl Collector for IcosPush {
         NAME
     }
 
-    async fn collect(&self, ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
-        self.collect_shared(ctx).await.map(|s| (*s).clone())
-    }
-
     /// The same `Arc` while nothing changed: the host then reuses its checks and encoding.
-    async fn collect_shared(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
+    async fn collect(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
         let now = unix_seconds(ctx.now());
         let pending = {
-            let mut state = lock(&self.inner.state);
+            let mut state = lock(&self.inner.durable.state);
             let deletes = state.expire(now);
-            (!deletes.is_empty()).then(|| self.inner.store.submit_in(state.epoch, deletes))
+            (!deletes.is_empty()).then(|| self.inner.durable.store.submit_in(state.epoch, deletes))
         };
         if let Some(p) = pending
             && !matches!(p.await, Ok(Ok(())))
@@ -928,10 +938,19 @@ impl Collector for IcosPush {
                 "expired push groups could not be removed from the store; they will be removed again after a restart"
             );
         }
-        let state = lock(&self.inner.state);
-        let mut shared = lock(&self.inner.shared);
-        if let Some((generation, snap)) = shared.as_ref()
-            && *generation == state.generation
+        let stats = self.inner.durable.store.stats();
+        let load =
+            |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        let state = lock(&self.inner.durable.state);
+        // A change bumps the generation before its commit ends, so the commit count is part of
+        // the key: the commit counters are current at every scrape.
+        let key = (
+            state.generation,
+            stats.commits.load(std::sync::atomic::Ordering::Acquire),
+        );
+        let mut shared = lock(&self.inner.durable.shared);
+        if let Some((at, snap)) = shared.as_ref()
+            && *at == key
         {
             return Ok(Arc::clone(snap));
         }
@@ -944,9 +963,6 @@ impl Collector for IcosPush {
             )
             .with(vec![], state.expired as f64),
         );
-        let stats = self.inner.store.stats();
-        let load =
-            |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
         snap.push(
             tidegauge_core::MetricFamily::counter(
                 "tidegauge_icos_push_store_commits",
@@ -969,7 +985,7 @@ impl Collector for IcosPush {
             .with(vec![], load(&stats.commit_micros) / 1e6),
         );
         let snap = Arc::new(snap);
-        *shared = Some((state.generation, Arc::clone(&snap)));
+        *shared = Some((key, Arc::clone(&snap)));
         Ok(snap)
     }
 
@@ -978,11 +994,11 @@ impl Collector for IcosPush {
     }
 
     fn uses_authorization_header(&self) -> bool {
-        lock(&self.inner.verifier).is_some()
+        self.inner.verifier.is_some()
     }
 
     async fn authorize_exposition(&self, headers: &axum::http::HeaderMap) -> Option<Response> {
-        if !lock(&self.inner.settings).protect_metrics {
+        if !self.inner.settings.protect_metrics {
             return None;
         }
         refusal(&self.inner, headers).await

@@ -180,13 +180,15 @@ fn writer(
         }
         let started = std::time::Instant::now();
         let result = commit(db, &jobs).map_err(|e| e.to_string());
-        stats.commits.fetch_add(1, Ordering::Relaxed);
         stats
             .requests
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         stats
             .commit_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        // Last, and before the writers hear back: a reader that sees the new count sees the
+        // other counters of this commit too (the exposition is keyed by it).
+        stats.commits.fetch_add(1, Ordering::Release);
         if let Err(e) = &result {
             epoch.fetch_add(1, Ordering::SeqCst);
             tracing::error!(error = %e, writes = jobs.len(), "icos-push store commit failed");

@@ -8,7 +8,7 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use tidegauge_core::{Collector, HostServices};
+use tidegauge_core::Collector;
 use tidegauge_icos_push::auth::{AuthConfig, KeycloakConfig};
 use tidegauge_icos_push::{Config, IcosPush};
 use tidegauge_testkit::fixture;
@@ -44,7 +44,7 @@ async fn rig(tag: &str, jwks: &MockServer, role: Option<&str>, tokens: Option<&s
     });
     let server_url = format!("{}/", jwks.uri());
     let cfg = Config {
-        data_dir: dir.join("data"),
+        data_dir: Some(dir.join("data")),
         auth: AuthConfig {
             tokens_file,
             keycloak: Some(KeycloakConfig {
@@ -60,12 +60,11 @@ async fn rig(tag: &str, jwks: &MockServer, role: Option<&str>, tokens: Option<&s
         },
         ..Config::default()
     };
-    let services = HostServices {
-        http: tidegauge_core::http::client().unwrap(),
-        clock: std::sync::Arc::new(tidegauge_core::SystemClock),
-        data_dir: dir.clone(),
-    };
-    let push = IcosPush::open(&cfg, &services, &|_| None).unwrap();
+    let services = tidegauge_testkit::services(
+        std::sync::Arc::new(tidegauge_core::SystemClock),
+        dir.clone(),
+    );
+    let push = IcosPush::open(&cfg, &services, &|_| None, None).unwrap();
     Rig {
         app: push.routes().unwrap(),
         issuer: format!("{server_url}realms/{REALM}"),
@@ -310,13 +309,12 @@ async fn the_original_environment_variables() {
     let jwks = jwks_server("test-jwks.json").await;
     let dir = std::env::temp_dir().join(format!("tidegauge-auth-env-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let services = HostServices {
-        http: tidegauge_core::http::client().unwrap(),
-        clock: std::sync::Arc::new(tidegauge_core::SystemClock),
-        data_dir: dir.clone(),
-    };
+    let services = tidegauge_testkit::services(
+        std::sync::Arc::new(tidegauge_core::SystemClock),
+        dir.clone(),
+    );
     let cfg = Config {
-        data_dir: dir.join("data"),
+        data_dir: Some(dir.join("data")),
         ..Config::default()
     };
     // No trailing slash: the original needed one, tidegauge adds it.
@@ -329,7 +327,7 @@ async fn the_original_environment_variables() {
         ("PROMETHEUS_METRICS_DISABLED", "yes".to_owned()),
     ];
     let env = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-    let push = IcosPush::open(&cfg, &services, &env).unwrap();
+    let push = IcosPush::open(&cfg, &services, &env, None).unwrap();
     let app = push.routes().unwrap();
     let iss = format!("{server_url}/realms/{REALM}");
     let t = token(Algorithm::RS256, "rsa-1", "test-rsa.pem", claims(&iss));
@@ -353,15 +351,15 @@ async fn the_original_environment_variables() {
     };
     assert_eq!(api(None).await.unwrap().status(), 401);
     assert_eq!(api(Some(&bearer)).await.unwrap().status(), 200);
-    drop(push);
 
     // Without PROMETHEUS_METRICS_DISABLED the exposition stays open; the writes stay closed.
+    // Built as a reload builds it: from the running instance, whose store stays open.
     let open_metrics = |k: &str| {
         (k != "PROMETHEUS_METRICS_DISABLED")
             .then(|| env(k))
             .flatten()
     };
-    let push = IcosPush::open(&cfg, &services, &open_metrics).unwrap();
+    let push = IcosPush::open(&cfg, &services, &open_metrics, Some(&push)).unwrap();
     assert!(
         push.authorize_exposition(&axum::http::HeaderMap::new())
             .await

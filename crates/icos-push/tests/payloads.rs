@@ -21,16 +21,12 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn services() -> HostServices {
-    HostServices {
-        http: tidegauge_core::http::client().unwrap(),
-        clock: FakeClock::at(FIXTURE_EPOCH),
-        data_dir: std::env::temp_dir(),
-    }
+    tidegauge_testkit::services(FakeClock::at(FIXTURE_EPOCH), std::env::temp_dir())
 }
 
 fn open(dir: &std::path::Path) -> IcosPush {
     let cfg = Config {
-        data_dir: dir.to_path_buf(),
+        data_dir: Some(dir.to_path_buf()),
         max_series: 40,
         max_label_length: 64,
         max_body_size: 4096,
@@ -38,12 +34,12 @@ fn open(dir: &std::path::Path) -> IcosPush {
     };
     // A previous instance's writer thread may still hold the file for a moment.
     for _ in 0..200 {
-        if let Ok(c) = IcosPush::open(&cfg, &services(), &|_| None) {
+        if let Ok(c) = IcosPush::open(&cfg, &services(), &|_| None, None) {
             return c;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    IcosPush::open(&cfg, &services(), &|_| None).unwrap()
+    IcosPush::open(&cfg, &services(), &|_| None, None).unwrap()
 }
 
 async fn post(app: &axum::Router, path: &str, body: &str) -> (u16, String) {

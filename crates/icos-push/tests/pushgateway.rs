@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
-use tidegauge_core::{Collector, HostServices};
+use tidegauge_core::Collector;
 use tidegauge_icos_push::{Config, IcosPush};
 use tidegauge_testkit::{FIXTURE_EPOCH, FakeClock, context, render};
 use tower::ServiceExt;
@@ -28,25 +28,22 @@ impl Rig {
 
     fn open(dir: std::path::PathBuf, clock: Arc<FakeClock>, admin_api: bool) -> Rig {
         let cfg = Config {
-            data_dir: dir.clone(),
+            data_dir: Some(dir.clone()),
             max_group_series: 5,
             admin_api,
             ..Config::default()
         };
-        let services = HostServices {
-            http: tidegauge_core::http::client().unwrap(),
-            clock: clock.clone(),
-            data_dir: dir.clone(),
-        };
+        let services = tidegauge_testkit::services(clock.clone(), dir.clone());
         let mut push = None;
         for _ in 0..200 {
-            if let Ok(p) = IcosPush::open(&cfg, &services, &|_| None) {
+            if let Ok(p) = IcosPush::open(&cfg, &services, &|_| None, None) {
                 push = Some(p);
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let push = push.unwrap_or_else(|| IcosPush::open(&cfg, &services, &|_| None).unwrap());
+        let push =
+            push.unwrap_or_else(|| IcosPush::open(&cfg, &services, &|_| None, None).unwrap());
         let app = push.routes().unwrap();
         Rig {
             push,

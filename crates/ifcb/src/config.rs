@@ -75,7 +75,7 @@ impl DashboardConfig {
     /// Parses the seed's `--base-url` value: `URL` or `NAME=URL`.
     pub fn from_flag(value: &str) -> Self {
         match value.split_once('=') {
-            Some((name, url)) if !name.contains('/') && !name.contains(':') => Self {
+            Some((name, url)) if !name.is_empty() && !name.contains(['/', ':']) => Self {
                 url: url.to_owned(),
                 name: Some(name.to_owned()),
                 datasets: Vec::new(),

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+mod factory;
 pub mod refresh;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tidegauge_core::{
 };
 
 pub use config::{Config, DashboardConfig};
+pub use factory::{Factory, ORIGINAL_PORT};
 use refresh::{Dashboard, PRODUCTS, Settings, TIMELINE};
 
 /// The collector's name in configuration, flags and filters.
@@ -300,7 +302,7 @@ impl Collector for Ifcb {
         NAME
     }
 
-    async fn collect(&self, ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
+    async fn collect(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
         let now = now_secs(ctx);
         // Leave room to assemble the answer; refreshes still running go on in the background.
         let reserve = (ctx.remaining() / 20).min(Duration::from_millis(250));
@@ -310,7 +312,7 @@ impl Collector for Ifcb {
             tokio::spawn(async move { d.refresh(now).await })
         });
         let _ = tokio::time::timeout_at(wait_until, join_all(refreshes)).await;
-        Ok(self.snapshot(now_secs(ctx)))
+        Ok(Arc::new(self.snapshot(now_secs(ctx))))
     }
 
     async fn run(&self, _shutdown: tidegauge_core::CancellationToken) {

@@ -37,7 +37,7 @@ impl Rig {
         }
     }
 
-    async fn scrape(&self) -> Snapshot {
+    async fn scrape(&self) -> std::sync::Arc<Snapshot> {
         let ctx = context(Duration::from_secs(10), self.clock.clone());
         self.ifcb.collect(&ctx).await.unwrap()
     }

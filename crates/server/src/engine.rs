@@ -105,7 +105,7 @@ struct Slot {
 type Encodings = [Option<Arc<str>>; 2];
 
 /// Work done on the last snapshot a collector returned, reused while it returns the same `Arc`
-/// (collectors sharing unchanged snapshots through [`Collector::collect_shared`]).
+/// (collectors handing out unchanged snapshots from [`Collector::collect`]).
 #[derive(Debug, Default)]
 struct Memo {
     /// The snapshot as returned, and its cleaned form.
@@ -479,8 +479,7 @@ impl Engine {
             let started = Instant::now();
             lock(&slot.state).flight_started = Some((started, ctx.deadline()));
             async move {
-                let result =
-                    tokio::time::timeout_at(ctx.deadline(), collector.collect_shared(&ctx)).await;
+                let result = tokio::time::timeout_at(ctx.deadline(), collector.collect(&ctx)).await;
                 let result = match result {
                     Ok(Ok(snapshot)) => Ok(snapshot),
                     Ok(Err(e)) => Err(Failure::Error(e.to_string())),

@@ -49,7 +49,7 @@ impl Collector for Fake {
     fn name(&self) -> &str {
         &self.name
     }
-    async fn collect(&self, _ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
+    async fn collect(&self, _ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
@@ -66,7 +66,7 @@ impl Collector for Fake {
             .unwrap_or_else(|| format!("{}_value", self.name.replace('-', "_")));
         let mut s = Snapshot::new();
         s.push(MetricFamily::gauge(name, "A test value").with(vec![], 42.0));
-        Ok(s)
+        Ok(Arc::new(s))
     }
     fn prober(&self) -> Option<&dyn Prober> {
         (self.name == "prober").then_some(self as &dyn Prober)
@@ -747,7 +747,7 @@ async fn telemetry_path_and_reload() {
             if n == 0 {
                 Ok("configuration reloaded".to_owned())
             } else {
-                Err("collectors.app-status: bad".to_owned())
+                Err("collectors.demo: bad".to_owned())
             }
         })
     });
@@ -785,7 +785,7 @@ async fn telemetry_path_and_reload() {
     let (s, body) = post(app.clone()).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(
-        body.contains("running configuration stays") && body.contains("collectors.app-status"),
+        body.contains("running configuration stays") && body.contains("collectors.demo"),
         "{body}"
     );
 }
@@ -815,10 +815,7 @@ impl Collector for Shared {
     fn name(&self) -> &str {
         "shared"
     }
-    async fn collect(&self, _ctx: &ScrapeContext) -> Result<Snapshot, CollectError> {
-        Ok((**self.0.lock().unwrap()).clone())
-    }
-    async fn collect_shared(&self, _ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
+    async fn collect(&self, _ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
         Ok(Arc::clone(&self.0.lock().unwrap()))
     }
 }

@@ -58,6 +58,18 @@ pub fn context(budget: Duration, clock: Arc<dyn Clock>) -> ScrapeContext {
     ScrapeContext::new(budget, clock, http)
 }
 
+/// Host services for tests: a fresh HTTP client, `clock`, `data_dir`, and an empty environment.
+pub fn services(clock: Arc<dyn Clock>, data_dir: PathBuf) -> tidegauge_core::HostServices {
+    tidegauge_core::HostServices {
+        clock,
+        env: tidegauge_core::Environment::from_pairs::<&str, &str>([]),
+        ..tidegauge_core::HostServices::new(
+            tidegauge_core::http::client().unwrap_or_else(|e| panic!("HTTP client: {e}")),
+            data_dir,
+        )
+    }
+}
+
 /// The workspace's `fixtures/` directory: the first `fixtures/` above the crate under test
 /// (cargo sets `CARGO_MANIFEST_DIR` when it runs a test).
 pub fn fixtures_dir() -> PathBuf {
