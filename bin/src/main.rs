@@ -6,6 +6,7 @@ mod factories;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use tidegauge_core::lock;
 
 use std::collections::BTreeMap;
 
@@ -285,10 +286,6 @@ async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Re-reads the configuration and swaps the engine; a bad configuration changes nothing.

@@ -4,7 +4,6 @@
 //! [`Collector::collect`] with a [`ScrapeContext`] (deadline, clock, shared HTTP client) and
 //! encodes the returned [`Snapshot`]. Collectors never format exposition text themselves.
 
-pub mod base64;
 pub mod duration;
 pub mod encode;
 pub mod factory;
@@ -35,6 +34,12 @@ impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+}
+
+/// Locks `m`, taking the data of a poisoned lock as it is: every lock in tidegauge guards data
+/// that a panic cannot leave half-changed in a way that matters more than serving on.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Seconds since the Unix epoch (negative before it).

@@ -13,6 +13,7 @@ pub mod textformat;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use tidegauge_core::lock;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -181,10 +182,6 @@ impl std::fmt::Debug for IcosPush {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IcosPush").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl IcosPush {

@@ -1,6 +1,7 @@
 //! Pushgateway-compatible groups: the URL grammar, replacement rules, consistency checks,
 //! push times and optional expiry.
 
+use base64::Engine as _;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -143,21 +144,21 @@ fn kind_of(s: &str) -> MetricType {
     }
 }
 
+/// `%XX`-decoded UTF-8; `None` for a `%` not followed by two hex digits (Go's
+/// `url.PathUnescape` refuses those too) or for bytes that are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    let escapes_valid = s.split('%').skip(1).all(|rest| {
+        rest.as_bytes()
+            .get(..2)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_valid {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 /// Parses the raw path after `/metrics/` into a grouping key (`job` first).
@@ -184,13 +185,16 @@ pub fn grouping_key(raw: &str) -> Result<Labels, String> {
             return Err(format!("improper label name {name:?}"));
         }
         let value = if b64 {
-            let bytes = tidegauge_core::base64::decode(encoded).ok_or_else(|| {
-                if name == "job" {
-                    format!("invalid base64 encoding in job name {encoded:?}")
-                } else {
-                    format!("invalid base64 encoding for label {name}={encoded:?}")
-                }
-            })?;
+            // As the Pushgateway: padding trimmed, then URL-safe without padding (`=` is "").
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(encoded.trim_end_matches('='))
+                .map_err(|_| {
+                    if name == "job" {
+                        format!("invalid base64 encoding in job name {encoded:?}")
+                    } else {
+                        format!("invalid base64 encoding for label {name}={encoded:?}")
+                    }
+                })?;
             String::from_utf8(bytes).map_err(|_| {
                 format!("invalid base64 encoding for label {name}={encoded:?}: not UTF-8")
             })?

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tidegauge_core::lock;
 
 use serde::Deserialize;
 use tidegauge_core::http::{BodyError, read_body_limited};
@@ -92,10 +93,6 @@ pub struct StatsView {
     pub counts: Vec<(&'static str, String, u64)>,
     /// route → (cumulative bucket counts aligned with [`DURATION_BUCKETS`], sum, count).
     pub durations: Vec<(&'static str, Vec<u64>, f64, u64)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Percent-encodes one path segment or query value.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tidegauge_core::lock;
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
@@ -130,10 +131,6 @@ pub struct Dashboard {
     datasets: Mutex<BTreeMap<String, Arc<Dataset>>>,
     /// Wall time of the last completed batch of refreshes.
     last_refresh: Mutex<Option<Duration>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Why a dataset's refresh failed.

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use tidegauge_core::lock;
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
@@ -196,11 +197,6 @@ pub struct Engine {
     build: BuildInfo,
     routes: Option<axum::Router>,
     process_metrics: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain data behind; keep serving.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Builder for [`Engine`].

@@ -1,6 +1,15 @@
 //! The exporter-toolkit web configuration file (`--web.config.file`): basic auth, response
 //! headers and a rate limit, re-read when the file changes so new users apply at once.
 
+use base64::Engine as _;
+use tidegauge_core::lock;
+
+/// Standard base64, padded or not (clients differ).
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -312,17 +321,13 @@ impl std::fmt::Debug for Guard {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// `Basic <base64(user:password)>`, scheme case-insensitive.
 fn basic_credentials(header: &str) -> Option<(String, String)> {
     let (scheme, value) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = tidegauge_core::base64::decode(value.trim())?;
+    let decoded = BASE64.decode(value.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tidegauge_core::lock;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -137,10 +138,6 @@ pub struct FakeDashboard {
     shared: Arc<Shared>,
     /// API base URL, ending in `/api`.
     pub url: String,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl FakeDashboard {
