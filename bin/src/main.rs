@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use clap::ArgMatches;
 use futures_util::FutureExt;
 use tidegauge_core::{CancellationToken, Environment, HostServices, Instance};
-use tidegauge_server::{BuildInfo, Engine, ReloadFn, SharedEngine, TimeoutSettings, WebSettings};
+use tidegauge_server::bearer::Verifier;
+use tidegauge_server::{
+    AccessPolicy, BuildInfo, Engine, ReloadFn, SharedEngine, TimeoutSettings, WebSettings,
+};
 use tokio::net::TcpListener;
 
 use crate::config::{ConfigError, HostConfig, Listen, LogFormat};
@@ -64,7 +67,8 @@ fn main() -> ExitCode {
     };
     // Build the collectors before starting the runtime's servers so a bad configuration
     // never binds a port.
-    let (engine, instances) = match build_engine(&cfg, &services, &catalog, &Instances::new()) {
+    let (engine, instances) = match build_engine(&cfg, &services, &catalog, &Instances::new(), None)
+    {
         Ok(built) => built,
         Err(e) => {
             eprintln!("tidegauge: invalid configuration: {e}");
@@ -127,9 +131,26 @@ fn build_engine(
     services: &HostServices,
     catalog: &Catalog,
     previous: &Instances,
+    previous_access: Option<&AccessPolicy>,
 ) -> Result<(Engine, Instances), ConfigError> {
     let mut instances = previous.clone();
+    let verifier = Verifier::new(
+        &cfg.auth,
+        services.http.clone(),
+        previous_access.and_then(|a| a.verifier.as_deref()),
+    )
+    .map_err(ConfigError)?
+    .map(Arc::new);
+    let access = AccessPolicy {
+        verifier,
+        protect_reads: cfg.auth.protect_metrics,
+        lifecycle: cfg.web.enable_lifecycle,
+    };
     let mut builder = Engine::builder(Arc::clone(&services.clock), services.http.clone())
+        .access(access)
+        .host_paths(tidegauge_server::router::host_paths(
+            &cfg.web.telemetry_path,
+        ))
         .timeouts(TimeoutSettings {
             default_timeout: cfg.scrape.default_timeout,
             offset: cfg.scrape.timeout_offset,
@@ -147,14 +168,16 @@ fn build_engine(
         let built = factory.build(&c.own, services, previous.get(name))?;
         let collector = Arc::clone(&built.collector);
         instances.insert(name.clone(), built);
-        if cfg.web.basic_auth && collector.uses_authorization_header() {
-            return Err(ConfigError(format!(
-                "collectors.{name}: its bearer authentication cannot be combined with basic_auth_users in web.config_file: both use the Authorization header"
-            )));
-        }
         builder = builder.collector(collector, c.settings);
     }
-    Ok((builder.build(), instances))
+    let engine = builder.build().map_err(ConfigError)?;
+    let open = !cfg.web.basic_auth && engine.access().verifier.is_none();
+    if open && engine.has_write_routes() {
+        tracing::warn!(
+            "write routes (pushes) accept requests from anyone; configure [auth] or basic_auth_users in web.config_file to restrict them"
+        );
+    }
+    Ok((engine, instances))
 }
 
 async fn bind(addr: &str) -> std::io::Result<Vec<TcpListener>> {
@@ -300,8 +323,15 @@ fn reload(
     let mut instances = lock(&topology.instances);
     let built = config::load(&topology.matches, &topology.services.env, &topology.catalog)
         .and_then(|cfg| {
-            build_engine(&cfg, &topology.services, &topology.catalog, &instances)
-                .map(|(engine, next)| (cfg, engine, next))
+            let running = shared.current();
+            build_engine(
+                &cfg,
+                &topology.services,
+                &topology.catalog,
+                &instances,
+                Some(running.access()),
+            )
+            .map(|(engine, next)| (cfg, engine, next))
         });
     let (cfg, engine, next) = built.map_err(|e| {
         tracing::error!(error = %e, "reload failed; keeping the running configuration");

@@ -332,33 +332,25 @@ fn invalid_configuration_exits_2_naming_the_key() {
         "{err}"
     );
 
-    // Basic auth and icos-push's bearer tokens would share the Authorization header.
-    let hash = "$2y$04$C8rr2yRKWk55Wl2w6hWzFOOKa0YbfM8SAd0qUtp0L8YhrbyNtDTbO";
-    std::fs::write(&web, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    // The host's [auth] given twice: under its name and under icos-push's old one.
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, "t0ken\n").unwrap();
     std::fs::write(
         &cfg,
         format!(
-            "[collectors.icos-push]\ndata_dir = {:?}\n[collectors.icos-push.auth]\ntokens_file = {:?}\n",
+            "[auth]\ntokens_file = {tokens:?}\n[collectors.icos-push]\ndata_dir = {:?}\n[collectors.icos-push.auth]\ntokens_file = {tokens:?}\n",
             dir.join("data"),
-            tokens
         ),
     )
     .unwrap();
     let out = Command::new(BIN)
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "--web.config.file",
-            web.to_str().unwrap(),
-        ])
+        .args(["--config", cfg.to_str().unwrap(), "--check-config"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("collectors.icos-push") && err.contains("basic_auth_users"),
+        err.contains("collectors.icos-push.auth and auth both given"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).ok();

@@ -49,6 +49,16 @@ pub fn command(factories: &[Box<dyn DynFactory>], features: &[String]) -> Comman
                 .help("exporter-toolkit web configuration (YAML): basic auth, headers, rate limit"),
         )
         .arg(
+            Arg::new("web.enable-lifecycle")
+                .long("web.enable-lifecycle")
+                .value_name("BOOL")
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true")
+                .value_parser(clap::value_parser!(bool))
+                .help("Serve POST /-/reload (default true; --web.enable-lifecycle=false turns it off)"),
+        )
+        .arg(
             Arg::new("web.max-requests")
                 .long("web.max-requests")
                 .value_name("N")

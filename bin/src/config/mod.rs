@@ -120,11 +120,35 @@ pub fn load(
         fig = fig.merge(s.clone());
     }
     fig = merge_host_flags(fig, m);
+    for (collector, key, to) in legacies.iter().flat_map(|l| &l.aliases) {
+        fig = alias(fig, collector, key, to)?;
+    }
+    for s in legacies.iter().flat_map(|l| &l.fills) {
+        fig = fig.join(s.clone());
+    }
+    for (key, why) in legacies.iter().flat_map(|l| &l.requires) {
+        if fig.find_value(key).is_err() {
+            return Err(ConfigError(why.clone()));
+        }
+    }
     let mut raw: RawConfig = fig.extract()?;
+    for (collector, key, _) in legacies.iter().flat_map(|l| &l.aliases) {
+        for (name, table) in raw.collectors.iter_mut() {
+            if name.replace('_', "-") == *collector {
+                table.remove(key);
+            }
+        }
+    }
     validate_web(&raw.web)?;
     if let Some(path) = &raw.web.config_file {
         let checked = tidegauge_server::webconfig::load(path).map_err(ConfigError)?;
         raw.web.basic_auth = checked.has_users();
+    }
+    let has_bearer = raw.auth.tokens_file.is_some() || raw.auth.keycloak.is_some();
+    if raw.auth.protect_metrics && !has_bearer && !raw.web.basic_auth {
+        return Err(ConfigError(
+            "auth.protect_metrics (PROMETHEUS_METRICS_DISABLED=true) puts /metrics behind authentication, but none is configured: give auth.tokens_file, auth.keycloak (SECURITY_DISABLED=false with KEYCLOAK_*) or basic_auth_users in web.config_file".into(),
+        ));
     }
     if raw.scrape.default_timeout.is_zero() {
         return Err(ConfigError(
@@ -137,9 +161,34 @@ pub fn load(
         web: raw.web,
         scrape: raw.scrape,
         log: raw.log,
+        auth: raw.auth,
         collectors,
         file,
     })
+}
+
+/// Serves the old spelling `collectors.NAME.KEY` of the host key `to`; both at once is an error.
+fn alias(fig: Figment, collector: &str, key: &str, to: &str) -> Result<Figment, ConfigError> {
+    let spellings = [
+        format!("collectors.{collector}.{key}"),
+        format!("collectors.{}.{key}", collector.replace('-', "_")),
+    ];
+    let Some((old, value)) = spellings
+        .iter()
+        .find_map(|k| fig.find_value(k).ok().map(|v| (k, v)))
+    else {
+        return Ok(fig);
+    };
+    if fig.find_value(to).is_ok() {
+        return Err(ConfigError(format!(
+            "{old} and {to} both given: {old} is the old name of [{to}]; keep one"
+        )));
+    }
+    Ok(fig.merge(Setting::new(
+        to,
+        value,
+        format!("{old} (the old name of {to})"),
+    )))
 }
 
 fn merge_host_flags(mut fig: Figment, m: &ArgMatches) -> Figment {
@@ -156,6 +205,13 @@ fn merge_host_flags(mut fig: Figment, m: &ArgMatches) -> Figment {
             "web.disable_exporter_metrics",
             true,
             "flag --web.disable-exporter-metrics",
+        ));
+    }
+    if let Some(v) = m.get_one::<bool>("web.enable-lifecycle") {
+        fig = fig.merge(Setting::new(
+            "web.enable_lifecycle",
+            *v,
+            "flag --web.enable-lifecycle",
         ));
     }
     if let Some(v) = m.get_one::<u64>("web.max-requests") {
@@ -612,6 +668,106 @@ mod tests {
             let e = load_args(args, &[]).unwrap_err();
             assert!(e.0.contains(want), "{args:?}: {e}");
         }
+    }
+
+    /// The ICOS service's variables fill the host's `[auth]` where the file leaves it open;
+    /// its old `[collectors.icos-push.auth]` table is `[auth]` under another name.
+    #[test]
+    fn icos_variables_and_the_old_auth_table_configure_the_host() {
+        let vars = [
+            ("SECURITY_DISABLED", "False"),
+            ("KEYCLOAK_SERVER_URL", "https://kc.example.org"),
+            ("KEYCLOAK_REALM_NAME", "icos"),
+            ("KEYCLOAK_AUDIENCE", "tidegauge"),
+            ("KEYCLOAK_CLIENT_ID", "pusher"),
+            ("PROMETHEUS_METRICS_DISABLED", "yes"),
+        ];
+        let c = load_args(&[], &vars).unwrap();
+        let k = c.auth.keycloak.as_ref().unwrap();
+        assert_eq!(
+            (k.server_url.as_str(), k.realm.as_str(), k.audience.as_str()),
+            ("https://kc.example.org", "icos", "tidegauge")
+        );
+        assert_eq!(k.client_id.as_deref(), Some("pusher"));
+        assert!(c.auth.protect_metrics);
+        // The original's default: no authentication.
+        let c = load_args(
+            &[],
+            &[
+                ("SECURITY_DISABLED", "True"),
+                ("PROMETHEUS_METRICS_DISABLED", "no"),
+            ],
+        )
+        .unwrap();
+        assert!(c.auth.keycloak.is_none() && !c.auth.protect_metrics);
+
+        for (vars, want) in [
+            (&[("SECURITY_DISABLED", "false")][..], "KEYCLOAK_SERVER_URL"),
+            (
+                &[
+                    ("SECURITY_DISABLED", "0"),
+                    ("KEYCLOAK_SERVER_URL", "https://kc.example.org"),
+                    ("KEYCLOAK_REALM_NAME", "icos"),
+                ][..],
+                "KEYCLOAK_AUDIENCE",
+            ),
+            (
+                &[
+                    ("SECURITY_DISABLED", "no"),
+                    ("KEYCLOAK_SERVER_URL", "https://kc.example.org"),
+                ][..],
+                "KEYCLOAK_REALM_NAME is not set",
+            ),
+            (
+                &[
+                    ("SECURITY_DISABLED", "false"),
+                    ("KEYCLOAK_REALM_NAME", "icos"),
+                ][..],
+                "KEYCLOAK_SERVER_URL is not set",
+            ),
+            (
+                &[("PROMETHEUS_METRICS_DISABLED", "TRUE")][..],
+                "PROMETHEUS_METRICS_DISABLED",
+            ),
+        ] {
+            let e = load_args(&[], vars).unwrap_err();
+            assert!(e.0.contains(want), "{vars:?}: {e}");
+        }
+
+        let dir = std::env::temp_dir().join(format!("tidegauge-auth-alias-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("t.toml");
+        std::fs::write(
+            &f,
+            "[collectors.icos-push]\nmax_series = 5\n[collectors.icos-push.auth]\ntokens_file = \"tokens\"\nprotect_metrics = true\n",
+        )
+        .unwrap();
+        let c = load_args(&["--config", f.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(
+            c.auth.tokens_file.as_deref(),
+            Some(std::path::Path::new("tokens"))
+        );
+        assert!(c.auth.protect_metrics);
+        assert!(c.collectors["icos-push"].own.find_ref("auth").is_none());
+        // SECURITY_DISABLED=false with [auth] configured in the file: nothing missing.
+        assert!(
+            load_args(
+                &["--config", f.to_str().unwrap()],
+                &[("SECURITY_DISABLED", "false")]
+            )
+            .is_ok()
+        );
+        std::fs::write(
+            &f,
+            "[auth]\ntokens_file = \"a\"\n[collectors.icos-push.auth]\ntokens_file = \"b\"\n",
+        )
+        .unwrap();
+        let e = load_args(&["--config", f.to_str().unwrap()], &[]).unwrap_err();
+        assert!(
+            e.0.contains("collectors.icos-push.auth and auth both given"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

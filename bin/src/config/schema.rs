@@ -8,6 +8,7 @@ use std::time::Duration;
 use figment::value::{Dict, Value};
 use serde::Deserialize;
 use tidegauge_server::CollectorSettings;
+use tidegauge_server::bearer::AuthConfig;
 
 /// Default listen address: the seed status exporter's port, so its scrape jobs keep working.
 pub const DEFAULT_LISTEN: &str = ":9877";
@@ -52,6 +53,8 @@ pub struct WebConfig {
     pub disable_exporter_metrics: bool,
     /// exporter-toolkit web configuration file (basic auth, headers, rate limit).
     pub config_file: Option<PathBuf>,
+    /// `POST /-/reload` is served.
+    pub enable_lifecycle: bool,
     /// Whether that file configures basic auth (read at load).
     #[serde(skip)]
     pub basic_auth: bool,
@@ -65,6 +68,7 @@ impl Default for WebConfig {
             max_requests: 40,
             disable_exporter_metrics: false,
             config_file: None,
+            enable_lifecycle: true,
             basic_auth: false,
         }
     }
@@ -133,6 +137,9 @@ pub struct RawConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[auth]`: bearer credentials.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// `[collectors.NAME]`, as given.
     #[serde(default)]
     pub collectors: BTreeMap<String, Dict>,
@@ -183,6 +190,8 @@ pub struct HostConfig {
     pub scrape: ScrapeConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
     /// Per collector, for every compiled-in collector.
     pub collectors: BTreeMap<String, CollectorConfig>,
     /// The file read, if any.

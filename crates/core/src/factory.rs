@@ -42,6 +42,14 @@ pub struct Port {
 pub struct Legacy {
     /// Settings merged above the file and `TIDEGAUGE_*` variables, below the host's own flags.
     pub settings: Vec<Setting>,
+    /// Settings that apply only where no other source sets the key (the replaced system's
+    /// variables "where the file leaves a setting open").
+    pub fills: Vec<Setting>,
+    /// Keys the collector once owned that are now the host's: `(collector, key, host key)`;
+    /// the old spelling keeps working, and giving both is an error.
+    pub aliases: Vec<(String, String, String)>,
+    /// Host keys that must end up set, with the error naming why.
+    pub requires: Vec<(String, String)>,
     /// Listen ports, served when no listen address is configured (flags: unless one is given
     /// with `--web.listen-address`).
     pub ports: Vec<Port>,
@@ -63,6 +71,15 @@ impl Legacy {
     ) {
         self.settings.push(Setting {
             key: format!("collectors.{collector}.{key}"),
+            value: value.into(),
+            source: source.into(),
+        });
+    }
+
+    /// Sets a host key only where no other source does.
+    pub fn fill(&mut self, key: &str, value: impl Into<Value>, source: impl Into<String>) {
+        self.fills.push(Setting {
+            key: key.to_owned(),
             value: value.into(),
             source: source.into(),
         });

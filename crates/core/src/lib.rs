@@ -170,26 +170,10 @@ pub trait Collector: Send + Sync + 'static {
     /// while nothing changed: the host then reuses the checks and the encoding it did on it.
     async fn collect(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError>;
 
-    /// Extra HTTP routes merged into the host's router (e.g. a push API). Default: none.
-    fn routes(&self) -> Option<axum::Router> {
-        None
-    }
-
-    /// A refusal of a request for the host's exposition (`/metrics`), sent as is: for
-    /// collectors whose data is private (a push API behind authentication).
-    /// Default: no objection.
-    async fn authorize_exposition(
-        &self,
-        _headers: &axum::http::HeaderMap,
-    ) -> Option<axum::response::Response> {
-        None
-    }
-
-    /// Whether the collector's routes authenticate with the `Authorization` header (bearer
-    /// tokens). The host refuses to combine that with basic auth from its web configuration:
-    /// one header cannot carry both. Default: no.
-    fn uses_authorization_header(&self) -> bool {
-        false
+    /// Extra HTTP routes (a push API), each with the access it needs; the host checks
+    /// credentials before a request reaches them. Default: none.
+    fn routes(&self) -> Routes {
+        Routes::default()
     }
 
     /// Multi-target probing through `/probe`. Default: not supported.
@@ -199,6 +183,70 @@ pub trait Collector: Send + Sync + 'static {
 
     /// Long-running work (subscriptions, loops) until `shutdown` is cancelled. Default: none.
     async fn run(&self, _shutdown: CancellationToken) {}
+}
+
+/// Who may use a route. The host checks credentials (basic auth from the web configuration,
+/// bearer tokens from `[auth]`) before a request reaches the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Health, documentation, CORS preflight: open unless basic auth covers every route.
+    Public,
+    /// Reading metrics and status: open unless the exposition is protected.
+    Read,
+    /// Changing state (pushes, deletions, reloads): needs a credential whenever authentication
+    /// is configured, and a JWT also the configured role.
+    Write,
+}
+
+/// A collector's HTTP routes, each declared with its [`Access`].
+#[derive(Default)]
+pub struct Routes {
+    entries: Vec<(String, Access, axum::routing::MethodRouter)>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|(p, a, _)| (p, a)))
+            .finish()
+    }
+}
+
+impl Routes {
+    /// No routes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `path` (axum syntax: `/metrics/{*grouping}`) served by `handler`, needing `access`.
+    pub fn route(
+        mut self,
+        path: impl Into<String>,
+        access: Access,
+        handler: axum::routing::MethodRouter,
+    ) -> Self {
+        self.entries.push((path.into(), access, handler));
+        self
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The routes, in the order added.
+    pub fn into_entries(self) -> Vec<(String, Access, axum::routing::MethodRouter)> {
+        self.entries
+    }
+
+    /// One router of them all, without the host's access checks: for tests of the handlers.
+    pub fn into_router(self) -> axum::Router {
+        self.entries
+            .into_iter()
+            .fold(axum::Router::new(), |r, (path, _, handler)| {
+                r.route(&path, handler)
+            })
+    }
 }
 
 /// The result of one probe.

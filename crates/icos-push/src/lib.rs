@@ -2,7 +2,6 @@
 //! service, whose pushed metrics are committed to an embedded store before a write is
 //! acknowledged and are served on the host's `/metrics`.
 
-pub mod auth;
 mod factory;
 pub mod model;
 pub mod openapi;
@@ -15,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tidegauge_core::lock;
 
-use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,7 +23,8 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use tidegauge_core::{
-    CollectError, Collector, HostServices, ScrapeContext, Snapshot, async_trait, unix_seconds,
+    Access, CollectError, Collector, HostServices, Routes, ScrapeContext, Snapshot, async_trait,
+    unix_seconds,
 };
 
 use model::{Change, Limits, Metric, Registry, Rejection};
@@ -59,8 +58,6 @@ pub struct Config {
     /// `PUT /api/v1/admin/wipe` deletes every Pushgateway group (the Pushgateway's
     /// `--web.enable-admin-api`); off by default.
     pub admin_api: bool,
-    /// Authentication of the write routes; none by default, as the original.
-    pub auth: auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -74,7 +71,6 @@ impl Default for Config {
             max_group_series: 10_000,
             push_ttl: None,
             admin_api: false,
-            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -121,8 +117,6 @@ struct Settings {
     max_body: usize,
     max_group_series: usize,
     push_ttl: Option<std::time::Duration>,
-    /// `/metrics` needs a token as the write routes do.
-    protect_metrics: bool,
     admin_api: bool,
 }
 
@@ -145,7 +139,6 @@ struct Inner {
     durable: Arc<Durable>,
     settings: Settings,
     services: HostServices,
-    verifier: Option<Arc<auth::Verifier>>,
 }
 
 impl Durable {
@@ -186,14 +179,11 @@ impl std::fmt::Debug for IcosPush {
 
 impl IcosPush {
     /// Opens the store under the data directory (`config.data_dir`, else the host's) and
-    /// restores every acknowledged write; `env` supplies the original's variables
-    /// (`SECURITY_DISABLED`, `KEYCLOAK_*`, `PROMETHEUS_METRICS_DISABLED`) for what the
-    /// configuration leaves open. `previous` is the running instance on a reload: its store
-    /// stays open when the directory is the same.
+    /// restores every acknowledged write. `previous` is the running instance on a reload: its
+    /// store stays open when the directory is the same.
     pub fn open(
         config: &Config,
         services: &HostServices,
-        env: &dyn Fn(&str) -> Option<String>,
         previous: Option<&IcosPush>,
     ) -> Result<Self, ConfigError> {
         if config.max_body_size == 0 || config.max_series == 0 || config.max_label_length == 0 {
@@ -205,7 +195,6 @@ impl IcosPush {
             .data_dir
             .clone()
             .unwrap_or_else(|| services.data_dir.clone());
-        let auth = config.auth.clone().with_env(env).map_err(ConfigError)?;
         let settings = Settings {
             limits: Limits {
                 max_series: config.max_series,
@@ -215,16 +204,7 @@ impl IcosPush {
             max_group_series: config.max_group_series,
             push_ttl: config.push_ttl,
             admin_api: config.admin_api,
-            protect_metrics: auth.protect_metrics,
         };
-        let verifier = auth::Verifier::new(&auth, services.http.clone())
-            .map_err(ConfigError)?
-            .map(Arc::new);
-        if verifier.is_none() {
-            tracing::warn!(
-                "icos-push: the write routes accept pushes from anyone; configure auth.tokens_file or auth.keycloak to restrict them"
-            );
-        }
         let canonical = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
         let durable = match previous {
             Some(p) if p.inner.durable.dir == canonical => Arc::clone(&p.inner.durable),
@@ -235,47 +215,60 @@ impl IcosPush {
                 durable,
                 settings,
                 services: services.clone(),
-                verifier,
             }),
         })
     }
 
-    /// The HTTP routes of the push API.
-    pub fn router(&self) -> Router {
-        let writes = Router::new()
-            .route("/create_metric", post(create_metric))
-            .route("/unregister_metric", post(unregister_metric))
-            .route("/api/v1/admin/wipe", axum::routing::put(wipe))
+    /// The HTTP routes of the push API, with the access each needs.
+    pub fn routes(&self) -> Routes {
+        let state = Arc::clone(&self.inner);
+        Routes::new()
+            .route(
+                "/create_metric",
+                Access::Write,
+                post(create_metric).with_state(Arc::clone(&state)),
+            )
+            .route(
+                "/unregister_metric",
+                Access::Write,
+                post(unregister_metric).with_state(Arc::clone(&state)),
+            )
+            .route(
+                "/api/v1/admin/wipe",
+                Access::Write,
+                axum::routing::put(wipe).with_state(Arc::clone(&state)),
+            )
             .route(
                 "/metrics/{*grouping}",
+                Access::Write,
                 axum::routing::put(push_put)
                     .post(push_post)
-                    .delete(push_delete),
+                    .delete(push_delete)
+                    .with_state(Arc::clone(&state)),
             )
-            .route_layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&self.inner),
-                require_auth,
-            ));
-        Router::new()
-            .merge(writes)
             .route(
                 "/healthz",
+                Access::Public,
                 get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
             )
             .route(
                 "/api/v1/metrics",
-                get(api_metrics).route_layer(axum::middleware::from_fn_with_state(
-                    Arc::clone(&self.inner),
-                    require_auth_for_reads,
-                )),
+                Access::Read,
+                get(api_metrics).with_state(Arc::clone(&state)),
             )
-            .route("/api/v1/status", get(api_status))
+            .route(
+                "/api/v1/status",
+                Access::Read,
+                get(api_status).with_state(state),
+            )
             .route(
                 "/openapi.json",
+                Access::Public,
                 get(|| async { json_response(StatusCode::OK, openapi::document()) }),
             )
             .route(
                 "/docs",
+                Access::Public,
                 get(|| async {
                     (
                         [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -283,58 +276,6 @@ impl IcosPush {
                     )
                 }),
             )
-            .with_state(Arc::clone(&self.inner))
-    }
-}
-
-async fn require_auth(
-    State(inner): State<Arc<Inner>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match refusal(&inner, req.headers()).await {
-        Some(r) => r,
-        None => next.run(req).await,
-    }
-}
-
-/// Reads of pushed data need a token only with `protect_metrics`.
-async fn require_auth_for_reads(
-    State(inner): State<Arc<Inner>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if !inner.settings.protect_metrics {
-        return next.run(req).await;
-    }
-    require_auth(State(inner), req, next).await
-}
-
-/// The answer refusing a request whose `Authorization` does not pass, if it does not.
-async fn refusal(inner: &Inner, headers: &axum::http::HeaderMap) -> Option<Response> {
-    let verifier = inner.verifier.clone()?;
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match verifier.check(header).await {
-        Ok(()) => None,
-        Err(auth::Denied::Unauthorized { detail, token_sent }) => {
-            let mut r = json_response(StatusCode::UNAUTHORIZED, json!({"detail": detail}));
-            let challenge = if token_sent {
-                "Bearer error=\"invalid_token\""
-            } else {
-                "Bearer"
-            };
-            r.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static(challenge),
-            );
-            Some(r)
-        }
-        Err(auth::Denied::Forbidden(detail)) => Some(json_response(
-            StatusCode::FORBIDDEN,
-            json!({"detail": detail}),
-        )),
     }
 }
 
@@ -986,18 +927,7 @@ impl Collector for IcosPush {
         Ok(snap)
     }
 
-    fn routes(&self) -> Option<Router> {
-        Some(self.router())
-    }
-
-    fn uses_authorization_header(&self) -> bool {
-        self.inner.verifier.is_some()
-    }
-
-    async fn authorize_exposition(&self, headers: &axum::http::HeaderMap) -> Option<Response> {
-        if !self.inner.settings.protect_metrics {
-            return None;
-        }
-        refusal(&self.inner, headers).await
+    fn routes(&self) -> Routes {
+        IcosPush::routes(self)
     }
 }

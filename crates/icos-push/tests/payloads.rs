@@ -34,12 +34,12 @@ fn open(dir: &std::path::Path) -> IcosPush {
     };
     // A previous instance's writer thread may still hold the file for a moment.
     for _ in 0..200 {
-        if let Ok(c) = IcosPush::open(&cfg, &services(), &|_| None, None) {
+        if let Ok(c) = IcosPush::open(&cfg, &services(), None) {
             return c;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    IcosPush::open(&cfg, &services(), &|_| None, None).unwrap()
+    IcosPush::open(&cfg, &services(), None).unwrap()
 }
 
 async fn post(app: &axum::Router, path: &str, body: &str) -> (u16, String) {
@@ -298,7 +298,7 @@ const CASES: &[(&str, &str)] = &[
 async fn payload_table() {
     let dir = temp_dir("table");
     let c = open(&dir);
-    let app = c.routes().unwrap();
+    let app = c.routes().into_router();
     let mut transcript = String::new();
     for (i, (route, body)) in CASES.iter().enumerate() {
         let (status, answer) = post(&app, &format!("/{route}"), body).await;
@@ -315,7 +315,7 @@ async fn payload_table() {
 async fn limits() {
     let dir = temp_dir("limits");
     let c = open(&dir);
-    let app = c.routes().unwrap();
+    let app = c.routes().into_router();
     let huge = format!(
         r#"{{"metric_type": 2, "metric_name": "x", "value": "{}"}}"#,
         "1".repeat(5000)
@@ -350,7 +350,7 @@ async fn acknowledged_writes_survive_a_restart() {
     let dir = temp_dir("restart");
     let before = {
         let c = open(&dir);
-        let app = c.routes().unwrap();
+        let app = c.routes().into_router();
         for (route, body) in CASES {
             post(&app, &format!("/{route}"), body).await;
         }
@@ -359,7 +359,7 @@ async fn acknowledged_writes_survive_a_restart() {
     let c = open(&dir);
     assert_eq!(exposition(&c).await, before);
     // Counters keep counting from the restored total.
-    let app = c.routes().unwrap();
+    let app = c.routes().into_router();
     let (status, _) = post(
         &app,
         "/create_metric",
@@ -379,7 +379,7 @@ async fn acknowledged_writes_survive_a_restart() {
 async fn concurrent_writes_are_all_applied() {
     let dir = temp_dir("concurrent");
     let c = open(&dir);
-    let app = c.routes().unwrap();
+    let app = c.routes().into_router();
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let app = app.clone();

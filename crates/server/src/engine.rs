@@ -14,6 +14,7 @@ use tidegauge_core::singleflight::SingleFlight;
 use tidegauge_core::{Clock, Collector, MetricFamily, ScrapeContext, Snapshot, labels};
 use tokio::time::Instant;
 
+use crate::access::AccessPolicy;
 use crate::deadline::{BadTimeoutHeader, TimeoutSettings, collector_budget, scrape_budget};
 
 /// Per-collector host settings.
@@ -197,12 +198,15 @@ pub struct Engine {
     build: BuildInfo,
     routes: Option<axum::Router>,
     process_metrics: bool,
+    access: Arc<AccessPolicy>,
+    has_write_routes: bool,
 }
 
 /// Builder for [`Engine`].
 #[derive(Debug)]
 pub struct EngineBuilder {
     engine: Engine,
+    host_paths: Vec<String>,
 }
 
 impl EngineBuilder {
@@ -251,20 +255,47 @@ impl EngineBuilder {
         self
     }
 
-    /// Finishes the engine; collectors are ordered by name.
-    pub fn build(mut self) -> Engine {
+    /// Who may use which route: bearer credentials and whether reads need one.
+    pub fn access(mut self, policy: AccessPolicy) -> Self {
+        self.engine.access = Arc::new(policy);
+        self
+    }
+
+    /// Paths the host serves itself; a collector declaring one is an error.
+    pub fn host_paths(mut self, paths: Vec<String>) -> Self {
+        self.host_paths = paths;
+        self
+    }
+
+    /// Finishes the engine; collectors are ordered by name. Two collectors declaring the same
+    /// route, or a collector declaring a host route, is an error naming both.
+    pub fn build(mut self) -> Result<Engine, String> {
         self.engine.slots.sort_by(|a, b| a.name.cmp(&b.name));
         self.engine.disabled.sort();
-        let mut routes: Option<axum::Router> = None;
+        let mut owners: std::collections::BTreeMap<String, String> = self
+            .host_paths
+            .iter()
+            .map(|p| (p.clone(), "the host".to_owned()))
+            .collect();
+        let mut router: Option<axum::Router> = None;
         for slot in &self.engine.slots {
-            if let Some(r) = slot.collector.routes() {
-                routes = Some(match routes {
-                    Some(all) => all.merge(r),
-                    None => r,
-                });
+            for (path, level, handler) in slot.collector.routes().into_entries() {
+                if let Some(owner) = owners.get(&path) {
+                    return Err(format!(
+                        "collectors.{}: route {path} is already served by {owner}",
+                        slot.name
+                    ));
+                }
+                owners.insert(path.clone(), format!("collector {}", slot.name));
+                self.engine.has_write_routes |= level == tidegauge_core::Access::Write;
+                let guarded = handler.layer(axum::middleware::from_fn_with_state(
+                    (Arc::clone(&self.engine.access), level),
+                    crate::access::enforce_fixed,
+                ));
+                router = Some(router.unwrap_or_default().route(&path, guarded));
             }
         }
-        self.engine.routes = routes.map(|r| {
+        self.engine.routes = router.map(|r| {
             r.fallback(|| async {
                 (
                     axum::http::StatusCode::NOT_FOUND,
@@ -276,7 +307,7 @@ impl EngineBuilder {
                 )
             })
         });
-        self.engine
+        Ok(self.engine)
     }
 }
 
@@ -293,8 +324,21 @@ impl Engine {
                 build: BuildInfo::default(),
                 routes: None,
                 process_metrics: true,
+                access: Arc::new(AccessPolicy::default()),
+                has_write_routes: false,
             },
+            host_paths: Vec::new(),
         }
+    }
+
+    /// Whether a collector declares a route that changes state.
+    pub fn has_write_routes(&self) -> bool {
+        self.has_write_routes
+    }
+
+    /// The access rules this engine was built with.
+    pub fn access(&self) -> &Arc<AccessPolicy> {
+        &self.access
     }
 
     /// The enabled collectors.

@@ -1,5 +1,7 @@
 //! tidegauge's host: the scrape engine and the HTTP router around it.
 
+pub mod access;
+pub mod bearer;
 pub mod deadline;
 pub mod engine;
 pub mod negotiate;
@@ -8,6 +10,7 @@ pub mod router;
 pub mod tls;
 pub mod webconfig;
 
+pub use access::AccessPolicy;
 pub use deadline::{TimeoutSettings, scrape_budget};
 pub use engine::{BuildInfo, CollectorSettings, Engine, Selection};
 pub use router::{ReloadFn, SharedEngine, WebSettings, router};

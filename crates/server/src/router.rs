@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on};
 use futures_util::future::BoxFuture;
 use tidegauge_core::encode::{Format, encode};
-use tidegauge_core::{MetricFamily, ProbeError, Snapshot};
+use tidegauge_core::{Access, MetricFamily, ProbeError, Snapshot};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
@@ -106,6 +106,22 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, TEXT)], body).into_response()
 }
 
+/// The paths the host serves itself with this telemetry path; collectors may not declare them.
+pub fn host_paths(telemetry_path: &str) -> Vec<String> {
+    let mut paths = vec![
+        telemetry_path.to_owned(),
+        "/probe".to_owned(),
+        "/-/healthy".to_owned(),
+        "/-/ready".to_owned(),
+        "/-/reload".to_owned(),
+        "/".to_owned(),
+    ];
+    if telemetry_path != "/" && !telemetry_path.ends_with('/') {
+        paths.push(format!("{telemetry_path}/"));
+    }
+    paths
+}
+
 /// Builds the host's router.
 pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
     let limiter =
@@ -116,6 +132,8 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
         settings: Arc::new(settings),
         limiter,
     };
+    let level =
+        |access: Access| middleware::from_fn_with_state((state.clone(), access), enforce_current);
     let mut limited = Router::new().route(&telemetry, get(metrics));
     if telemetry != "/" && !telemetry.ends_with('/') {
         // Scrapers and probes that do not follow redirects get the same answer with the slash.
@@ -123,34 +141,30 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
     }
     let limited = limited
         .route("/probe", get(probe))
-        .route_layer(middleware::from_fn_with_state(state.clone(), limit));
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit))
+        .route_layer(level(Access::Read));
     let mut app = Router::new()
         .merge(limited)
         .route(
             "/-/healthy",
-            on(MethodFilter::GET.or(MethodFilter::HEAD), healthy),
+            on(MethodFilter::GET.or(MethodFilter::HEAD), healthy).layer(level(Access::Public)),
         )
         .route(
             "/-/ready",
-            on(MethodFilter::GET.or(MethodFilter::HEAD), ready),
+            on(MethodFilter::GET.or(MethodFilter::HEAD), ready).layer(level(Access::Public)),
         )
         .route(
             "/-/reload",
-            on(MethodFilter::POST.or(MethodFilter::PUT), reload),
+            on(MethodFilter::POST.or(MethodFilter::PUT), reload).layer(level(Access::Write)),
         );
     if telemetry != "/" {
-        app = app.route("/", get(landing));
+        app = app.route("/", get(landing).layer(level(Access::Read)));
     }
     let web_config = state.settings.config_file.clone();
-    let engine = state.engine.clone();
-    let bearer_in_use: webconfig::BearerInUse = Arc::new(move || {
-        engine
-            .current()
-            .collectors()
-            .any(|c| c.uses_authorization_header())
-    });
+    let fallback = level(Access::Public);
     let app = app
         .fallback(collector_routes)
+        .layer(fallback)
         .with_state(state)
         .layer(middleware::map_response(ensure_content_type))
         .layer(
@@ -161,12 +175,26 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
                 .no_zstd(),
         );
     match web_config {
-        // Outermost: the rate limit and basic auth cover every route, as in exporter-toolkit.
+        // Outermost: the rate limit and the basic-auth users cover every route, as in
+        // exporter-toolkit.
         Some(path) => app.layer(middleware::from_fn_with_state(
-            Arc::new(webconfig::Guard::new(path, bearer_in_use)),
+            Arc::new(webconfig::Guard::new(path)),
             webconfig::guard,
         )),
         None => app,
+    }
+}
+
+/// The access check of a host route, under the rules of the engine serving now.
+async fn enforce_current(
+    State((state, level)): State<(AppState, Access)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let policy = Arc::clone(state.engine.current().access());
+    match crate::access::check(&policy, level, &req).await {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
     }
 }
 
@@ -234,11 +262,6 @@ async fn metrics(
     RawQuery(q): RawQuery,
 ) -> Response {
     let engine = state.engine.current();
-    for c in engine.collectors() {
-        if let Some(refusal) = c.authorize_exposition(&headers).await {
-            return refusal;
-        }
-    }
     let mut collect = Vec::new();
     let mut exclude = Vec::new();
     for (k, v) in query_pairs(q.as_deref()) {
@@ -372,6 +395,12 @@ async fn ready() -> Response {
 }
 
 async fn reload(State(state): State<AppState>) -> Response {
+    if !state.engine.current().access().lifecycle {
+        return text(
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled (--web.enable-lifecycle).",
+        );
+    }
     let Some(reload) = &state.settings.reload else {
         return text(StatusCode::NOT_IMPLEMENTED, "reload is not available");
     };

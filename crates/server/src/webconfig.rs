@@ -176,13 +176,9 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// hash in the file is checked afresh (the fix for CVE-2022-46146 in exporter-toolkit).
 const CACHE_SIZE: usize = 100;
 
-/// Whether some part of the host reads the `Authorization` header itself (bearer tokens).
-pub type BearerInUse = Arc<dyn Fn() -> bool + Send + Sync>;
-
 /// What the middleware keeps between requests.
 pub struct Guard {
     path: PathBuf,
-    bearer_in_use: BearerInUse,
     loaded: Mutex<Option<Loaded>>,
     bucket: Mutex<Bucket>,
     verified: Mutex<HashMap<[u8; 32], ()>>,
@@ -205,14 +201,12 @@ struct Bucket {
 }
 
 impl Guard {
-    /// A guard for the file at `path` (checked at start-up by [`load`]); basic auth added to
-    /// the file while `bearer_in_use` says yes is refused like a broken file.
-    pub fn new(path: PathBuf, bearer_in_use: BearerInUse) -> Self {
+    /// A guard for the file at `path` (checked at start-up by [`load`]).
+    pub fn new(path: PathBuf) -> Self {
         // Hashed now rather than inside the first request for an unknown user.
         std::sync::LazyLock::force(&DUMMY_HASH);
         Self {
             path,
-            bearer_in_use,
             loaded: Mutex::new(None),
             bucket: Mutex::new(Bucket {
                 limit: None,
@@ -342,37 +336,41 @@ fn text(status: StatusCode, body: &str) -> Response {
         .into_response()
 }
 
-/// The middleware: rate limit, then basic auth, then the configured headers on the answer.
-pub async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+/// The basic-auth users of the web configuration in force, handed to the access checks of
+/// the route a request reaches (a request extension set by [`guard`]).
+#[derive(Clone)]
+pub struct BasicUsers {
+    guard: Arc<Guard>,
+    config: Arc<Checked>,
+}
+
+impl BasicUsers {
+    /// Whether the file configures basic auth.
+    pub fn configured(&self) -> bool {
+        self.config.has_users()
+    }
+
+    /// Whether the `Authorization` header carries a known user's password.
+    pub async fn verify(&self, header: Option<&str>) -> bool {
+        self.guard.authorized(&self.config.users, header).await
+    }
+}
+
+/// The middleware: rate limit, the users for the access checks, then the configured headers
+/// on the answer.
+pub async fn guard(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
     // The reason is logged, never sent: it can quote the file, secrets included, and nobody
     // is authenticated yet.
-    let config = match guard.current() {
-        Ok(c) if c.has_users() && (guard.bearer_in_use)() => {
-            tracing::error!(
-                "basic_auth_users cannot be combined with a collector's bearer authentication (both use the Authorization header); refusing requests until the web config file or the collector changes"
-            );
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
-        }
-        Ok(c) => c,
-        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+    let Ok(config) = guard.current() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
     let mut resp = if !guard.admit(config.rate_limit) {
         text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
-    } else if config.has_users()
-        && !guard
-            .authorized(
-                &config.users,
-                req.headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok()),
-            )
-            .await
-    {
-        let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized");
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
-        r
     } else {
+        req.extensions_mut().insert(BasicUsers {
+            guard: Arc::clone(&guard),
+            config: Arc::clone(&config),
+        });
         next.run(req).await
     };
     for (name, value) in &config.headers {

@@ -10,10 +10,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tidegauge_core::{
-    CollectError, Collector, MetricFamily, ProbeError, ProbeResult, Prober, ScrapeContext,
-    Snapshot, async_trait,
+    Access, CollectError, Collector, MetricFamily, ProbeError, ProbeResult, Prober, Routes,
+    ScrapeContext, Snapshot, async_trait,
 };
-use tidegauge_server::{CollectorSettings, Engine, ReloadFn, SharedEngine, WebSettings, router};
+use tidegauge_server::{
+    AccessPolicy, CollectorSettings, Engine, ReloadFn, SharedEngine, WebSettings, router,
+};
 use tower::ServiceExt;
 
 /// Sleeps for `delay`, counts its calls, returns one gauge named `<name>_value`.
@@ -71,19 +73,24 @@ impl Collector for Fake {
     fn prober(&self) -> Option<&dyn Prober> {
         (self.name == "prober").then_some(self as &dyn Prober)
     }
-    fn uses_authorization_header(&self) -> bool {
-        self.name == "bearer"
-    }
-    async fn authorize_exposition(
-        &self,
-        headers: &axum::http::HeaderMap,
-    ) -> Option<axum::response::Response> {
-        use axum::response::IntoResponse;
-        (self.name == "private"
-            && headers
-                .get("authorization")
-                .is_none_or(|v| v != "Bearer ok"))
-        .then(|| (StatusCode::UNAUTHORIZED, "token needed").into_response())
+    /// `/<name>/{public,read,write}` when the name says `routes`.
+    fn routes(&self) -> Routes {
+        if !self.name.contains("routes") {
+            return Routes::new();
+        }
+        let answer = |level: &'static str| axum::routing::any(move || async move { level });
+        Routes::new()
+            .route(
+                format!("/{}/public", self.name),
+                Access::Public,
+                answer("public"),
+            )
+            .route(format!("/{}/read", self.name), Access::Read, answer("read"))
+            .route(
+                format!("/{}/write", self.name),
+                Access::Write,
+                answer("write"),
+            )
     }
 }
 
@@ -125,7 +132,7 @@ fn engine(collectors: Vec<(Fake, CollectorSettings)>) -> Engine {
     for (c, s) in collectors {
         b = b.collector(Arc::new(c), s);
     }
-    b.build()
+    b.build().unwrap()
 }
 
 fn app(collectors: Vec<(Fake, CollectorSettings)>) -> axum::Router {
@@ -226,7 +233,7 @@ async fn metrics_default_is_text_004() {
     )
     .process_metrics(false)
     .build();
-    let quiet = router(SharedEngine::new(engine), WebSettings::default());
+    let quiet = router(SharedEngine::new(engine.unwrap()), WebSettings::default());
     assert!(!get(&quiet, "/metrics", &[]).await.2.contains("process_"));
     assert!(!body.contains("# EOF"));
 }
@@ -839,7 +846,7 @@ async fn shared_snapshots_are_reused_until_they_change() {
     )
     .collector(collector.clone(), CollectorSettings::default())
     .build();
-    let app = router(SharedEngine::new(engine), WebSettings::default());
+    let app = router(SharedEngine::new(engine.unwrap()), WebSettings::default());
     for accept in [None, Some(PROMETHEUS3_ACCEPT)] {
         let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
         let (_, _, first) = get(&app, "/metrics", &headers).await;
@@ -865,20 +872,162 @@ async fn shared_snapshots_are_reused_until_they_change() {
     }
 }
 
-/// A collector may put the whole exposition behind its authorization.
+/// Routes declared by a collector get the access their level asks for; a route declared twice,
+/// or a host route declared by a collector, is a build error naming the owner.
 #[tokio::test]
-async fn a_collector_can_refuse_the_exposition() {
-    let app = plain(&["alpha", "private"]);
-    for path in ["/metrics", "/metrics/"] {
-        let (status, _, body) = get(&app, path, &[]).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
-        assert!(!body.contains("alpha_value"), "{body}");
+async fn collector_routes_by_access_level() {
+    let app = plain(&["routes"]);
+    for level in ["public", "read", "write"] {
+        let (s, _, body) = get(&app, &format!("/routes/{level}"), &[]).await;
+        assert_eq!(
+            (s, body.trim()),
+            (StatusCode::OK, level),
+            "open without [auth]"
+        );
     }
-    let (status, _, body) = get(&app, "/metrics", &[("authorization", "Bearer ok")]).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(line_value(&body, "private_value"), Some(42.0));
-    // Health stays open.
+    let build = |fakes: Vec<Fake>| {
+        let mut b = Engine::builder(
+            Arc::new(tidegauge_core::SystemClock),
+            tidegauge_core::http::client().unwrap(),
+        )
+        .host_paths(tidegauge_server::router::host_paths("/metrics"));
+        for f in fakes {
+            b = b.collector(Arc::new(f), CollectorSettings::default());
+        }
+        b.build()
+    };
+    let mut twin = Fake::new("routes");
+    twin.name = "routes".into();
+    let err = build(vec![Fake::new("routes"), twin]).unwrap_err();
+    assert!(
+        err.contains("/routes/public is already served by collector routes"),
+        "{err}"
+    );
+    // A collector named after a host route's path.
+    #[derive(Debug)]
+    struct Greedy;
+    #[async_trait]
+    impl Collector for Greedy {
+        fn name(&self) -> &str {
+            "greedy"
+        }
+        async fn collect(&self, _: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
+            Ok(Arc::default())
+        }
+        fn routes(&self) -> Routes {
+            Routes::new().route(
+                "/-/reload",
+                Access::Write,
+                axum::routing::post(|| async { "" }),
+            )
+        }
+    }
+    let err = Engine::builder(
+        Arc::new(tidegauge_core::SystemClock),
+        tidegauge_core::http::client().unwrap(),
+    )
+    .host_paths(tidegauge_server::router::host_paths("/metrics"))
+    .collector(Arc::new(Greedy), CollectorSettings::default())
+    .build()
+    .unwrap_err();
+    assert!(
+        err.contains("/-/reload is already served by the host"),
+        "{err}"
+    );
+}
+
+/// Bearer tokens from `[auth]`: writes need one, reads only with `protect_reads`, public
+/// routes never; the lifecycle API can be turned off.
+#[tokio::test]
+async fn bearer_tokens_by_access_level() {
+    let dir = std::env::temp_dir().join(format!("tidegauge-levels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "t0ken\n").unwrap();
+    let policy = |protect_reads: bool, lifecycle: bool| {
+        let cfg = tidegauge_server::bearer::AuthConfig {
+            tokens_file: Some(tokens.clone()),
+            ..Default::default()
+        };
+        AccessPolicy {
+            verifier: tidegauge_server::bearer::Verifier::new(
+                &cfg,
+                tidegauge_core::http::client().unwrap(),
+                None,
+            )
+            .unwrap()
+            .map(Arc::new),
+            protect_reads,
+            lifecycle,
+        }
+    };
+    let app_with = |p: AccessPolicy| {
+        let engine = Engine::builder(
+            Arc::new(tidegauge_core::SystemClock),
+            tidegauge_core::http::client().unwrap(),
+        )
+        .access(p)
+        .collector(Arc::new(Fake::new("routes")), CollectorSettings::default())
+        .build()
+        .unwrap();
+        let reload: ReloadFn = Arc::new(|| Box::pin(async { Ok("reloaded".to_owned()) }));
+        router(
+            SharedEngine::new(engine),
+            WebSettings {
+                reload: Some(reload),
+                ..WebSettings::default()
+            },
+        )
+    };
+    let token = ("authorization", "Bearer t0ken");
+    let wrong = ("authorization", "Bearer nope");
+    let app = app_with(policy(false, true));
+    assert_eq!(get(&app, "/routes/public", &[]).await.0, StatusCode::OK);
+    assert_eq!(get(&app, "/routes/read", &[]).await.0, StatusCode::OK);
+    assert_eq!(get(&app, "/metrics", &[]).await.0, StatusCode::OK);
+    let (s, h, body) = get(&app, "/routes/write", &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(h[header::WWW_AUTHENTICATE], "Bearer");
+    assert!(body.contains("No authorization header"), "{body}");
+    let (s, h, _) = get(&app, "/routes/write", &[wrong]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h[header::WWW_AUTHENTICATE],
+        "Bearer error=\"invalid_token\""
+    );
+    assert_eq!(get(&app, "/routes/write", &[token]).await.0, StatusCode::OK);
+    let post = |app: &axum::Router, auth: Option<(&str, &str)>| {
+        let mut req = Request::post("/-/reload");
+        if let Some((k, v)) = auth {
+            req = req.header(k, v);
+        }
+        app.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    assert_eq!(
+        post(&app, None).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(&app, Some(token)).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let app = app_with(policy(true, false));
+    for path in ["/metrics", "/routes/read", "/"] {
+        assert_eq!(
+            get(&app, path, &[]).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(get(&app, path, &[token]).await.0, StatusCode::OK, "{path}");
+    }
     assert_eq!(get(&app, "/-/healthy", &[]).await.0, StatusCode::OK);
+    assert_eq!(get(&app, "/routes/public", &[]).await.0, StatusCode::OK);
+    assert_eq!(
+        post(&app, Some(token)).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The exporter-toolkit web configuration: basic auth on every route, configured headers, a
@@ -984,31 +1133,69 @@ async fn web_config_file_guards_every_route() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Basic auth added to the web config file at run time while a collector reads bearer tokens
-/// from the same header: refused like a broken file, never half-applied.
+/// Basic auth and bearer tokens together: a request carrying either passes; basic auth covers
+/// every route, and a refusal names both schemes.
 #[tokio::test]
-async fn web_config_basic_auth_beside_bearer_auth_is_refused() {
+async fn basic_auth_beside_bearer_tokens() {
     let dir = std::env::temp_dir().join(format!("tidegauge-webcfg-bearer-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("web.yml");
-    std::fs::write(&file, "").unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&file, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "t0ken\n").unwrap();
+    let cfg = tidegauge_server::bearer::AuthConfig {
+        tokens_file: Some(tokens),
+        ..Default::default()
+    };
+    let verifier = tidegauge_server::bearer::Verifier::new(
+        &cfg,
+        tidegauge_core::http::client().unwrap(),
+        None,
+    )
+    .unwrap()
+    .map(Arc::new);
+    let engine = Engine::builder(
+        Arc::new(tidegauge_core::SystemClock),
+        tidegauge_core::http::client().unwrap(),
+    )
+    .access(AccessPolicy {
+        verifier,
+        ..AccessPolicy::default()
+    })
+    .collector(Arc::new(Fake::new("routes")), CollectorSettings::default())
+    .build()
+    .unwrap();
     let app = router(
-        SharedEngine::new(engine(vec![(
-            Fake::new("bearer"),
-            CollectorSettings::default(),
-        )])),
+        SharedEngine::new(engine),
         WebSettings {
             config_file: Some(file.clone()),
             ..WebSettings::default()
         },
     );
-    assert_eq!(get(&app, "/metrics", &[]).await.0, StatusCode::OK);
-    let hash = bcrypt::hash("s3cret", 4).unwrap();
-    std::fs::write(&file, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
-    let good = ("authorization", "Basic YWxpY2U6czNjcmV0");
+    let basic = ("authorization", "Basic YWxpY2U6czNjcmV0");
+    let bearer = ("authorization", "Bearer t0ken");
+    for path in ["/metrics", "/-/healthy", "/routes/public", "/routes/write"] {
+        let resp = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let challenges: Vec<_> = resp
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(challenges, ["Basic", "Bearer"], "{path}");
+        assert_eq!(get(&app, path, &[basic]).await.0, StatusCode::OK, "{path}");
+        assert_eq!(get(&app, path, &[bearer]).await.0, StatusCode::OK, "{path}");
+    }
+    let wrong = ("authorization", "Basic YWxpY2U6d3Jvbmc=");
     assert_eq!(
-        get(&app, "/metrics", &[good]).await.0,
-        StatusCode::INTERNAL_SERVER_ERROR
+        get(&app, "/routes/write", &[wrong]).await.0,
+        StatusCode::UNAUTHORIZED
     );
     std::fs::remove_dir_all(&dir).ok();
 }

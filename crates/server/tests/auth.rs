@@ -1,6 +1,8 @@
-//! Authentication of the write routes with locally generated keys served as a JWKS by wiremock.
+//! Bearer authentication (`[auth]`) with locally generated keys served as a JWKS by wiremock,
+//! through the host's router and a collector declaring routes of each access level.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -8,9 +10,13 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use tidegauge_core::Collector;
-use tidegauge_icos_push::auth::{AuthConfig, KeycloakConfig};
-use tidegauge_icos_push::{Config, IcosPush};
+use tidegauge_core::{
+    Access, CollectError, Collector, Routes, ScrapeContext, Snapshot, async_trait,
+};
+use tidegauge_server::bearer::{AuthConfig, KeycloakConfig, Verifier};
+use tidegauge_server::{
+    AccessPolicy, CollectorSettings, Engine, SharedEngine, WebSettings, router,
+};
 use tidegauge_testkit::fixture;
 use tower::ServiceExt;
 use wiremock::matchers::path;
@@ -26,11 +32,77 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// A push API's shape: writes, a read and a public health route.
+#[derive(Debug)]
+struct Pushy;
+
+#[async_trait]
+impl Collector for Pushy {
+    fn name(&self) -> &str {
+        "pushy"
+    }
+    async fn collect(&self, _: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
+        Ok(Arc::default())
+    }
+    fn routes(&self) -> Routes {
+        use axum::routing::{get, post, put};
+        Routes::new()
+            .route(
+                "/create_metric",
+                Access::Write,
+                post(|| async { "created" }),
+            )
+            .route(
+                "/metrics/{*grouping}",
+                Access::Write,
+                put(|| async { "pushed" }),
+            )
+            .route("/api/v1/metrics", Access::Read, get(|| async { "{}" }))
+            .route("/healthz", Access::Public, get(|| async { "ok" }))
+    }
+}
+
 struct Rig {
     app: axum::Router,
     issuer: String,
     dir: std::path::PathBuf,
-    _push: IcosPush,
+    verifier: Arc<Verifier>,
+}
+
+fn auth_config(
+    jwks: &MockServer,
+    role: Option<&str>,
+    tokens_file: Option<std::path::PathBuf>,
+) -> AuthConfig {
+    AuthConfig {
+        tokens_file,
+        keycloak: Some(KeycloakConfig {
+            server_url: format!("{}/", jwks.uri()),
+            realm: REALM.into(),
+            audience: AUDIENCE.into(),
+            client_id: Some("pusher".into()),
+            role: role.map(str::to_owned),
+            jwks_url: None,
+            jwks_min_refresh: Duration::ZERO,
+        }),
+        protect_metrics: false,
+    }
+}
+
+fn app(verifier: Arc<Verifier>, protect_reads: bool) -> axum::Router {
+    let engine = Engine::builder(
+        Arc::new(tidegauge_core::SystemClock),
+        tidegauge_core::http::client().unwrap(),
+    )
+    .access(AccessPolicy {
+        verifier: Some(verifier),
+        protect_reads,
+        lifecycle: true,
+    })
+    .collector(Arc::new(Pushy), CollectorSettings::default())
+    .build()
+    .unwrap();
+    router(SharedEngine::new(engine), WebSettings::default())
 }
 
 async fn rig(tag: &str, jwks: &MockServer, role: Option<&str>, tokens: Option<&str>) -> Rig {
@@ -42,34 +114,17 @@ async fn rig(tag: &str, jwks: &MockServer, role: Option<&str>, tokens: Option<&s
         std::fs::write(&f, format!("# push clients\n{t}\n\n")).unwrap();
         f
     });
-    let server_url = format!("{}/", jwks.uri());
-    let cfg = Config {
-        data_dir: Some(dir.join("data")),
-        auth: AuthConfig {
-            tokens_file,
-            keycloak: Some(KeycloakConfig {
-                server_url: server_url.clone(),
-                realm: REALM.into(),
-                audience: AUDIENCE.into(),
-                client_id: Some("pusher".into()),
-                role: role.map(str::to_owned),
-                jwks_url: None,
-                jwks_min_refresh: Duration::ZERO,
-            }),
-            protect_metrics: false,
-        },
-        ..Config::default()
-    };
-    let services = tidegauge_testkit::services(
-        std::sync::Arc::new(tidegauge_core::SystemClock),
-        dir.clone(),
+    let cfg = auth_config(jwks, role, tokens_file);
+    let verifier = Arc::new(
+        Verifier::new(&cfg, tidegauge_core::http::client().unwrap(), None)
+            .unwrap()
+            .unwrap(),
     );
-    let push = IcosPush::open(&cfg, &services, &|_| None, None).unwrap();
     Rig {
-        app: push.routes().unwrap(),
-        issuer: format!("{server_url}realms/{REALM}"),
+        app: app(Arc::clone(&verifier), false),
+        issuer: format!("{}/realms/{REALM}", jwks.uri()),
         dir,
-        _push: push,
+        verifier,
     }
 }
 
@@ -80,7 +135,7 @@ async fn jwks_server(file: &str) -> MockServer {
     )))
     .respond_with(
         ResponseTemplate::new(200)
-            .set_body_raw(fixture(&format!("icos-push/{file}")), "application/json"),
+            .set_body_raw(fixture(&format!("auth/{file}")), "application/json"),
     )
     .mount(&server)
     .await;
@@ -90,7 +145,7 @@ async fn jwks_server(file: &str) -> MockServer {
 fn token(alg: Algorithm, kid: &str, pem: &str, claims: serde_json::Value) -> String {
     let mut header = Header::new(alg);
     header.kid = Some(kid.into());
-    let pem = fixture(&format!("icos-push/{pem}"));
+    let pem = fixture(&format!("auth/{pem}"));
     let key = match alg {
         Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
         _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
@@ -226,7 +281,7 @@ async fn bearer_tokens_and_jwts() {
     // verifiers that take the algorithm from the token.
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("rsa-1".into());
-    let public = fixture("icos-push/test-rsa-pub.pem");
+    let public = fixture("auth/test-rsa-pub.pem");
     let hs = jsonwebtoken::encode(&h, &claims(&iss), &EncodingKey::from_secret(&public)).unwrap();
     assert_eq!(create(&r.app, Some(&format!("Bearer {hs}"))).await.0, 401);
     // A key published for encryption never verifies a signature.
@@ -290,10 +345,10 @@ async fn roles_and_key_rotation() {
     Mock::given(path(format!(
         "/realms/{REALM}/protocol/openid-connect/certs"
     )))
-    .respond_with(ResponseTemplate::new(200).set_body_raw(
-        fixture("icos-push/test-jwks-other.json"),
-        "application/json",
-    ))
+    .respond_with(
+        ResponseTemplate::new(200)
+            .set_body_raw(fixture("auth/test-jwks-other.json"), "application/json"),
+    )
     .expect(1)
     .mount(&jwks)
     .await;
@@ -302,122 +357,54 @@ async fn roles_and_key_rotation() {
     std::fs::remove_dir_all(&r.dir).ok();
 }
 
-/// The original's environment variables alone switch Keycloak verification on, and
-/// `PROMETHEUS_METRICS_DISABLED=true` puts the host's `/metrics` behind it.
+/// Reads need no role, and only when the exposition is protected; a reload's verifier keeps
+/// the cached keys and their refetch limit.
 #[tokio::test]
-async fn the_original_environment_variables() {
-    let jwks = jwks_server("test-jwks.json").await;
-    let dir = std::env::temp_dir().join(format!("tidegauge-auth-env-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let services = tidegauge_testkit::services(
-        std::sync::Arc::new(tidegauge_core::SystemClock),
-        dir.clone(),
-    );
-    let cfg = Config {
-        data_dir: Some(dir.join("data")),
-        ..Config::default()
-    };
-    // No trailing slash: the original needed one, tidegauge adds it.
-    let server_url = jwks.uri();
-    let vars = [
-        ("SECURITY_DISABLED", "False".to_owned()),
-        ("KEYCLOAK_SERVER_URL", server_url.clone()),
-        ("KEYCLOAK_REALM_NAME", REALM.to_owned()),
-        ("KEYCLOAK_AUDIENCE", AUDIENCE.to_owned()),
-        ("PROMETHEUS_METRICS_DISABLED", "yes".to_owned()),
-    ];
-    let env = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-    let push = IcosPush::open(&cfg, &services, &env, None).unwrap();
-    let app = push.routes().unwrap();
-    let iss = format!("{server_url}/realms/{REALM}");
-    let t = token(Algorithm::RS256, "rsa-1", "test-rsa.pem", claims(&iss));
+async fn reads_need_a_credential_only_when_protected_and_reloads_keep_the_keys() {
+    let jwks = MockServer::start().await;
+    Mock::given(path(format!(
+        "/realms/{REALM}/protocol/openid-connect/certs"
+    )))
+    .respond_with(
+        ResponseTemplate::new(200).set_body_raw(fixture("auth/test-jwks.json"), "application/json"),
+    )
+    .expect(1)
+    .mount(&jwks)
+    .await;
+    let r = rig("reads", &jwks, Some("writer"), None).await;
+    let t = token(Algorithm::RS256, "rsa-1", "test-rsa.pem", claims(&r.issuer));
     let bearer = format!("Bearer {t}");
-    assert_eq!(create(&app, None).await.0, 401);
-    assert_eq!(create(&app, Some(&bearer)).await.0, 200);
-
-    let mut headers = axum::http::HeaderMap::new();
-    let refused = push.authorize_exposition(&headers).await.unwrap();
-    assert_eq!(refused.status(), 401);
-    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
-    headers.insert("authorization", bearer.parse().unwrap());
-    assert!(push.authorize_exposition(&headers).await.is_none());
-    // The Pushgateway's JSON view of the same data as well.
-    let api = |auth: Option<&str>| {
+    let read = |app: &axum::Router, auth: Option<&str>| {
         let mut req = Request::get("/api/v1/metrics");
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
         app.clone().oneshot(req.body(Body::empty()).unwrap())
     };
-    assert_eq!(api(None).await.unwrap().status(), 401);
-    assert_eq!(api(Some(&bearer)).await.unwrap().status(), 200);
-
-    // Without PROMETHEUS_METRICS_DISABLED the exposition stays open; the writes stay closed.
-    // Built as a reload builds it: from the running instance, whose store stays open.
-    let open_metrics = |k: &str| {
-        (k != "PROMETHEUS_METRICS_DISABLED")
-            .then(|| env(k))
-            .flatten()
-    };
-    let push = IcosPush::open(&cfg, &services, &open_metrics, Some(&push)).unwrap();
-    assert!(
-        push.authorize_exposition(&axum::http::HeaderMap::new())
-            .await
-            .is_none()
+    assert_eq!(read(&r.app, None).await.unwrap().status(), 200);
+    assert_eq!(
+        create(&r.app, Some(&bearer)).await.0,
+        403,
+        "writes need the role"
     );
-    let app = push.routes().unwrap();
-    assert_eq!(create(&app, None).await.0, 401);
-    let req = Request::get("/api/v1/metrics").body(Body::empty()).unwrap();
-    assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
-    std::fs::remove_dir_all(&dir).ok();
-}
 
-#[test]
-fn environment_errors_name_the_variables() {
-    let with = |vars: &'static [(&'static str, &'static str)]| {
-        AuthConfig::default().with_env(&|k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
-    };
-    let e = with(&[("SECURITY_DISABLED", "false")]).unwrap_err();
-    assert!(e.contains("KEYCLOAK_SERVER_URL"), "{e}");
-    let e = with(&[
-        ("SECURITY_DISABLED", "0"),
-        ("KEYCLOAK_SERVER_URL", "https://kc.example.org"),
-        ("KEYCLOAK_REALM_NAME", "icos"),
-    ])
-    .unwrap_err();
-    assert!(e.contains("KEYCLOAK_AUDIENCE"), "{e}");
-    let e = with(&[
-        ("SECURITY_DISABLED", "no"),
-        ("KEYCLOAK_SERVER_URL", "https://kc.example.org"),
-    ])
-    .unwrap_err();
-    assert!(e.contains("KEYCLOAK_REALM_NAME is not set"), "{e}");
-    // A partial realm is an error even when a tokens file would keep the routes closed.
-    let partial = AuthConfig {
-        tokens_file: Some("tokens".into()),
-        ..AuthConfig::default()
-    }
-    .with_env(&|k| match k {
-        "SECURITY_DISABLED" => Some("false".into()),
-        "KEYCLOAK_REALM_NAME" => Some("icos".into()),
-        _ => None,
-    })
-    .unwrap_err();
-    assert!(
-        partial.contains("KEYCLOAK_SERVER_URL is not set"),
-        "{partial}"
-    );
-    let e = with(&[("PROMETHEUS_METRICS_DISABLED", "TRUE")]).unwrap_err();
-    assert!(e.contains("PROMETHEUS_METRICS_DISABLED"), "{e}");
-    // The original's default: no authentication.
-    let c = with(&[
-        ("SECURITY_DISABLED", "True"),
-        ("PROMETHEUS_METRICS_DISABLED", "no"),
-    ])
+    // The reloaded configuration protects reads; its verifier is built from the running one.
+    let cfg = auth_config(&jwks, Some("writer"), None);
+    let next = Verifier::new(
+        &cfg,
+        tidegauge_core::http::client().unwrap(),
+        Some(&r.verifier),
+    )
+    .unwrap()
     .unwrap();
-    assert!(c.keycloak.is_none() && !c.protect_metrics);
+    let app = app(Arc::new(next), true);
+    assert_eq!(read(&app, None).await.unwrap().status(), 401);
+    assert_eq!(
+        read(&app, Some(&bearer)).await.unwrap().status(),
+        200,
+        "a valid token without the role may read"
+    );
+    // The key came from the running verifier's cache: the mock expects one JWKS fetch in all,
+    // checked when it is dropped.
+    std::fs::remove_dir_all(&r.dir).ok();
 }

@@ -1,96 +1,28 @@
-//! Authentication of the write routes: static bearer tokens and Keycloak (OIDC) JWTs verified
-//! locally against the realm's JWKS.
+//! Bearer credentials (`[auth]`): static tokens and Keycloak (OIDC) JWTs verified locally
+//! against the realm's JWKS.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-/// `[collectors.icos-push.auth]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[auth]`: bearer credentials accepted on every route that needs one.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// File of static bearer tokens, one per line (blank lines and `#` comments ignored).
     pub tokens_file: Option<std::path::PathBuf>,
     /// Keycloak realm whose JWTs are accepted.
     pub keycloak: Option<KeycloakConfig>,
-    /// The host's `/metrics` needs a token too (`PROMETHEUS_METRICS_DISABLED=true`).
+    /// Reading routes (`/metrics`, `/probe`, `/`, a push API's reads) need a credential too.
     pub protect_metrics: bool,
 }
 
-/// The original's booleans: `true`, `1`, `yes` in any case; anything else is false.
-fn truthy(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
-}
-
-impl AuthConfig {
-    /// Applies the original's environment variables (`SECURITY_DISABLED`, `KEYCLOAK_*`,
-    /// `PROMETHEUS_METRICS_DISABLED`) where the configuration file leaves a setting open.
-    pub fn with_env(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let configured = self.keycloak.is_some() || self.tokens_file.is_some();
-        match env("SECURITY_DISABLED").map(|v| truthy(&v)) {
-            Some(false) if self.keycloak.is_none() => {
-                let get = |k: &str| {
-                    env(k)
-                        .map(|v| v.trim().to_owned())
-                        .filter(|v| !v.is_empty())
-                };
-                match (get("KEYCLOAK_SERVER_URL"), get("KEYCLOAK_REALM_NAME")) {
-                    (Some(server_url), Some(realm)) => {
-                        let audience = get("KEYCLOAK_AUDIENCE").ok_or(
-                            "SECURITY_DISABLED=false: KEYCLOAK_AUDIENCE (the audience tokens must carry) is not set",
-                        )?;
-                        self.keycloak = Some(KeycloakConfig {
-                            server_url,
-                            realm,
-                            audience,
-                            client_id: get("KEYCLOAK_CLIENT_ID"),
-                            role: None,
-                            jwks_url: None,
-                            jwks_min_refresh: default_refresh(),
-                        });
-                    }
-                    (None, None) if configured => {}
-                    (url, _) => {
-                        let missing = if url.is_none() {
-                            "KEYCLOAK_SERVER_URL"
-                        } else {
-                            "KEYCLOAK_REALM_NAME"
-                        };
-                        return Err(format!(
-                            "SECURITY_DISABLED=false: {missing} is not set (the realm needs KEYCLOAK_SERVER_URL, KEYCLOAK_REALM_NAME and KEYCLOAK_AUDIENCE; or configure collectors.icos-push.auth)"
-                        ));
-                    }
-                }
-            }
-            Some(true) if configured => {
-                tracing::warn!(
-                    "SECURITY_DISABLED is true but collectors.icos-push.auth is configured: authentication stays on"
-                );
-            }
-            None if !configured && env("KEYCLOAK_SERVER_URL").is_some() => {
-                tracing::warn!(
-                    "KEYCLOAK_SERVER_URL is set but SECURITY_DISABLED is not false: as in the original, the write routes stay open"
-                );
-            }
-            _ => {}
-        }
-        if let Some(v) = env("PROMETHEUS_METRICS_DISABLED")
-            && truthy(&v)
-        {
-            self.protect_metrics = true;
-        }
-        if self.protect_metrics && self.keycloak.is_none() && self.tokens_file.is_none() {
-            return Err("PROMETHEUS_METRICS_DISABLED=true (auth.protect_metrics) puts /metrics behind authentication, but none is configured (SECURITY_DISABLED=false with KEYCLOAK_*, or collectors.icos-push.auth)".into());
-        }
-        Ok(self)
-    }
-}
-
 /// A Keycloak realm.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KeycloakConfig {
     /// Server base URL, e.g. `https://keycloak.example.org/` (`KEYCLOAK_SERVER_URL`).
@@ -162,7 +94,9 @@ struct Jwt {
     role: Option<String>,
     jwks_url: String,
     http: reqwest::Client,
-    keys: tokio::sync::Mutex<Keys>,
+    /// Shared with the verifier of the next configuration when the JWKS URL stays: a reload
+    /// keeps the cached keys and the time of the last fetch.
+    keys: Arc<tokio::sync::Mutex<Keys>>,
     refresh_every: Duration,
 }
 
@@ -207,8 +141,13 @@ fn key_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
 }
 
 impl Verifier {
-    /// Builds the verifier; `None` when no authentication is configured.
-    pub fn new(config: &AuthConfig, http: reqwest::Client) -> Result<Option<Self>, String> {
+    /// Builds the verifier; `None` when no bearer credentials are configured. `previous` is the
+    /// running configuration's verifier: its key cache carries over when the JWKS is the same.
+    pub fn new(
+        config: &AuthConfig,
+        http: reqwest::Client,
+        previous: Option<&Verifier>,
+    ) -> Result<Option<Self>, String> {
         let mut tokens = Vec::new();
         if let Some(path) = &config.tokens_file {
             let text = std::fs::read_to_string(path)
@@ -249,9 +188,13 @@ impl Verifier {
                     audience: k.audience.clone(),
                     client_id: k.client_id.clone(),
                     role: k.role.clone(),
+                    keys: previous
+                        .and_then(|p| p.jwt.as_ref())
+                        .filter(|j| j.jwks_url == jwks_url)
+                        .map(|j| Arc::clone(&j.keys))
+                        .unwrap_or_default(),
                     jwks_url,
                     http,
-                    keys: tokio::sync::Mutex::new(Keys::default()),
                     refresh_every: k.jwks_min_refresh,
                 })
             }
@@ -262,8 +205,9 @@ impl Verifier {
         Ok(Some(Self { tokens, jwt }))
     }
 
-    /// Checks an `Authorization` header value.
-    pub async fn check(&self, header: Option<&str>) -> Result<(), Denied> {
+    /// Checks an `Authorization` header value; `need_role` also requires a JWT's configured
+    /// role (for writes).
+    pub async fn check(&self, header: Option<&str>, need_role: bool) -> Result<(), Denied> {
         let Some(header) = header else {
             return Err(unauthorized("No authorization header.", false));
         };
@@ -283,7 +227,7 @@ impl Verifier {
             return Ok(());
         }
         match &self.jwt {
-            Some(jwt) => jwt.verify(token).await,
+            Some(jwt) => jwt.verify(token, need_role).await,
             None => Err(unauthorized("Invalid token.", true)),
         }
     }
@@ -353,7 +297,7 @@ impl Jwt {
         Ok(out)
     }
 
-    async fn verify(&self, token: &str) -> Result<(), Denied> {
+    async fn verify(&self, token: &str, need_role: bool) -> Result<(), Denied> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| unauthorized(format!("Malformed token: {e}."), true))?;
         let kid = header
@@ -378,7 +322,7 @@ impl Jwt {
             HashSet::from(["exp".to_owned(), "iss".to_owned(), "aud".to_owned()]);
         let data = jsonwebtoken::decode::<Claims>(token, &key, &v)
             .map_err(|e| unauthorized(format!("Invalid token: {e}."), true))?;
-        if let Some(role) = &self.role {
+        if let Some(role) = self.role.as_ref().filter(|_| need_role) {
             let c = &data.claims;
             let realm = c
                 .realm_access
