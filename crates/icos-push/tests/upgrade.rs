@@ -1,0 +1,54 @@
+//! A store written by an earlier release opens and serves what that release served.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use tidegauge_core::Collector;
+use tidegauge_core::encode::{Format, encode};
+use tidegauge_icos_push::{Config, IcosPush};
+use tidegauge_testkit::{context, fixtures_dir};
+
+fn series(exposition: &str) -> Vec<String> {
+    let mut lines: Vec<String> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("tidegauge_") && !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn a_store_of_release_0_1_0_opens_with_every_series() {
+    let dir = std::env::temp_dir().join(format!("tidegauge-upgrade-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixtures_dir().join("icos-push/store-0.1.0.redb"),
+        dir.join("icos-push.redb"),
+    )
+    .unwrap();
+    let cfg = Config {
+        data_dir: Some(dir.clone()),
+        ..Config::default()
+    };
+    let clock = Arc::new(tidegauge_core::SystemClock);
+    let push = IcosPush::open(
+        &cfg,
+        &tidegauge_testkit::services(clock.clone(), dir.clone()),
+        None,
+    )
+    .unwrap();
+    let snap = push
+        .collect(&context(std::time::Duration::from_secs(5), clock))
+        .await
+        .unwrap();
+    let served = series(&encode(Format::Text, &[snap]));
+    let want = series(
+        &std::fs::read_to_string(fixtures_dir().join("icos-push/store-0.1.0.exposition.txt"))
+            .unwrap(),
+    );
+    assert_eq!(served, want);
+    drop(push);
+    std::fs::remove_dir_all(&dir).ok();
+}
