@@ -148,6 +148,7 @@ fn build_engine(
     };
     let mut builder = Engine::builder(Arc::clone(&services.clock), services.http.clone())
         .access(access)
+        .names(Arc::clone(&services.names))
         .host_paths(tidegauge_server::router::host_paths(
             &cfg.web.telemetry_path,
         ))

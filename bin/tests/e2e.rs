@@ -552,6 +552,86 @@ async fn reload_hands_the_push_store_over() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A push cannot hide or change a collector's series: a family of the same name and type joins
+/// the collector's (told apart by `job` and `instance`), another type is a 400 naming the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_join_collector_families_and_never_hide_them() {
+    use tidegauge_testkit::ifcb::{FakeDashboard, FakeDataset, Model};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut model = Model::new(now);
+    model
+        .datasets
+        .insert("mvco".into(), FakeDataset::regular(10, now - 600));
+    let fake = FakeDashboard::start(model).await.unwrap();
+    let dir = temp_dir("names");
+    let cfg = dir.join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[collectors.app-status]\nenabled = false\n[collectors.icos-push]\ndata_dir = {:?}\n[[collectors.ifcb.dashboards]]\nname = \"d1\"\nurl = \"{}\"\n",
+            dir.join("data"),
+            fake.url
+        ),
+    )
+    .unwrap();
+    let host = Host::with_config(&cfg);
+    let http = client();
+    let body = get_text(&http, &host.url("/metrics")).await;
+    assert_eq!(
+        value(&body, "ifcb_dashboard_up{dashboard=\"d1\"}"),
+        Some(1.0),
+        "{body}"
+    );
+
+    let push = |body: &'static str| http.put(host.url("/metrics/job/x")).body(body).send();
+    let resp = push("# TYPE ifcb_dashboard_up counter\nifcb_dashboard_up{dashboard=\"d1\"} 1\n")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let reason = resp.text().await.unwrap();
+    assert!(reason.contains("collector ifcb"), "{reason}");
+    // The same type joins: both series served, once each, under ifcb's HELP. A client's own
+    // process_* series join the host's the same way.
+    let resp = push("# TYPE ifcb_dashboard_up gauge\nifcb_dashboard_up{dashboard=\"d1\"} 0\n# TYPE process_open_fds gauge\nprocess_open_fds 3\n")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let body = get_text(&http, &host.url("/metrics")).await;
+    assert_eq!(
+        value(&body, "ifcb_dashboard_up{dashboard=\"d1\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &body,
+            "ifcb_dashboard_up{dashboard=\"d1\",instance=\"\",job=\"x\"}"
+        ),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        body.matches("# TYPE ifcb_dashboard_up gauge").count(),
+        1,
+        "{body}"
+    );
+    assert_eq!(
+        body.matches("# TYPE process_open_fds gauge").count(),
+        1,
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "process_open_fds{instance=\"\",job=\"x\"}"),
+        Some(3.0)
+    );
+    promtool_check(&body);
+    drop(host);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Python's prometheus_client, unchanged, pushing to the Pushgateway routes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_push_to_gateway_works_unchanged() {
@@ -573,6 +653,9 @@ Gauge("other_value", "Other", registry=more).set(2)
 pushadd_to_gateway(addr, job="batch", registry=more, grouping_key={"path": "/var/tmp"})
 push_to_gateway(addr, job="gone", registry=more)
 delete_from_gateway(addr, job="gone")
+# The default registry: process_* (as the host's own), python_info, python_gc_*.
+from prometheus_client import REGISTRY
+push_to_gateway(addr, job="default", registry=REGISTRY)
 "#;
     let out = Command::new("python3")
         .args(["-c", script])
@@ -624,6 +707,14 @@ delete_from_gateway(addr, job="gone")
         !body.contains("job=\"gone\""),
         "deleted group still exposed:\n{body}"
     );
+    // The client's process_* series join the host's families; nothing is hidden.
+    assert!(value(&body, "process_open_fds").is_some(), "{body}");
+    assert!(
+        value(&body, "process_open_fds{instance=\"\",job=\"default\"}").is_some(),
+        "{body}"
+    );
+    assert_eq!(body.matches("# TYPE process_open_fds gauge").count(), 1);
+    assert!(body.contains("python_info{"), "{body}");
     promtool_check(&body);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -8,6 +8,7 @@ pub mod duration;
 pub mod encode;
 pub mod factory;
 pub mod http;
+pub mod names;
 pub mod singleflight;
 pub mod snapshot;
 
@@ -62,6 +63,8 @@ pub struct HostServices {
     /// The process environment (secrets named by `*_env` keys, the replaced systems'
     /// variables).
     pub env: Environment,
+    /// Which source exposes which metric name (kept by the host at every scrape).
+    pub names: Arc<names::Names>,
 }
 
 impl HostServices {
@@ -72,6 +75,7 @@ impl HostServices {
             clock: Arc::new(SystemClock),
             data_dir,
             env: Environment::process(),
+            names: Arc::default(),
         }
     }
 }

@@ -78,6 +78,9 @@ pub struct MetricFamily {
     pub unit: Option<String>,
     /// Samples.
     pub samples: Vec<Sample>,
+    /// Served on behalf of clients (pushed), not owned: where another source exposes the same
+    /// name, this family's series join that one's family (same type) or are dropped.
+    pub guest: bool,
 }
 
 impl MetricFamily {
@@ -89,6 +92,7 @@ impl MetricFamily {
             kind,
             unit: None,
             samples: Vec::new(),
+            guest: false,
         }
     }
 

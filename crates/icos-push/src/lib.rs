@@ -432,6 +432,9 @@ async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -> Response 
                     return Err(Rejection::Bad(format!("Metric name {n:?} is taken by the Pushgateway routes (a pushed metric, or their push_time_seconds and push_failure_time_seconds).")));
                 }
             }
+            if let Some(reason) = inner.services.names.conflict(base, req.kind.metric_type()) {
+                return Err(Rejection::Bad(reason));
+            }
             reg.create(&req, now, &limits)
         },
         "Metric updated successfully.",
@@ -702,7 +705,16 @@ async fn push(
         // Expired groups go first: they must not count in limits or consistency checks.
         let mut writes = state.expire(now);
         let registry = &state.registry;
-        let taken = |n: &str| registry.occupies(n) || n.starts_with("tidegauge_");
+        let names = &inner.services.names;
+        let taken = |n: &str, family: &str, kind: tidegauge_core::MetricType| {
+            if registry.occupies(n) || n.starts_with("tidegauge_") {
+                Some(format!(
+                    "metric name {n:?} is already exposed by a registered metric or the host"
+                ))
+            } else {
+                names.conflict(family, kind)
+            }
+        };
         let candidate = state.groups.candidate(&key, method, families, now, &taken);
         let (group, outcome) = match candidate {
             Ok(mut g) => {
@@ -894,6 +906,11 @@ impl Collector for IcosPush {
         }
         let mut snap = state.registry.snapshot();
         snap.families.extend(state.groups.snapshot().families);
+        for f in &mut snap.families {
+            // Pushed by clients: where another source owns a name, the host joins the series
+            // to its family or drops them.
+            f.guest = true;
+        }
         snap.push(
             tidegauge_core::MetricFamily::counter(
                 "tidegauge_icos_push_expired_groups",

@@ -23,6 +23,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The family type an ICOS metric of this kind is exposed as.
+    pub fn metric_type(self) -> MetricType {
+        match self {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Info => MetricType::Info,
+            Kind::Enum => MetricType::StateSet,
+        }
+    }
+}
+
+impl Kind {
     /// From the wire number.
     pub fn from_number(n: i64) -> Option<Self> {
         match n {
@@ -727,13 +739,8 @@ impl Registry {
         metrics.sort_by_key(|m| m.order);
         let mut snap = Snapshot::new();
         for m in metrics {
-            let kind = match m.kind {
-                Kind::Counter => MetricType::Counter,
-                Kind::Gauge => MetricType::Gauge,
-                Kind::Info => MetricType::Info,
-                Kind::Enum => MetricType::StateSet,
-            };
-            let mut f = MetricFamily::new(m.name.clone(), m.help.clone(), kind);
+            let mut f = MetricFamily::new(m.name.clone(), m.help.clone(), m.kind.metric_type());
+            f.guest = true;
             for s in &m.series {
                 let labels: Vec<(String, String)> = m
                     .label_names

@@ -161,6 +161,9 @@ fn percent_decode(s: &str) -> Option<String> {
         .map(std::borrow::Cow::into_owned)
 }
 
+/// Why a pushed family cannot expose a name: `(exposed name, family name, type)`.
+pub type Taken<'a> = dyn Fn(&str, &str, MetricType) -> Option<String> + 'a;
+
 /// Parses the raw path after `/metrics/` into a grouping key (`job` first).
 pub fn grouping_key(raw: &str) -> Result<Labels, String> {
     let parts: Vec<&str> = raw.trim_end_matches('/').split('/').collect();
@@ -389,15 +392,16 @@ impl Groups {
         self.groups.values()
     }
 
-    /// The group after a push, or why it is inconsistent; `taken` says whether another part of
-    /// the exposition (the ICOS metrics, the host) already has a name.
+    /// The group after a push, or why it is inconsistent; `taken(exposed name, family, type)`
+    /// says why another part of the exposition (the ICOS metrics, the host, another collector)
+    /// cannot share a name, if it cannot.
     pub fn candidate(
         &self,
         key: &Labels,
         method: Method,
         pushed: Vec<StoredFamily>,
         now: f64,
-        taken: &dyn Fn(&str) -> bool,
+        taken: &Taken<'_>,
     ) -> Result<Group, (String, Group)> {
         let old = self.groups.get(key);
         let mut group = old.cloned().unwrap_or(Group {
@@ -429,12 +433,7 @@ impl Groups {
 
     /// Checks `group` (replacing `old`) against the other groups through the index: the old
     /// group's own entries are subtracted, so the cost follows the size of this group only.
-    fn check(
-        &self,
-        group: &Group,
-        old: Option<&Group>,
-        taken: &dyn Fn(&str) -> bool,
-    ) -> Result<(), String> {
+    fn check(&self, group: &Group, old: Option<&Group>, taken: &Taken<'_>) -> Result<(), String> {
         let mut old_series: HashMap<(&str, &Labels), usize> = HashMap::new();
         for f in old.iter().flat_map(|g| &g.families) {
             for (l, _) in &f.series {
@@ -470,10 +469,8 @@ impl Groups {
                         }
                     }
                 }
-                if taken(&n) {
-                    return Err(format!(
-                        "metric name {n:?} is already exposed by a registered metric or the host"
-                    ));
+                if let Some(reason) = taken(&n, &f.name, kind_of(&f.kind)) {
+                    return Err(reason);
                 }
             }
             let held = self.index.series.get(&f.name);
@@ -798,7 +795,7 @@ mod index_tests {
             }
             would_be.families.extend(families.iter().cloned());
             let expected = reference(&groups, &would_be);
-            let result = groups.candidate(&key, method, families, step as f64, &|_| false);
+            let result = groups.candidate(&key, method, families, step as f64, &|_, _, _| None);
             assert_eq!(result.is_ok(), expected, "step {step}: {would_be:?}");
             let group = match result {
                 Ok(g) => {

@@ -2,7 +2,7 @@
 //! in-flight collections between concurrent scrapes, serves optional caches, checks family
 //! names, and adds the host's self-metrics.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tidegauge_core::lock;
@@ -10,8 +10,9 @@ use tidegauge_core::lock;
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tidegauge_core::encode::{EOF, Format, encode_part};
+use tidegauge_core::names::Names;
 use tidegauge_core::singleflight::SingleFlight;
-use tidegauge_core::{Clock, Collector, MetricFamily, ScrapeContext, Snapshot, labels};
+use tidegauge_core::{Clock, Collector, Labels, MetricFamily, ScrapeContext, Snapshot, labels};
 use tokio::time::Instant;
 
 use crate::access::AccessPolicy;
@@ -92,6 +93,7 @@ struct SlotState {
     flight_started: Option<(Instant, Instant)>,
     status: CollectorStatus,
     duplicates: u64,
+    duplicate_series: u64,
 }
 
 struct Slot {
@@ -114,6 +116,9 @@ struct Memo {
     cleaned: Option<(Arc<Snapshot>, Arc<Snapshot>)>,
     /// The last part this collector contributed, and its encodings (text, OpenMetrics).
     encoded: Option<(Arc<Snapshot>, Encodings)>,
+    /// The last cleaned snapshot with families removed by name resolution: input, removed
+    /// families, output.
+    reduced: Option<(Arc<Snapshot>, Vec<usize>, Arc<Snapshot>)>,
 }
 
 impl Slot {
@@ -127,6 +132,23 @@ impl Slot {
         let output = clean(&self.name, snapshot);
         memo.cleaned = Some((Arc::clone(snapshot), Arc::clone(&output)));
         output
+    }
+
+    fn reduced(
+        &self,
+        input: &Arc<Snapshot>,
+        removed: &[usize],
+        next: Arc<Snapshot>,
+    ) -> Arc<Snapshot> {
+        let mut memo = lock(&self.memo);
+        if let Some((i, r, out)) = &memo.reduced
+            && Arc::ptr_eq(i, input)
+            && r == removed
+        {
+            return Arc::clone(out);
+        }
+        memo.reduced = Some((Arc::clone(input), removed.to_vec(), Arc::clone(&next)));
+        next
     }
 
     fn encoded(&self, format: Format, part: &Arc<Snapshot>) -> Arc<str> {
@@ -200,6 +222,7 @@ pub struct Engine {
     process_metrics: bool,
     access: Arc<AccessPolicy>,
     has_write_routes: bool,
+    names: Arc<Names>,
 }
 
 /// Builder for [`Engine`].
@@ -258,6 +281,13 @@ impl EngineBuilder {
     /// Who may use which route: bearer credentials and whether reads need one.
     pub fn access(mut self, policy: AccessPolicy) -> Self {
         self.engine.access = Arc::new(policy);
+        self
+    }
+
+    /// Where the engine records which source exposes which name (shared with the collectors
+    /// through their host services).
+    pub fn names(mut self, names: Arc<Names>) -> Self {
+        self.engine.names = names;
         self
     }
 
@@ -326,6 +356,7 @@ impl Engine {
                 process_metrics: true,
                 access: Arc::new(AccessPolicy::default()),
                 has_write_routes: false,
+                names: Arc::default(),
             },
             host_paths: Vec::new(),
         }
@@ -425,28 +456,16 @@ impl Engine {
         let outcomes = join_all(selected.iter().map(|(_, slot)| self.run_slot(slot, budget))).await;
 
         let mut meta = SelfMetrics::new();
-        let mut seen: HashSet<String> = HashSet::new();
         let mut parts = Vec::with_capacity(selected.len() + 1);
         let mut owners = Vec::with_capacity(selected.len() + 1);
-        for name in SelfMetrics::NAMES {
-            seen.insert((*name).to_owned());
-        }
         for ((index, slot), (outcome, cache_age)) in selected.iter().zip(outcomes) {
             meta.record(slot, &outcome, cache_age);
             if let Ok(snapshot) = &outcome.result {
-                let cleaned = slot.cleaned(snapshot);
-                let (checked, dropped) = check_names(&slot.name, &cleaned, &mut seen);
-                if dropped > 0 {
-                    lock(&slot.state).duplicates += dropped;
-                }
-                parts.push(checked);
+                parts.push(slot.cleaned(snapshot));
                 owners.push(Some(*index));
             }
         }
-        for (_, slot) in &selected {
-            meta.duplicates(&slot.name, lock(&slot.state).duplicates);
-        }
-        let mut own = meta.finish(&self.build);
+        let (mut own, duplicates) = meta.finish(&self.build);
         if self.process_metrics {
             for f in crate::process::families() {
                 own.push(f);
@@ -454,7 +473,141 @@ impl Engine {
         }
         parts.push(Arc::new(own));
         owners.push(None);
+        let resolved = self.resolve(parts, &owners);
+        let mut duplicates = duplicates;
+        for (_, slot) in &selected {
+            let st = lock(&slot.state);
+            let l = labels([("collector", &slot.name)]);
+            duplicates.0.push(l.clone(), st.duplicates as f64);
+            duplicates.1.push(l, st.duplicate_series as f64);
+        }
+        let mut parts = resolved;
+        if let Some(host) = parts.last_mut() {
+            let host = Arc::make_mut(host);
+            host.push(duplicates.0);
+            host.push(duplicates.1);
+        }
         Ok(Gathered { parts, owners })
+    }
+
+    /// One exposition from the parts (collectors' in name order, the host's last): a family
+    /// belongs to the first source exposing its name, the host first, then collectors' own
+    /// families, then guest (pushed) families. A later family of the same name and type joins
+    /// the owner's (its series appended, the owner's HELP kept, a series with the owner's exact
+    /// labels dropped and counted); one of another type is dropped and counted. A collector's
+    /// `tidegauge_*` family must be named `tidegauge_<collector>_*`.
+    fn resolve(
+        &self,
+        mut parts: Vec<Arc<Snapshot>>,
+        owners: &[Option<usize>],
+    ) -> Vec<Arc<Snapshot>> {
+        let host = parts.len() - 1;
+        let mut order: Vec<(usize, usize)> =
+            (0..parts[host].families.len()).map(|f| (host, f)).collect();
+        for guest in [false, true] {
+            for (p, part) in parts.iter().enumerate().take(host) {
+                for (f, family) in part.families.iter().enumerate() {
+                    if family.guest == guest {
+                        order.push((p, f));
+                    }
+                }
+            }
+        }
+        let mut index: HashMap<String, (usize, usize)> = HashMap::new();
+        // Per part: families removed, and samples joining a family.
+        let mut removed: Vec<Vec<usize>> = vec![Vec::new(); parts.len()];
+        let mut joins: HashMap<(usize, usize), Vec<(usize, usize)>> = HashMap::new();
+        for (p, f) in order {
+            let family = &parts[p].families[f];
+            let slot = owners[p].and_then(|i| self.slots.get(i));
+            if let Some(slot) = slot
+                && family.name.starts_with("tidegauge_")
+                && !family.guest
+                && !family
+                    .name
+                    .starts_with(&format!("tidegauge_{}_", slot.name.replace('-', "_")))
+            {
+                tracing::warn!(collector = %slot.name, family = %family.name, "dropping family: tidegauge_ names other than tidegauge_<collector>_ are the host's");
+                lock(&slot.state).duplicates += 1;
+                removed[p].push(f);
+                continue;
+            }
+            let names = family.exposed_names();
+            match names.iter().find_map(|n| index.get(n)).copied() {
+                None => {
+                    for n in names {
+                        index.insert(n, (p, f));
+                    }
+                }
+                Some((op, of)) => {
+                    let owner = &parts[op].families[of];
+                    if owner.name == family.name && owner.kind == family.kind {
+                        joins.entry((op, of)).or_default().push((p, f));
+                    } else if let Some(slot) = slot {
+                        tracing::warn!(collector = %slot.name, family = %family.name, "dropping family: its name is already exposed by another source under another type");
+                        lock(&slot.state).duplicates += 1;
+                    }
+                    removed[p].push(f);
+                }
+            }
+        }
+        // Record what each source owns, for push APIs to check against.
+        for (p, part) in parts.iter().enumerate() {
+            let owner = match owners[p].and_then(|i| self.slots.get(i)) {
+                Some(slot) => format!("collector {}", slot.name),
+                None => "the host".to_owned(),
+            };
+            self.names
+                .record(&owner, part.families.iter().filter(|f| !f.guest));
+        }
+        if joins.is_empty() && removed.iter().all(Vec::is_empty) {
+            return parts;
+        }
+        let mut joined: HashMap<(usize, usize), MetricFamily> = HashMap::new();
+        for (&(op, of), sources) in &joins {
+            let mut family = parts[op].families[of].clone();
+            let mut label_sets: HashSet<Labels> =
+                family.samples.iter().map(|s| s.labels.clone()).collect();
+            for &(p, f) in sources {
+                let mut dropped = 0u64;
+                for sample in &parts[p].families[f].samples {
+                    if label_sets.insert(sample.labels.clone()) {
+                        family.samples.push(sample.clone());
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                if dropped > 0
+                    && let Some(slot) = owners[p].and_then(|i| self.slots.get(i))
+                {
+                    lock(&slot.state).duplicate_series += dropped;
+                }
+            }
+            joined.insert((op, of), family);
+        }
+        for (p, part) in parts.iter_mut().enumerate() {
+            let touched = !removed[p].is_empty() || joined.keys().any(|(op, _)| *op == p);
+            if !touched {
+                continue;
+            }
+            let families = part
+                .families
+                .iter()
+                .enumerate()
+                .filter(|(f, _)| !removed[p].contains(f))
+                .map(|(f, family)| joined.remove(&(p, f)).unwrap_or_else(|| family.clone()))
+                .collect();
+            let next = Arc::new(Snapshot { families });
+            *part = match owners[p].and_then(|i| self.slots.get(i)) {
+                // The same input and the same changes give the same part: reuse it, so the
+                // part's encoding is reused too.
+                Some(slot) if !joined.keys().any(|(op, _)| *op == p) => {
+                    slot.reduced(part, &removed[p], next)
+                }
+                _ => next,
+            };
+        }
+        parts
     }
 
     /// Encodes a scrape, reusing a collector's encoded part while it returns the same snapshot.
@@ -632,38 +785,6 @@ fn clean(collector: &str, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
     }
 }
 
-/// Drops families whose names are already exposed by the host or an earlier collector.
-fn check_names(
-    collector: &str,
-    snapshot: &Arc<Snapshot>,
-    seen: &mut HashSet<String>,
-) -> (Arc<Snapshot>, u64) {
-    let mut keep = Vec::with_capacity(snapshot.families.len());
-    let mut dropped = 0;
-    for family in &snapshot.families {
-        let names = family.exposed_names();
-        if names.iter().any(|n| seen.contains(n)) {
-            tracing::warn!(collector, family = %family.name, "dropping family: its name is already exposed by another collector or the host");
-            keep.push(false);
-            dropped += 1;
-        } else {
-            seen.extend(names);
-            keep.push(true);
-        }
-    }
-    if dropped == 0 {
-        return (Arc::clone(snapshot), 0);
-    }
-    let families = snapshot
-        .families
-        .iter()
-        .zip(keep)
-        .filter(|(_, k)| *k)
-        .map(|(f, _)| f.clone())
-        .collect();
-    (Arc::new(Snapshot { families }), dropped)
-}
-
 struct SelfMetrics {
     success: MetricFamily,
     duration: MetricFamily,
@@ -673,23 +794,6 @@ struct SelfMetrics {
 }
 
 impl SelfMetrics {
-    const NAMES: &'static [&'static str] = &[
-        "tidegauge_build_info",
-        "tidegauge_scrape_collector_success",
-        "tidegauge_scrape_collector_duration_seconds",
-        "tidegauge_scrape_collector_timeout",
-        "tidegauge_scrape_collector_cache_age_seconds",
-        "tidegauge_duplicate_families",
-        "tidegauge_duplicate_families_total",
-        "process_cpu_seconds",
-        "process_cpu_seconds_total",
-        "process_start_time_seconds",
-        "process_resident_memory_bytes",
-        "process_virtual_memory_bytes",
-        "process_open_fds",
-        "process_max_fds",
-    ];
-
     fn new() -> Self {
         Self {
             success: MetricFamily::gauge(
@@ -729,12 +833,9 @@ impl SelfMetrics {
         }
     }
 
-    fn duplicates(&mut self, collector: &str, count: u64) {
-        self.duplicates
-            .push(labels([("collector", collector)]), count as f64);
-    }
-
-    fn finish(self, build: &BuildInfo) -> Snapshot {
+    /// The self-metrics, and apart the duplicate counters (families, series), filled once the
+    /// exposition's names are resolved.
+    fn finish(self, build: &BuildInfo) -> (Snapshot, (MetricFamily, MetricFamily)) {
         let mut s = Snapshot::new();
         s.push(MetricFamily::gauge(
             "tidegauge_build_info",
@@ -745,7 +846,10 @@ impl SelfMetrics {
         s.push(self.duration);
         s.push(self.timeout);
         s.push(self.cache_age);
-        s.push(self.duplicates);
-        s
+        let series = MetricFamily::counter(
+            "tidegauge_duplicate_series",
+            "Series dropped because another source already exposed the same family with the same labels.",
+        );
+        (s, (self.duplicates, series))
     }
 }

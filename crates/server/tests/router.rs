@@ -27,6 +27,8 @@ struct Fake {
     fail: bool,
     panic: bool,
     family: Option<String>,
+    /// Extra families returned as they are.
+    extra: Vec<MetricFamily>,
 }
 
 impl Fake {
@@ -38,6 +40,7 @@ impl Fake {
             fail: false,
             panic: false,
             family: None,
+            extra: Vec::new(),
         }
     }
     fn delay(mut self, d: Duration) -> Self {
@@ -68,6 +71,7 @@ impl Collector for Fake {
             .unwrap_or_else(|| format!("{}_value", self.name.replace('-', "_")));
         let mut s = Snapshot::new();
         s.push(MetricFamily::gauge(name, "A test value").with(vec![], 42.0));
+        s.families.extend(self.extra.iter().cloned());
         Ok(Arc::new(s))
     }
     fn prober(&self) -> Option<&dyn Prober> {
@@ -568,12 +572,21 @@ async fn cache_ttl_serves_the_last_snapshot() {
     );
 }
 
+/// Families of one name and type from several collectors are served as one family (the first
+/// collector's HELP and sample where labels are equal, the repeat counted); the host's
+/// `tidegauge_` names are its own.
 #[tokio::test]
-async fn duplicate_family_names_keep_the_first_collector() {
+async fn same_family_from_several_collectors_is_one_family() {
     let mut a = Fake::new("aaa");
     a.family = Some("shared_metric".into());
     let mut b = Fake::new("bbb");
     b.family = Some("shared_metric".into());
+    b.extra = vec![
+        MetricFamily::gauge("shared_metric", "Another help")
+            .with(vec![("site".into(), "b".into())], 7.0),
+        MetricFamily::counter("shared_metric", "A counter under the gauge's name")
+            .with(vec![], 1.0),
+    ];
     let mut host = Fake::new("ccc");
     host.family = Some("tidegauge_build_info".into());
     let app = app(vec![
@@ -582,26 +595,91 @@ async fn duplicate_family_names_keep_the_first_collector() {
         (host, CollectorSettings::default()),
     ]);
     let (_, _, body) = get(&app, "/metrics", &[]).await;
-    assert_eq!(body.matches("# TYPE shared_metric gauge").count(), 1);
+    assert_eq!(
+        body.matches("# TYPE shared_metric gauge").count(),
+        1,
+        "{body}"
+    );
+    assert!(
+        body.contains("# HELP shared_metric A test value\n"),
+        "{body}"
+    );
+    assert_eq!(line_value(&body, "shared_metric"), Some(42.0));
+    assert_eq!(line_value(&body, "shared_metric{site=\"b\"}"), Some(7.0));
     assert_eq!(body.matches("# TYPE tidegauge_build_info gauge").count(), 1);
+    assert!(!body.contains("shared_metric_total"), "{body}");
+    let count = |family: &str, c: &str| {
+        line_value(
+            &body,
+            &format!("tidegauge_duplicate_{family}_total{{collector=\"{c}\"}}"),
+        )
+    };
+    assert_eq!(count("families", "aaa"), Some(0.0));
+    assert_eq!(
+        count("series", "bbb"),
+        Some(1.0),
+        "its unlabelled sample repeats aaa's"
+    );
+    assert_eq!(
+        count("families", "bbb"),
+        Some(1.0),
+        "the counter under a gauge's name"
+    );
+    assert_eq!(count("families", "ccc"), Some(1.0));
+}
+
+/// Pushed (guest) families join the family another source owns under the same name and type,
+/// after it and with its HELP, and yield where the type differs.
+#[tokio::test]
+async fn guest_families_join_owners_and_never_hide_them() {
+    let mut owner = Fake::new("zzz");
+    owner.family = Some("zzz_up".into());
+    let mut pushy = Fake::new("aaa");
+    let guest = |mut f: MetricFamily| {
+        f.guest = true;
+        f
+    };
+    let job = |j: &str| {
+        vec![
+            ("instance".to_owned(), String::new()),
+            ("job".to_owned(), j.to_owned()),
+        ]
+    };
+    pushy.extra = vec![
+        guest(MetricFamily::gauge("zzz_up", "pushed help").with(job("x"), 1.0)),
+        guest(MetricFamily::gauge("process_open_fds", "pushed").with(job("py"), 9.0)),
+        guest(MetricFamily::counter("zzz_up", "wrong type").with(job("y"), 3.0)),
+    ];
+    let app = app(vec![
+        (pushy, CollectorSettings::default()),
+        (owner, CollectorSettings::default()),
+    ]);
+    let (_, _, body) = get(&app, "/metrics", &[]).await;
+    assert_eq!(body.matches("# TYPE zzz_up gauge").count(), 1, "{body}");
+    assert!(body.contains("# HELP zzz_up A test value\n"), "{body}");
+    assert_eq!(
+        line_value(&body, "zzz_up"),
+        Some(42.0),
+        "the owner's series stays"
+    );
+    assert_eq!(
+        line_value(&body, "zzz_up{instance=\"\",job=\"x\"}"),
+        Some(1.0)
+    );
+    assert!(!body.contains("zzz_up_total"), "{body}");
+    assert_eq!(body.matches("# TYPE process_open_fds gauge").count(), 1);
+    assert_eq!(
+        line_value(&body, "process_open_fds{instance=\"\",job=\"py\"}"),
+        Some(9.0)
+    );
+    assert!(
+        line_value(&body, "process_open_fds").is_some(),
+        "the host's own series stays"
+    );
     assert_eq!(
         line_value(
             &body,
             "tidegauge_duplicate_families_total{collector=\"aaa\"}"
-        ),
-        Some(0.0)
-    );
-    assert_eq!(
-        line_value(
-            &body,
-            "tidegauge_duplicate_families_total{collector=\"bbb\"}"
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        line_value(
-            &body,
-            "tidegauge_duplicate_families_total{collector=\"ccc\"}"
         ),
         Some(1.0)
     );
