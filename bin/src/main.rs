@@ -149,6 +149,7 @@ fn build_engine(
     let mut builder = Engine::builder(Arc::clone(&services.clock), services.http.clone())
         .access(access)
         .names(Arc::clone(&services.names))
+        .const_labels(cfg.labels.clone())
         .host_paths(tidegauge_server::router::host_paths(
             &cfg.web.telemetry_path,
         ))

@@ -90,6 +90,13 @@ pub fn command(factories: &[Box<dyn DynFactory>], features: &[String]) -> Comman
                 .help("text or json (default text)"),
         )
         .arg(
+            Arg::new("label")
+                .long("label")
+                .value_name("NAME=VALUE")
+                .action(ArgAction::Append)
+                .help("Constant label added to every series; repeatable (beside [labels] in the file)"),
+        )
+        .arg(
             Arg::new("collector.disable-defaults")
                 .long("collector.disable-defaults")
                 .action(ArgAction::SetTrue)

@@ -155,6 +155,7 @@ pub fn load(
             "scrape.default_timeout must be greater than zero".into(),
         ));
     }
+    let labels = constant_labels(raw.labels, m)?;
     let taken_over = legacies.iter().any(|l| l.takes_over);
     let collectors = resolve_collectors(m, catalog, raw.collectors, taken_over)?;
     Ok(HostConfig {
@@ -162,9 +163,32 @@ pub fn load(
         scrape: raw.scrape,
         log: raw.log,
         auth: raw.auth,
+        labels,
         collectors,
         file,
     })
+}
+
+/// `[labels]` with `--label NAME=VALUE` over it, checked: valid label names, none reserved.
+fn constant_labels(
+    mut labels: BTreeMap<String, String>,
+    m: &ArgMatches,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    for flag in m.get_many::<String>("label").into_iter().flatten() {
+        let (name, value) = flag
+            .split_once('=')
+            .ok_or_else(|| ConfigError(format!("--label {flag:?}: expected NAME=VALUE")))?;
+        labels.insert(name.to_owned(), value.to_owned());
+    }
+    for name in labels.keys() {
+        let reserved = name.starts_with("__") || name == "le" || name == "quantile";
+        if !tidegauge_core::snapshot::is_valid_label_name(name) || reserved {
+            return Err(ConfigError(format!(
+                "labels.{name}: not a usable label name (letters, digits and _, not starting with a digit or __; le and quantile are the encoders')"
+            )));
+        }
+    }
+    Ok(labels.into_iter().collect())
 }
 
 /// Serves the old spelling `collectors.NAME.KEY` of the host key `to`; both at once is an error.
@@ -767,6 +791,44 @@ mod tests {
             e.0.contains("collectors.icos-push.auth and auth both given"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn constant_labels_from_the_file_and_flags() {
+        let dir = std::env::temp_dir().join(format!("tidegauge-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("t.toml");
+        std::fs::write(&f, "[labels]\nsite = \"north\"\nship = \"a\"\n").unwrap();
+        let c = load_args(
+            &[
+                "--config",
+                f.to_str().unwrap(),
+                "--label",
+                "ship=b",
+                "--label",
+                "env=prod",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.labels,
+            vec![
+                ("env".to_owned(), "prod".to_owned()),
+                ("ship".to_owned(), "b".to_owned()),
+                ("site".to_owned(), "north".to_owned())
+            ]
+        );
+        for (args, want) in [
+            (&["--label", "nope"][..], "expected NAME=VALUE"),
+            (&["--label", "1x=a"][..], "labels.1x"),
+            (&["--label", "__name__=a"][..], "labels.__name__"),
+            (&["--label", "le=1"][..], "labels.le"),
+        ] {
+            let e = load_args(args, &[]).unwrap_err();
+            assert!(e.0.contains(want), "{args:?}: {e}");
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 

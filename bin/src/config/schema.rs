@@ -140,6 +140,9 @@ pub struct RawConfig {
     /// `[auth]`: bearer credentials.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[labels]`: constant labels added to every series.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// `[collectors.NAME]`, as given.
     #[serde(default)]
     pub collectors: BTreeMap<String, Dict>,
@@ -192,6 +195,8 @@ pub struct HostConfig {
     pub log: LogConfig,
     /// `[auth]`.
     pub auth: AuthConfig,
+    /// `[labels]` and `--label`, in name order.
+    pub labels: Vec<(String, String)>,
     /// Per collector, for every compiled-in collector.
     pub collectors: BTreeMap<String, CollectorConfig>,
     /// The file read, if any.

@@ -122,14 +122,17 @@ struct Memo {
 }
 
 impl Slot {
-    fn cleaned(&self, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
+    fn cleaned(&self, snapshot: &Arc<Snapshot>, consts: &ConstLabels) -> Arc<Snapshot> {
         let mut memo = lock(&self.memo);
         if let Some((input, output)) = &memo.cleaned
             && Arc::ptr_eq(input, snapshot)
         {
             return Arc::clone(output);
         }
-        let output = clean(&self.name, snapshot);
+        let output = consts.apply(
+            &format!("collector {}", self.name),
+            &clean(&self.name, snapshot),
+        );
         memo.cleaned = Some((Arc::clone(snapshot), Arc::clone(&output)));
         output
     }
@@ -194,6 +197,35 @@ pub struct Gathered {
     owners: Vec<Option<usize>>,
 }
 
+impl Gathered {
+    /// Only the series that at least one selector matches (`match[]`); a histogram's or
+    /// summary's series is served with all its samples.
+    pub fn select(&self, selectors: &[crate::selector::Selector]) -> Gathered {
+        let parts: Vec<Arc<Snapshot>> = self
+            .parts
+            .iter()
+            .map(|part| {
+                let families = part
+                    .families
+                    .iter()
+                    .filter_map(|f| {
+                        let name = crate::selector::exposed_family_name(f);
+                        let mut f = f.clone();
+                        f.samples
+                            .retain(|s| selectors.iter().any(|sel| sel.matches(&name, &s.labels)));
+                        (!f.samples.is_empty()).then_some(f)
+                    })
+                    .collect();
+                Arc::new(Snapshot { families })
+            })
+            .collect();
+        Gathered {
+            owners: vec![None; parts.len()],
+            parts,
+        }
+    }
+}
+
 /// Static facts for `tidegauge_build_info`.
 #[derive(Debug, Clone)]
 pub struct BuildInfo {
@@ -223,6 +255,7 @@ pub struct Engine {
     access: Arc<AccessPolicy>,
     has_write_routes: bool,
     names: Arc<Names>,
+    consts: ConstLabels,
 }
 
 /// Builder for [`Engine`].
@@ -288,6 +321,16 @@ impl EngineBuilder {
     /// through their host services).
     pub fn names(mut self, names: Arc<Names>) -> Self {
         self.engine.names = names;
+        self
+    }
+
+    /// Labels added to every series (`[labels]`, `--label`); a collector's own label of the
+    /// same name keeps its value.
+    pub fn const_labels(mut self, labels: Labels) -> Self {
+        self.engine.consts = ConstLabels {
+            labels: Arc::new(labels),
+            warned: Arc::default(),
+        };
         self
     }
 
@@ -357,6 +400,7 @@ impl Engine {
                 access: Arc::new(AccessPolicy::default()),
                 has_write_routes: false,
                 names: Arc::default(),
+                consts: ConstLabels::default(),
             },
             host_paths: Vec::new(),
         }
@@ -365,6 +409,14 @@ impl Engine {
     /// Whether a collector declares a route that changes state.
     pub fn has_write_routes(&self) -> bool {
         self.has_write_routes
+    }
+
+    /// Adds the constant labels to a snapshot produced outside a scrape (a probe's).
+    pub fn with_const_labels(&self, source: &str, snapshot: Snapshot) -> Snapshot {
+        if self.consts.labels.is_empty() {
+            return snapshot;
+        }
+        (*self.consts.apply(source, &Arc::new(snapshot))).clone()
     }
 
     /// The access rules this engine was built with.
@@ -461,7 +513,7 @@ impl Engine {
         for ((index, slot), (outcome, cache_age)) in selected.iter().zip(outcomes) {
             meta.record(slot, &outcome, cache_age);
             if let Ok(snapshot) = &outcome.result {
-                parts.push(slot.cleaned(snapshot));
+                parts.push(slot.cleaned(snapshot, &self.consts));
                 owners.push(Some(*index));
             }
         }
@@ -471,7 +523,7 @@ impl Engine {
                 own.push(f);
             }
         }
-        parts.push(Arc::new(own));
+        parts.push(self.consts.apply("the host", &Arc::new(own)));
         owners.push(None);
         let resolved = self.resolve(parts, &owners);
         let mut duplicates = duplicates;
@@ -483,9 +535,13 @@ impl Engine {
         }
         let mut parts = resolved;
         if let Some(host) = parts.last_mut() {
-            let host = Arc::make_mut(host);
-            host.push(duplicates.0);
-            host.push(duplicates.1);
+            let extra = Snapshot {
+                families: vec![duplicates.0, duplicates.1],
+            };
+            let extra = self.consts.apply("the host", &Arc::new(extra));
+            Arc::make_mut(host)
+                .families
+                .extend(extra.families.iter().cloned());
         }
         Ok(Gathered { parts, owners })
     }
@@ -747,6 +803,38 @@ impl Engine {
             let token = token.child_token();
             tokio::spawn(async move { collector.run(token).await });
         }
+    }
+}
+
+/// The host's constant labels, and the clashes already logged.
+#[derive(Debug, Clone, Default)]
+struct ConstLabels {
+    labels: Arc<Labels>,
+    warned: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+impl ConstLabels {
+    /// `snapshot` with the labels added to every sample; a sample's own label of the same name
+    /// keeps its value (logged once per source and label).
+    fn apply(&self, source: &str, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
+        if self.labels.is_empty() {
+            return Arc::clone(snapshot);
+        }
+        let mut out = (**snapshot).clone();
+        for family in &mut out.families {
+            for sample in &mut family.samples {
+                for (k, v) in self.labels.iter() {
+                    if sample.labels.iter().any(|(own, _)| own == k) {
+                        if lock(&self.warned).insert((source.to_owned(), k.clone())) {
+                            tracing::warn!(source, family = %family.name, label = %k, "a series has its own label of a constant label's name; its own value is kept");
+                        }
+                    } else {
+                        sample.labels.push((k.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+        Arc::new(out)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod negotiate;
 pub mod process;
 pub mod router;
+pub mod selector;
 pub mod tls;
 pub mod webconfig;
 

@@ -264,10 +264,15 @@ async fn metrics(
     let engine = state.engine.current();
     let mut collect = Vec::new();
     let mut exclude = Vec::new();
+    let mut selectors = Vec::new();
     for (k, v) in query_pairs(q.as_deref()) {
         match k.as_str() {
             "collect[]" => collect.push(v),
             "exclude[]" => exclude.push(v),
+            "match[]" => match crate::selector::Selector::parse(&v) {
+                Ok(s) => selectors.push(s),
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("match[]: {e}")),
+            },
             _ => {}
         }
     }
@@ -281,7 +286,8 @@ async fn metrics(
     };
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match engine.scrape(&selection, timeout).await {
-        Ok(g) => with_content_type(format, engine.encode(format, &g)),
+        Ok(g) if selectors.is_empty() => with_content_type(format, engine.encode(format, &g)),
+        Ok(g) => with_content_type(format, engine.encode(format, &g.select(&selectors))),
         // Every refusal (bad timeout header) is the client's to fix.
         Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
     }
@@ -383,6 +389,7 @@ async fn probe(
         .with(vec![], budget.as_secs_f64()),
     );
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let snapshot = engine.with_const_labels("/probe", snapshot);
     exposition(format, &[Arc::new(snapshot)])
 }
 

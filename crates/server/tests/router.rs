@@ -628,6 +628,118 @@ async fn same_family_from_several_collectors_is_one_family() {
     assert_eq!(count("families", "ccc"), Some(1.0));
 }
 
+/// Constant labels reach every series (collectors', the host's, probes'); a collector's own
+/// label of the same name keeps its value. `match[]` selects series as federation does.
+#[tokio::test]
+async fn constant_labels_and_match_selectors() {
+    let mut a = Fake::new("alpha");
+    let mut h = MetricFamily::new(
+        "alpha_latency_seconds",
+        "Latency",
+        tidegauge_core::MetricType::Histogram,
+    );
+    h.samples.push(tidegauge_core::Sample {
+        labels: vec![("dataset".into(), "live-pier".into())],
+        value: tidegauge_core::Value::Histogram {
+            buckets: vec![(0.1, 1), (1.0, 2)],
+            sum: 0.7,
+            count: 2,
+        },
+        created: None,
+    });
+    a.extra = vec![
+        h,
+        MetricFamily::counter("alpha_bins", "Bins")
+            .with(vec![("dashboard".into(), "pier-1".into())], 5.0),
+        MetricFamily::gauge("alpha_site", "Own site label")
+            .with(vec![("site".into(), "own".into())], 1.0),
+    ];
+    let engine = Engine::builder(
+        Arc::new(tidegauge_core::SystemClock),
+        tidegauge_core::http::client().unwrap(),
+    )
+    .const_labels(vec![("site".into(), "north".into())])
+    .collector(Arc::new(a), CollectorSettings::default())
+    .collector(Arc::new(Fake::new("prober")), CollectorSettings::default())
+    .build()
+    .unwrap();
+    let app = router(SharedEngine::new(engine), WebSettings::default());
+    let (_, _, body) = get(&app, "/metrics", &[]).await;
+    assert_eq!(
+        line_value(&body, "alpha_value{site=\"north\"}"),
+        Some(42.0),
+        "{body}"
+    );
+    assert_eq!(
+        line_value(&body, "alpha_site{site=\"own\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(
+        body.contains("tidegauge_scrape_collector_success{collector=\"alpha\",site=\"north\"} 1"),
+        "{body}"
+    );
+    let (_, _, probe) = get(&app, "/probe?module=default&target=good", &[]).await;
+    assert_eq!(
+        line_value(&probe, "probe_success{site=\"north\"}"),
+        Some(1.0),
+        "{probe}"
+    );
+
+    let select = |q: &str| {
+        let app = app.clone();
+        let q = q.to_owned();
+        async move {
+            let uri = format!(
+                "/metrics?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("match[]", &q)
+                    .finish()
+            );
+            get(&app, &uri, &[]).await
+        }
+    };
+    let (s, _, body) = select(r#"alpha_bins_total{dashboard=~"pier.*"}"#).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        line_value(
+            &body,
+            "alpha_bins_total{dashboard=\"pier-1\",site=\"north\"}"
+        ),
+        Some(5.0),
+        "{body}"
+    );
+    assert!(!body.contains("alpha_value"), "{body}");
+    assert!(!body.contains("tidegauge_"), "{body}");
+    // A histogram is selected by its base name and served whole.
+    let (_, _, body) = select(r#"{dataset="live-pier"}"#).await;
+    assert!(
+        body.contains(
+            "alpha_latency_seconds_bucket{dataset=\"live-pier\",site=\"north\",le=\"0.1\"} 1"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("alpha_latency_seconds_count{dataset=\"live-pier\",site=\"north\"} 2"),
+        "{body}"
+    );
+    let (_, _, body) = select("alpha_latency_seconds_bucket").await;
+    assert!(!body.contains("alpha_latency"), "{body}");
+    // Repeated: a series selected by any.
+    let uri = "/metrics?match[]=alpha_value&match[]=alpha_site";
+    let (_, _, body) = get(&app, uri, &[]).await;
+    assert!(
+        body.contains("alpha_value{") && body.contains("alpha_site{"),
+        "{body}"
+    );
+    let (s, _, body) = select(r#"alpha_value{site="north""#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("match[]") && body.contains("expected , or }"),
+        "{body}"
+    );
+}
+
 /// Pushed (guest) families join the family another source owns under the same name and type,
 /// after it and with its HELP, and yield where the type differs.
 #[tokio::test]
