@@ -1,0 +1,84 @@
+//! The Pushgateway's JSON API: `GET /api/v1/metrics`, `GET /api/v1/status`.
+
+use super::*;
+
+pub(crate) fn rfc3339(t: f64) -> String {
+    chrono::DateTime::from_timestamp(t.floor() as i64, ((t.fract()) * 1e9) as u32)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+pub(crate) async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
+    let state = lock(&inner.durable.state);
+    let mut data = Vec::new();
+    for g in state.groups.all() {
+        let labels: serde_json::Map<String, Json> = g
+            .key
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::from(v.clone())))
+            .collect();
+        let mut entry = serde_json::Map::new();
+        entry.insert("labels".into(), Json::Object(labels.clone()));
+        entry.insert(
+            "last_push_successful".into(),
+            Json::from(g.push_time.0 >= g.failure_time.0),
+        );
+        for f in &g.families {
+            let fam = pushgateway::to_family(f);
+            let metrics: Vec<Json> = fam
+                .samples
+                .iter()
+                .map(|s| {
+                    let l: serde_json::Map<String, Json> = s.labels.iter().map(|(k, v)| (k.clone(), Json::from(v.clone()))).collect();
+                    match &s.value {
+                        tidegauge_core::Value::Number(v) => json!({"labels": l, "value": v.to_string()}),
+                        tidegauge_core::Value::Histogram { buckets, sum, count } => json!({
+                            "labels": l,
+                            "buckets": buckets.iter().map(|(le, c)| (le.to_string(), c.to_string())).collect::<BTreeMap<_, _>>(),
+                            "count": count.to_string(),
+                            "sum": sum.to_string(),
+                        }),
+                        tidegauge_core::Value::Summary { quantiles, sum, count } => json!({
+                            "labels": l,
+                            "quantiles": quantiles.iter().map(|(q, v)| (q.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                            "count": count.to_string(),
+                            "sum": sum.to_string(),
+                        }),
+                    }
+                })
+                .collect();
+            entry.insert(
+                f.name.clone(),
+                json!({"time_stamp": rfc3339(g.push_time.0), "type": f.kind.to_ascii_uppercase(), "help": f.help, "metrics": metrics}),
+            );
+        }
+        for (name, t) in [
+            ("push_time_seconds", g.push_time.0),
+            ("push_failure_time_seconds", g.failure_time.0),
+        ] {
+            entry.insert(
+                name.into(),
+                json!({"time_stamp": rfc3339(g.push_time.0), "type": "GAUGE", "help": "", "metrics": [{"labels": labels, "value": t.to_string()}]}),
+            );
+        }
+        data.push(Json::Object(entry));
+    }
+    json_response(StatusCode::OK, json!({"status": "success", "data": data}))
+}
+
+pub(crate) async fn api_status(State(inner): State<Arc<Inner>>) -> Response {
+    let settings = inner.settings;
+    json_response(
+        StatusCode::OK,
+        json!({"status": "success", "data": {
+            "build_information": {"version": env!("CARGO_PKG_VERSION"), "program": "tidegauge icos-push"},
+            "flags": {
+                "max_body_size": settings.max_body.to_string(),
+                "max_series": settings.limits.max_series.to_string(),
+                "max_group_series": settings.max_group_series.to_string(),
+                "push_ttl": settings.push_ttl.map(|d| format!("{}s", d.as_secs_f64())).unwrap_or_default(),
+            },
+            "start_time": rfc3339(unix_seconds(inner.durable.started)),
+        }}),
+    )
+}

@@ -1,0 +1,149 @@
+//! The ICOS service's routes: `POST /create_metric`, `POST /unregister_metric`.
+
+use super::*;
+
+pub(crate) fn json_response(status: StatusCode, body: Json) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+pub(crate) fn rejection(r: Rejection) -> Response {
+    match r {
+        Rejection::Bad(msg) => json_response(StatusCode::BAD_REQUEST, json!({"detail": msg})),
+        Rejection::Schema(errors) => {
+            json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({"detail": errors}))
+        }
+    }
+}
+
+#[allow(clippy::result_large_err)]
+/// Reads and parses a JSON body within the size limit; the error is the answer to send.
+pub(crate) async fn json_body(inner: &Inner, body: Body) -> Result<Json, Response> {
+    let max_body = inner.settings.max_body;
+    let bytes = to_bytes(body, max_body).await.map_err(|_| {
+        json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"detail": format!("request body exceeds the limit of {max_body} bytes")}),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        rejection(Rejection::Schema(vec![json!({
+            "type": "json_invalid", "loc": ["body", e.column()], "msg": "JSON decode error",
+            "input": {}, "ctx": {"error": e.to_string()}})]))
+    })
+}
+
+/// Applies a change under the registry lock, queues its write in the same order, and answers
+/// only once the write is on disk; a failed commit undoes the change.
+pub(crate) async fn apply(
+    inner: &Inner,
+    name: &str,
+    change: impl FnOnce(&mut Registry, &Groups) -> Result<Change, Rejection>,
+    ok: &str,
+) -> Response {
+    let pending = {
+        let mut state = lock(&inner.durable.state);
+        let Pushed {
+            registry: reg,
+            groups,
+            generation,
+            ..
+        } = &mut *state;
+        let reg: &mut Registry = reg;
+        let previous_key = reg.base_of(name);
+        let previous = previous_key.as_deref().and_then(|k| reg.get(k).cloned());
+        let writes = match change(reg, groups) {
+            Err(r) => return rejection(r),
+            Ok(Change::None) => {
+                return json_response(
+                    StatusCode::OK,
+                    json!({"message": "Metric not found. You can create a new one."}),
+                );
+            }
+            Ok(Change::Put(m)) => match serde_json::to_vec(&m) {
+                Ok(bytes) => vec![Write::Put(m.name.clone(), bytes)],
+                Err(e) => {
+                    reg.revert(&m.name, previous);
+                    return json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({"detail": format!("cannot encode the metric: {e}")}),
+                    );
+                }
+            },
+            Ok(Change::Delete(base)) => vec![Write::Delete(base)],
+        };
+        *generation += 1;
+        inner.durable.store.submit_in(state.epoch, writes)
+    };
+    match pending.await {
+        Ok(Ok(())) => json_response(StatusCode::OK, json!({"message": ok})),
+        failure => {
+            let reason = match failure {
+                Ok(Err(e)) => e,
+                _ => "the store's writer has stopped".to_owned(),
+            };
+            resync(inner);
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"detail": format!("the write could not be stored and was not applied: {reason}")}),
+            )
+        }
+    }
+}
+
+pub(crate) async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -> Response {
+    let body = match json_body(&inner, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req = match model::parse_create(&body) {
+        Ok(r) => r,
+        Err(r) => return rejection(r),
+    };
+    let now = unix_seconds(inner.services.clock.now());
+    let limits = inner.settings.limits;
+    apply(
+        &inner,
+        &req.name,
+        |reg, groups| {
+            let sent = req.name.trim();
+            let base = sent.strip_suffix("_total").unwrap_or(sent);
+            for n in [sent.to_owned(), base.to_owned(), format!("{base}_total"), format!("{base}_created"), format!("{base}_info")] {
+                if groups.occupies(&n) || n == "push_time_seconds" || n == "push_failure_time_seconds" {
+                    return Err(Rejection::Bad(format!("Metric name {n:?} is taken by the Pushgateway routes (a pushed metric, or their push_time_seconds and push_failure_time_seconds).")));
+                }
+            }
+            if let Some(reason) = inner.services.names.conflict(base, req.kind.metric_type()) {
+                return Err(Rejection::Bad(reason));
+            }
+            reg.create(&req, now, &limits)
+        },
+        "Metric updated successfully.",
+    )
+    .await
+}
+
+pub(crate) async fn unregister_metric(State(inner): State<Arc<Inner>>, body: Body) -> Response {
+    let body = match json_body(&inner, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (kind, name) = match model::parse_unregister(&body) {
+        Ok(r) => r,
+        Err(r) => return rejection(r),
+    };
+    if name.trim().is_empty() {
+        return rejection(Rejection::Bad("metric_name is required.".into()));
+    }
+    apply(
+        &inner,
+        &name,
+        |reg, _| reg.unregister(kind, &name),
+        "Unregistered metric successfully.",
+    )
+    .await
+}

@@ -1,0 +1,255 @@
+//! The Pushgateway's write routes: `PUT`/`POST`/`DELETE /metrics/job/…` and the admin wipe.
+
+use super::*;
+
+pub(crate) fn text_response(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut msg = msg.into();
+    if !msg.is_empty() && !msg.ends_with('\n') {
+        msg.push('\n');
+    }
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        msg,
+    )
+        .into_response()
+}
+
+#[allow(clippy::result_large_err)]
+pub(crate) fn grouping_of(uri: &axum::http::Uri) -> Result<tidegauge_core::Labels, Response> {
+    let raw = uri.path().strip_prefix("/metrics/").unwrap_or("");
+    pushgateway::grouping_key(raw).map_err(|e| text_response(StatusCode::BAD_REQUEST, e))
+}
+
+pub(crate) async fn push_put(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    push(&inner, Method::Put, &uri, &headers, body).await
+}
+
+pub(crate) async fn push_post(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    push(&inner, Method::Post, &uri, &headers, body).await
+}
+
+/// Deletes every group in one commit; 202 as the Pushgateway answers.
+pub(crate) async fn wipe(State(inner): State<Arc<Inner>>) -> Response {
+    if !inner.settings.admin_api {
+        return text_response(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled; set admin_api = true in [collectors.icos-push]",
+        );
+    }
+    let pending = {
+        let mut state = lock(&inner.durable.state);
+        let keys: Vec<_> = state.groups.all().map(|g| g.key.clone()).collect();
+        if keys.is_empty() {
+            return text_response(StatusCode::ACCEPTED, "");
+        }
+        let writes = keys
+            .iter()
+            .filter_map(|k| state.groups.remove(k))
+            .map(|g| Write::Delete(g.store_key()))
+            .collect();
+        state.generation += 1;
+        inner.durable.store.submit_in(state.epoch, writes)
+    };
+    deleted(&inner, pending, "wipe").await
+}
+
+/// 202 once a deletion is on disk; otherwise the state is reloaded and the answer is 503.
+pub(crate) async fn deleted(
+    inner: &Inner,
+    pending: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    what: &str,
+) -> Response {
+    match pending.await {
+        Ok(Ok(())) => text_response(StatusCode::ACCEPTED, ""),
+        _ => {
+            resync(inner);
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the {what} could not be stored and was not applied"),
+            )
+        }
+    }
+}
+
+pub(crate) async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http::Uri) -> Response {
+    let key = match grouping_of(&uri) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let pending = {
+        let mut state = lock(&inner.durable.state);
+        match state.groups.remove(&key) {
+            None => return text_response(StatusCode::ACCEPTED, ""),
+            Some(g) => {
+                state.generation += 1;
+                inner
+                    .durable
+                    .store
+                    .submit_in(state.epoch, vec![Write::Delete(g.store_key())])
+            }
+        }
+    };
+    deleted(&inner, pending, "deletion").await
+}
+
+pub(crate) async fn push(
+    inner: &Inner,
+    method: Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    let key = match grouping_of(uri) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let parsed = match push_body(inner, headers, body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let settings = inner.settings;
+    let families = pushgateway::decorate(&key, parsed);
+    let new_series: usize = families
+        .iter()
+        .map(pushgateway::StoredFamily::series_count)
+        .sum();
+    if new_series > settings.max_group_series {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "push of {new_series} series exceeds the limit of {} series per group",
+                settings.max_group_series
+            ),
+        );
+    }
+    let max_len = settings.limits.max_label_length;
+    for f in &families {
+        if f.name.len() > max_len
+            || f.help.len() > max_len
+            || f.series
+                .iter()
+                .any(|(l, _)| l.iter().any(|(_, v)| v.len() > max_len))
+        {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}: names, label values and help texts are limited to {max_len} bytes",
+                    f.name
+                ),
+            );
+        }
+    }
+    let ttl = match headers
+        .get("x-push-ttl")
+        .map(|v| v.to_str().map(tidegauge_core::duration::parse))
+    {
+        None => settings.push_ttl,
+        Some(Ok(Ok(d))) if !d.is_zero() => Some(d),
+        Some(Ok(Ok(_))) => None,
+        _ => {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                "X-Push-TTL: expected a duration such as \"10m\" or a number of seconds",
+            );
+        }
+    };
+    let now = unix_seconds(inner.services.clock.now());
+    let (pending, outcome) = {
+        let mut state = lock(&inner.durable.state);
+        // Expired groups go first: they must not count in limits or consistency checks.
+        let mut writes = state.expire(now);
+        let registry = &state.registry;
+        let names = &inner.services.names;
+        let taken = |n: &str, family: &str, kind: tidegauge_core::MetricType| {
+            if registry.occupies(n) || n.starts_with("tidegauge_") {
+                Some(format!(
+                    "metric name {n:?} is already exposed by a registered metric or the host"
+                ))
+            } else {
+                names.conflict(family, kind)
+            }
+        };
+        let candidate = state.groups.candidate(&key, method, families, now, &taken);
+        let (group, outcome) = match candidate {
+            Ok(mut g) => {
+                // Limits apply to the group as it would be (a POST keeps other families).
+                let group_series: usize = g
+                    .families
+                    .iter()
+                    .map(pushgateway::StoredFamily::series_count)
+                    .sum();
+                let old_series = state.groups.get(&key).map_or(0, |o| {
+                    o.families
+                        .iter()
+                        .map(pushgateway::StoredFamily::series_count)
+                        .sum()
+                });
+                let total = state.registry.series_count() + state.groups.series_count()
+                    - old_series
+                    + group_series;
+                let over = if group_series > settings.max_group_series {
+                    Some(format!(
+                        "the group would hold {group_series} series, over the limit of {} per group",
+                        settings.max_group_series
+                    ))
+                } else if total > settings.limits.max_series {
+                    Some(format!(
+                        "the series limit ({}) would be exceeded",
+                        settings.limits.max_series
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = over {
+                    // The expiries already applied in memory still go to the store; nobody
+                    // waits for them, and a failure there reloads the state as usual.
+                    if !writes.is_empty() {
+                        drop(inner.durable.store.submit_in(state.epoch, writes));
+                    }
+                    return text_response(StatusCode::BAD_REQUEST, reason);
+                }
+                g.expires = ttl.map(|d| F(now + d.as_secs_f64()));
+                (g, Ok(()))
+            }
+            Err((reason, g)) => (g, Err(reason)),
+        };
+        let bytes = serde_json::to_vec(&group).unwrap_or_default();
+        writes.push(Write::Put(group.store_key(), bytes));
+        let pending = inner.durable.store.submit_in(state.epoch, writes);
+        state.groups.put(group);
+        state.generation += 1;
+        (pending, outcome)
+    };
+    match pending.await {
+        Ok(Ok(())) => match outcome {
+            Ok(()) => text_response(StatusCode::OK, ""),
+            Err(reason) => text_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "pushed metrics are invalid or inconsistent with existing metrics: {reason}"
+                ),
+            ),
+        },
+        _ => {
+            resync(inner);
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the push could not be stored and was not applied",
+            )
+        }
+    }
+}
