@@ -7,6 +7,8 @@ use std::fmt;
 
 /// The type of a metric family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum MetricType {
     /// A value that can go up and down.
     Gauge,
@@ -27,6 +29,7 @@ pub enum MetricType {
 
 /// The value of one sample.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Value {
     /// A single number (gauge, counter, untyped, state set, info).
     Number(f64),
@@ -56,6 +59,7 @@ pub type Labels = Vec<(String, String)>;
 
 /// One series of a family.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Sample {
     /// Label pairs, in exposition order.
     pub labels: Labels,
@@ -67,6 +71,7 @@ pub struct Sample {
 
 /// A metric family: one name, one type, one help text, any number of samples.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MetricFamily {
     /// Final name (counters without `_total`, info without `_info`).
     pub name: String,
@@ -80,6 +85,7 @@ pub struct MetricFamily {
     pub samples: Vec<Sample>,
     /// Served on behalf of clients (pushed), not owned: where another source exposes the same
     /// name, this family's series join that one's family (same type) or are dropped.
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing))]
     pub guest: bool,
 }
 
@@ -152,6 +158,7 @@ pub fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
 
 /// What one collection produced.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Snapshot {
     /// Families in exposition order.
     pub families: Vec<MetricFamily>,
@@ -287,6 +294,19 @@ impl MetricFamily {
             }
         }
         Ok(())
+    }
+
+    /// Time series as Prometheus counts them: one per number; a histogram one per bucket plus
+    /// `+Inf`, `_sum` and `_count`; a summary one per quantile plus `_sum` and `_count`.
+    pub fn series_count(&self) -> usize {
+        self.samples
+            .iter()
+            .map(|s| match &s.value {
+                Value::Number(_) => 1,
+                Value::Histogram { buckets, .. } => buckets.len() + 3,
+                Value::Summary { quantiles, .. } => quantiles.len() + 2,
+            })
+            .sum()
     }
 
     /// The names this family occupies in an exposition (`x`, `x_total`, `x_info`, `x_bucket`, ...),

@@ -21,10 +21,10 @@ pub(crate) async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
         entry.insert("labels".into(), Json::Object(labels.clone()));
         entry.insert(
             "last_push_successful".into(),
-            Json::from(g.push_time.0 >= g.failure_time.0),
+            Json::from(g.push_time >= g.failure_time),
         );
         for f in &g.families {
-            let fam = pushgateway::to_family(f);
+            let fam = f;
             let metrics: Vec<Json> = fam
                 .samples
                 .iter()
@@ -49,16 +49,16 @@ pub(crate) async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
                 .collect();
             entry.insert(
                 f.name.clone(),
-                json!({"time_stamp": rfc3339(g.push_time.0), "type": f.kind.to_ascii_uppercase(), "help": f.help, "metrics": metrics}),
+                json!({"time_stamp": rfc3339(g.push_time), "type": f.kind.to_string().to_ascii_uppercase(), "help": f.help, "metrics": metrics}),
             );
         }
         for (name, t) in [
-            ("push_time_seconds", g.push_time.0),
-            ("push_failure_time_seconds", g.failure_time.0),
+            ("push_time_seconds", g.push_time),
+            ("push_failure_time_seconds", g.failure_time),
         ] {
             entry.insert(
                 name.into(),
-                json!({"time_stamp": rfc3339(g.push_time.0), "type": "GAUGE", "help": "", "metrics": [{"labels": labels, "value": t.to_string()}]}),
+                json!({"time_stamp": rfc3339(g.push_time), "type": "GAUGE", "help": "", "metrics": [{"labels": labels, "value": t.to_string()}]}),
             );
         }
         data.push(Json::Object(entry));

@@ -64,7 +64,7 @@ pub(crate) async fn apply(
                     json!({"message": "Metric not found. You can create a new one."}),
                 );
             }
-            Ok(Change::Put(m)) => match serde_json::to_vec(&m) {
+            Ok(Change::Put(m)) => match records::encode(&m) {
                 Ok(bytes) => vec![Write::Put(m.name.clone(), bytes)],
                 Err(e) => {
                     reg.revert(&m.name, previous);

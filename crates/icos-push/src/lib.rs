@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod protobuf;
 mod push_routes;
 pub mod pushgateway;
+pub mod records;
 mod state;
 pub mod store;
 pub mod textformat;
@@ -34,7 +35,7 @@ use tidegauge_core::{
 };
 
 use model::{Change, Limits, Metric, Registry, Rejection};
-use pushgateway::{F, Group, Groups, Method, STORE_PREFIX};
+use pushgateway::{Group, Groups, Method};
 use store::{Store, Write};
 
 pub use factory::Factory;

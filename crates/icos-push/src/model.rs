@@ -60,17 +60,18 @@ impl Kind {
     }
 }
 
-mod float_text {
-    //! f64 stored as text, so NaN and infinities survive JSON.
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
+/// A float as this release writes it (a number) or as release 0.1.0 wrote it (text, so that
+/// NaN and infinities survived JSON).
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(f64),
+        Text(String),
     }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+    match Either::deserialize(d)? {
+        Either::Number(n) => Ok(n),
+        Either::Text(t) => t.parse().map_err(serde::de::Error::custom),
     }
 }
 
@@ -79,7 +80,7 @@ mod float_text {
 #[serde(rename_all = "lowercase")]
 pub enum SeriesValue {
     /// Counter total or gauge value.
-    Number(#[serde(with = "float_text")] f64),
+    Number(#[serde(deserialize_with = "number_or_text")] f64),
     /// Index of the current Enum state.
     State(usize),
     /// Info values, aligned with the metric's info keys.
@@ -94,7 +95,7 @@ pub struct Series {
     /// Value.
     pub value: SeriesValue,
     /// Creation time, Unix seconds.
-    #[serde(with = "float_text")]
+    #[serde(deserialize_with = "number_or_text")]
     pub created: f64,
 }
 

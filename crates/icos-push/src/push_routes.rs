@@ -125,7 +125,7 @@ pub(crate) async fn push(
     let families = pushgateway::decorate(&key, parsed);
     let new_series: usize = families
         .iter()
-        .map(pushgateway::StoredFamily::series_count)
+        .map(tidegauge_core::MetricFamily::series_count)
         .sum();
     if new_series > settings.max_group_series {
         return text_response(
@@ -140,9 +140,9 @@ pub(crate) async fn push(
     for f in &families {
         if f.name.len() > max_len
             || f.help.len() > max_len
-            || f.series
+            || f.samples
                 .iter()
-                .any(|(l, _)| l.iter().any(|(_, v)| v.len() > max_len))
+                .any(|s| s.labels.iter().any(|(_, v)| v.len() > max_len))
         {
             return text_response(
                 StatusCode::BAD_REQUEST,
@@ -190,12 +190,12 @@ pub(crate) async fn push(
                 let group_series: usize = g
                     .families
                     .iter()
-                    .map(pushgateway::StoredFamily::series_count)
+                    .map(tidegauge_core::MetricFamily::series_count)
                     .sum();
                 let old_series = state.groups.get(&key).map_or(0, |o| {
                     o.families
                         .iter()
-                        .map(pushgateway::StoredFamily::series_count)
+                        .map(tidegauge_core::MetricFamily::series_count)
                         .sum()
                 });
                 let total = state.registry.series_count() + state.groups.series_count()
@@ -222,12 +222,12 @@ pub(crate) async fn push(
                     }
                     return text_response(StatusCode::BAD_REQUEST, reason);
                 }
-                g.expires = ttl.map(|d| F(now + d.as_secs_f64()));
+                g.expires = ttl.map(|d| now + d.as_secs_f64());
                 (g, Ok(()))
             }
             Err((reason, g)) => (g, Err(reason)),
         };
-        let bytes = serde_json::to_vec(&group).unwrap_or_default();
+        let bytes = records::encode(&group).unwrap_or_default();
         writes.push(Write::Put(group.store_key(), bytes));
         let pending = inner.durable.store.submit_in(state.epoch, writes);
         state.groups.put(group);

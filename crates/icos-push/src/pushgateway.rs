@@ -6,94 +6,23 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use tidegauge_core::snapshot::is_valid_label_name;
-use tidegauge_core::{Labels, MetricFamily, MetricType, Sample, Snapshot, Value};
+use tidegauge_core::{Labels, MetricFamily, MetricType, Sample, Snapshot};
 
 use crate::textformat::ParsedFamily;
-
-/// A float kept as text, so NaN and infinities survive JSON.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct F(pub f64);
-
-impl Serialize for F {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for F {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map(F).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A stored series value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoredValue {
-    /// Counter, gauge or untyped value.
-    Number(F),
-    /// Classic histogram.
-    Histogram {
-        /// Cumulative buckets without `+Inf`.
-        buckets: Vec<(F, u64)>,
-        /// Sum.
-        sum: F,
-        /// Count.
-        count: u64,
-    },
-    /// Summary.
-    Summary {
-        /// `(quantile, value)`, ascending.
-        quantiles: Vec<(F, F)>,
-        /// Sum.
-        sum: F,
-        /// Count.
-        count: u64,
-    },
-}
-
-/// A pushed family, labels already decorated with the grouping key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredFamily {
-    /// Exposition name (counters without `_total`).
-    pub name: String,
-    /// HELP.
-    pub help: String,
-    /// `counter`, `gauge`, `untyped`, `histogram` or `summary`.
-    pub kind: String,
-    /// Series.
-    pub series: Vec<(Labels, StoredValue)>,
-}
-
-impl StoredFamily {
-    /// Time series this family exposes, as Prometheus counts them: one per number, and for a
-    /// histogram or summary one per bucket or quantile plus `_sum` and `_count` (and `+Inf`).
-    pub fn series_count(&self) -> usize {
-        self.series
-            .iter()
-            .map(|(_, v)| match v {
-                StoredValue::Number(_) => 1,
-                StoredValue::Histogram { buckets, .. } => buckets.len() + 3,
-                StoredValue::Summary { quantiles, .. } => quantiles.len() + 2,
-            })
-            .sum()
-    }
-}
 
 /// One group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     /// Grouping key: `job` first, then the other labels sorted.
     pub key: Labels,
-    /// Families in push order.
-    pub families: Vec<StoredFamily>,
+    /// Families in push order, labels decorated with the grouping key.
+    pub families: Vec<MetricFamily>,
     /// Last successful change, Unix seconds (0 = never).
-    pub push_time: F,
+    pub push_time: f64,
     /// Last rejected change, Unix seconds (0 = never).
-    pub failure_time: F,
+    pub failure_time: f64,
     /// When the group expires, Unix seconds.
-    pub expires: Option<F>,
+    pub expires: Option<f64>,
 }
 
 impl Group {
@@ -111,37 +40,6 @@ pub fn store_key(key: &Labels) -> String {
     let mut s = String::from(STORE_PREFIX);
     s.push_str(&serde_json::to_string(key).unwrap_or_default());
     s
-}
-
-fn kind_name(k: MetricType) -> &'static str {
-    match k {
-        MetricType::Counter => "counter",
-        MetricType::Gauge => "gauge",
-        MetricType::Histogram => "histogram",
-        MetricType::Summary => "summary",
-        _ => "untyped",
-    }
-}
-
-/// Names a family of this type exposes.
-trait Exposed {
-    fn exposed(self, name: &str) -> Vec<String>;
-}
-
-impl Exposed for MetricType {
-    fn exposed(self, name: &str) -> Vec<String> {
-        MetricFamily::new(name, "", self).exposed_names()
-    }
-}
-
-fn kind_of(s: &str) -> MetricType {
-    match s {
-        "counter" => MetricType::Counter,
-        "gauge" => MetricType::Gauge,
-        "histogram" => MetricType::Histogram,
-        "summary" => MetricType::Summary,
-        _ => MetricType::Untyped,
-    }
 }
 
 /// `%XX`-decoded UTF-8; `None` for a `%` not followed by two hex digits (Go's
@@ -222,7 +120,7 @@ pub fn grouping_key(raw: &str) -> Result<Labels, String> {
 }
 
 /// Converts parsed families into stored ones decorated with the grouping key.
-pub fn decorate(key: &Labels, parsed: Vec<ParsedFamily>) -> Vec<StoredFamily> {
+pub fn decorate(key: &Labels, parsed: Vec<ParsedFamily>) -> Vec<MetricFamily> {
     parsed
         .into_iter()
         .filter(|f| f.name != "push_time_seconds" && f.name != "push_failure_time_seconds")
@@ -231,46 +129,21 @@ pub fn decorate(key: &Labels, parsed: Vec<ParsedFamily>) -> Vec<StoredFamily> {
                 MetricType::Counter => f.name.strip_suffix("_total").unwrap_or(&f.name).to_owned(),
                 _ => f.name.clone(),
             };
-            let series = f
-                .series
-                .into_iter()
-                .map(|(mut labels, v)| {
-                    labels.retain(|(k, _)| !key.iter().any(|(gk, _)| gk == k));
-                    labels.extend(key.iter().cloned());
-                    if !labels.iter().any(|(k, _)| k == "instance") {
-                        labels.push(("instance".into(), String::new()));
-                    }
-                    labels.sort();
-                    let v = match v {
-                        Value::Number(n) => StoredValue::Number(F(n)),
-                        Value::Histogram {
-                            buckets,
-                            sum,
-                            count,
-                        } => StoredValue::Histogram {
-                            buckets: buckets.into_iter().map(|(le, c)| (F(le), c)).collect(),
-                            sum: F(sum),
-                            count,
-                        },
-                        Value::Summary {
-                            quantiles,
-                            sum,
-                            count,
-                        } => StoredValue::Summary {
-                            quantiles: quantiles.into_iter().map(|(q, v)| (F(q), F(v))).collect(),
-                            sum: F(sum),
-                            count,
-                        },
-                    };
-                    (labels, v)
-                })
-                .collect();
-            StoredFamily {
-                name,
-                help: f.help,
-                kind: kind_name(f.kind).to_owned(),
-                series,
+            let mut family = MetricFamily::new(name, f.help, f.kind);
+            for (mut labels, value) in f.series {
+                labels.retain(|(k, _)| !key.iter().any(|(gk, _)| gk == k));
+                labels.extend(key.iter().cloned());
+                if !labels.iter().any(|(k, _)| k == "instance") {
+                    labels.push(("instance".into(), String::new()));
+                }
+                labels.sort();
+                family.samples.push(Sample {
+                    labels,
+                    value,
+                    created: None,
+                });
             }
+            family
         })
         .collect()
 }
@@ -297,7 +170,7 @@ pub struct Groups {
 struct Index {
     /// Exposed name (`x_total`, `x_bucket`, ...) → (family name, type) → how many families of
     /// all groups expose it that way.
-    exposed: HashMap<String, HashMap<(String, String), usize>>,
+    exposed: HashMap<String, HashMap<(String, MetricType), usize>>,
     /// Family name → labels → how many groups hold that series.
     series: HashMap<String, HashMap<Labels, usize>>,
     /// Series over all groups.
@@ -309,30 +182,30 @@ struct Index {
 impl Index {
     fn add(&mut self, g: &Group) {
         for f in &g.families {
-            for n in kind_of(&f.kind).exposed(&f.name) {
+            for n in f.exposed_names() {
                 *self
                     .exposed
                     .entry(n)
                     .or_default()
-                    .entry((f.name.clone(), f.kind.clone()))
+                    .entry((f.name.clone(), f.kind))
                     .or_default() += 1;
             }
             let by_labels = self.series.entry(f.name.clone()).or_default();
-            for (l, _) in &f.series {
+            for l in f.samples.iter().map(|s| &s.labels) {
                 *by_labels.entry(l.clone()).or_default() += 1;
             }
             self.total += f.series_count();
         }
         if let Some(e) = g.expires {
-            self.next_expiry = Some(self.next_expiry.map_or(e.0, |n| n.min(e.0)));
+            self.next_expiry = Some(self.next_expiry.map_or(e, |n| n.min(e)));
         }
     }
 
     fn remove(&mut self, g: &Group) {
         for f in &g.families {
-            for n in kind_of(&f.kind).exposed(&f.name) {
+            for n in f.exposed_names() {
                 if let Some(holders) = self.exposed.get_mut(&n) {
-                    let key = (f.name.clone(), f.kind.clone());
+                    let key = (f.name.clone(), f.kind);
                     if let Some(c) = holders.get_mut(&key) {
                         *c -= 1;
                         if *c == 0 {
@@ -345,7 +218,7 @@ impl Index {
                 }
             }
             if let Some(by_labels) = self.series.get_mut(&f.name) {
-                for (l, _) in &f.series {
+                for l in f.samples.iter().map(|s| &s.labels) {
                     if let Some(c) = by_labels.get_mut(l) {
                         *c -= 1;
                         if *c == 0 {
@@ -399,7 +272,7 @@ impl Groups {
         &self,
         key: &Labels,
         method: Method,
-        pushed: Vec<StoredFamily>,
+        pushed: Vec<MetricFamily>,
         now: f64,
         taken: &Taken<'_>,
     ) -> Result<Group, (String, Group)> {
@@ -407,8 +280,8 @@ impl Groups {
         let mut group = old.cloned().unwrap_or(Group {
             key: key.clone(),
             families: Vec::new(),
-            push_time: F(0.0),
-            failure_time: F(0.0),
+            push_time: 0.0,
+            failure_time: 0.0,
             expires: None,
         });
         let pushed_names: HashSet<&str> = pushed.iter().map(|f| f.name.as_str()).collect();
@@ -424,10 +297,10 @@ impl Groups {
                 families: Vec::new(),
                 ..group.clone()
             });
-            failed.failure_time = F(now);
+            failed.failure_time = now;
             return Err((reason, failed));
         }
-        group.push_time = F(now);
+        group.push_time = now;
         Ok(group)
     }
 
@@ -436,21 +309,21 @@ impl Groups {
     fn check(&self, group: &Group, old: Option<&Group>, taken: &Taken<'_>) -> Result<(), String> {
         let mut old_series: HashMap<(&str, &Labels), usize> = HashMap::new();
         for f in old.iter().flat_map(|g| &g.families) {
-            for (l, _) in &f.series {
+            for l in f.samples.iter().map(|s| &s.labels) {
                 *old_series.entry((f.name.as_str(), l)).or_default() += 1;
             }
         }
-        let old_exposes = |n: &str, holder: &(String, String)| {
+        let old_exposes = |n: &str, holder: &(String, MetricType)| {
             old.iter()
                 .flat_map(|g| &g.families)
                 .filter(|f| f.name == holder.0 && f.kind == holder.1)
-                .filter(|f| kind_of(&f.kind).exposed(&f.name).iter().any(|e| e == n))
+                .filter(|f| f.exposed_names().iter().any(|e| e == n))
                 .count()
         };
         let mut own: HashMap<String, &str> = HashMap::new();
         let mut own_series: HashSet<(&str, &Labels)> = HashSet::new();
         for f in &group.families {
-            for n in kind_of(&f.kind).exposed(&f.name) {
+            for n in f.exposed_names() {
                 if let Some(other) = own.insert(n.clone(), &f.name) {
                     return Err(format!(
                         "families {other:?} and {:?} both expose {n:?}",
@@ -469,12 +342,12 @@ impl Groups {
                         }
                     }
                 }
-                if let Some(reason) = taken(&n, &f.name, kind_of(&f.kind)) {
+                if let Some(reason) = taken(&n, &f.name, f.kind) {
                     return Err(reason);
                 }
             }
             let held = self.index.series.get(&f.name);
-            for (l, _) in &f.series {
+            for l in f.samples.iter().map(|s| &s.labels) {
                 if !own_series.insert((f.name.as_str(), l)) {
                     return Err(format!(
                         "collected metric {:?} with labels {l:?} appears twice in the push (after the grouping key was applied)",
@@ -517,14 +390,14 @@ impl Groups {
         let expired: Vec<Labels> = self
             .groups
             .values()
-            .filter(|g| g.expires.is_some_and(|e| e.0 <= now))
+            .filter(|g| g.expires.is_some_and(|e| e <= now))
             .map(|g| g.key.clone())
             .collect();
         let removed = expired.iter().filter_map(|k| self.remove(k)).collect();
         self.index.next_expiry = self
             .groups
             .values()
-            .filter_map(|g| g.expires.map(|e| e.0))
+            .filter_map(|g| g.expires)
             .reduce(f64::min);
         removed
     }
@@ -533,15 +406,14 @@ impl Groups {
     pub fn snapshot(&self) -> Snapshot {
         let mut merged: BTreeMap<String, MetricFamily> = BTreeMap::new();
         for g in self.groups.values() {
-            for f in &g.families {
-                let fam = to_family(f);
-                let entry = merged.entry(f.name.clone()).or_insert_with(|| {
+            for fam in &g.families {
+                let entry = merged.entry(fam.name.clone()).or_insert_with(|| {
                     MetricFamily::new(fam.name.clone(), fam.help.clone(), fam.kind)
                 });
                 if !fam.help.is_empty() {
                     entry.help = fam.help.clone();
                 }
-                entry.samples.extend(fam.samples);
+                entry.samples.extend(fam.samples.iter().cloned());
             }
         }
         let mut snap = Snapshot::new();
@@ -562,47 +434,13 @@ impl Groups {
                 l.push(("instance".into(), String::new()));
             }
             l.sort();
-            ok.push(l.clone(), g.push_time.0);
-            failed.push(l, g.failure_time.0);
+            ok.push(l.clone(), g.push_time);
+            failed.push(l, g.failure_time);
         }
         snap.push(ok);
         snap.push(failed);
         snap
     }
-}
-
-/// The exposition family of a stored one.
-pub fn to_family(f: &StoredFamily) -> MetricFamily {
-    let mut fam = MetricFamily::new(f.name.clone(), f.help.clone(), kind_of(&f.kind));
-    for (labels, v) in &f.series {
-        let value = match v {
-            StoredValue::Number(n) => Value::Number(n.0),
-            StoredValue::Histogram {
-                buckets,
-                sum,
-                count,
-            } => Value::Histogram {
-                buckets: buckets.iter().map(|(le, c)| (le.0, *c)).collect(),
-                sum: sum.0,
-                count: *count,
-            },
-            StoredValue::Summary {
-                quantiles,
-                sum,
-                count,
-            } => Value::Summary {
-                quantiles: quantiles.iter().map(|(q, v)| (q.0, v.0)).collect(),
-                sum: sum.0,
-                count: *count,
-            },
-        };
-        fam.samples.push(Sample {
-            labels: labels.clone(),
-            value,
-            created: None,
-        });
-    }
-    fam
 }
 
 #[cfg(test)]
@@ -686,7 +524,7 @@ mod tests {
             crate::textformat::parse("# TYPE x gauge\nx{job=\"other\",a=\"1\"} 1\n").unwrap();
         let fams = decorate(&l(&[("job", "j")]), parsed);
         assert_eq!(
-            fams[0].series[0].0,
+            fams[0].samples[0].labels,
             l(&[("a", "1"), ("instance", ""), ("job", "j")])
         );
     }
@@ -699,14 +537,14 @@ mod index_tests {
 
     /// The definition of consistency, by scanning everything.
     fn reference(groups: &Groups, group: &Group) -> bool {
-        let mut exposed: HashMap<String, (String, String)> = HashMap::new();
+        let mut exposed: HashMap<String, (String, MetricType)> = HashMap::new();
         let mut series: HashSet<(String, Labels)> = HashSet::new();
         for g in groups.all().filter(|g| g.key != group.key) {
             for f in &g.families {
-                for n in kind_of(&f.kind).exposed(&f.name) {
-                    exposed.insert(n, (f.name.clone(), f.kind.clone()));
+                for n in f.exposed_names() {
+                    exposed.insert(n, (f.name.clone(), f.kind));
                 }
-                for (l, _) in &f.series {
+                for l in f.samples.iter().map(|s| &s.labels) {
                     series.insert((f.name.clone(), l.clone()));
                 }
             }
@@ -714,7 +552,7 @@ mod index_tests {
         let mut own: HashSet<String> = HashSet::new();
         let mut own_series: HashSet<(String, Labels)> = HashSet::new();
         for f in &group.families {
-            for n in kind_of(&f.kind).exposed(&f.name) {
+            for n in f.exposed_names() {
                 if !own.insert(n.clone()) {
                     return false;
                 }
@@ -725,7 +563,7 @@ mod index_tests {
                     return false;
                 }
             }
-            for (l, _) in &f.series {
+            for l in f.samples.iter().map(|s| &s.labels) {
                 let k = (f.name.clone(), l.clone());
                 if series.contains(&k) || !own_series.insert(k) {
                     return false;
@@ -745,7 +583,12 @@ mod index_tests {
             seed % n
         };
         let names = ["a", "a_total", "a_count", "b", "b_bucket", "c"];
-        let kinds = ["counter", "gauge", "untyped", "histogram"];
+        let kinds = [
+            MetricType::Counter,
+            MetricType::Gauge,
+            MetricType::Untyped,
+            MetricType::Histogram,
+        ];
         let mut groups = Groups::default();
         let (mut accepted, mut refused) = (0, 0);
         for step in 0..4000 {
@@ -756,20 +599,16 @@ mod index_tests {
             }
             let mut families = Vec::new();
             for _ in 0..=next(3) {
-                let mut series = Vec::new();
+                let mut family = MetricFamily::new(
+                    names[next(names.len() as u64) as usize],
+                    "",
+                    kinds[next(kinds.len() as u64) as usize],
+                );
                 for _ in 0..=next(3) {
                     // Series labels deliberately overlap across groups (no job label here).
-                    series.push((
-                        vec![("s".to_owned(), next(3).to_string())],
-                        StoredValue::Number(F(1.0)),
-                    ));
+                    family.push(vec![("s".to_owned(), next(3).to_string())], 1.0);
                 }
-                families.push(StoredFamily {
-                    name: names[next(names.len() as u64) as usize].into(),
-                    help: String::new(),
-                    kind: kinds[next(kinds.len() as u64) as usize].into(),
-                    series,
-                });
+                families.push(family);
             }
             let method = if next(2) == 0 {
                 Method::Put
@@ -779,8 +618,8 @@ mod index_tests {
             let mut would_be = Group {
                 key: key.clone(),
                 families: Vec::new(),
-                push_time: F(0.0),
-                failure_time: F(0.0),
+                push_time: 0.0,
+                failure_time: 0.0,
                 expires: None,
             };
             if method == Method::Post
@@ -811,7 +650,7 @@ mod index_tests {
             let total: usize = groups
                 .all()
                 .flat_map(|g| &g.families)
-                .map(StoredFamily::series_count)
+                .map(MetricFamily::series_count)
                 .sum();
             assert_eq!(groups.series_count(), total);
         }

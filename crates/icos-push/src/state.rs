@@ -67,7 +67,7 @@ pub(crate) struct Inner {
 impl Durable {
     pub(crate) fn open(data_dir: &std::path::Path) -> Result<Self, ConfigError> {
         let path = data_dir.join("icos-push.redb");
-        let store = Store::open(&path)
+        let store = Store::open(&path, records::FORMAT, &records::upgrade)
             .map_err(|e| ConfigError(format!("data_dir {}: {e}", data_dir.display())))?;
         let (metrics, groups) =
             load_state(&store).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
@@ -93,11 +93,11 @@ pub(crate) fn load_state(store: &Store) -> Result<(Vec<Metric>, Vec<Group>), Str
     let mut metrics = Vec::new();
     let mut groups = Vec::new();
     for (key, bytes) in store.load().map_err(|e| e.to_string())? {
-        let unreadable = |e: serde_json::Error| format!("stored record {key:?} is unreadable: {e}");
-        if key.starts_with(STORE_PREFIX) {
-            groups.push(serde_json::from_slice::<Group>(&bytes).map_err(unreadable)?);
+        let unreadable = |e: String| format!("stored record {key:?} is unreadable: {e}");
+        if records::is_group(&key) {
+            groups.push(records::decode::<Group>(&bytes).map_err(unreadable)?);
         } else {
-            metrics.push(serde_json::from_slice::<Metric>(&bytes).map_err(unreadable)?);
+            metrics.push(records::decode::<Metric>(&bytes).map_err(unreadable)?);
         }
     }
     Ok((metrics, groups))

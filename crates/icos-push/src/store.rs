@@ -4,11 +4,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-/// ICOS metrics by base name, as JSON.
+/// Records by key (ICOS metrics by base name, Pushgateway groups by grouping key).
 const METRICS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("icos_metrics");
+
+/// The store's format version, under [`FORMAT_KEY`]; absent in stores of release 0.1.0.
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const FORMAT_KEY: &str = "format";
+
+/// Upgrades one record from the format given to the next: `(from, key, bytes)`.
+pub type Upgrade<'a> = &'a dyn Fn(u64, &str, &[u8]) -> Result<Vec<u8>, String>;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,17 +52,34 @@ pub enum Write {
 /// Writes, the epoch they were decided in, and where to report.
 type Job = (Vec<Write>, u64, oneshot::Sender<Result<(), String>>);
 
-/// Handle to the store's writer.
+/// Handle to the store's writer. The last handle dropped stops the writer after the writes
+/// queued so far and waits for it, so the file is closed when the drop returns.
 #[derive(Debug, Clone)]
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     db: Arc<Database>,
-    tx: mpsc::UnboundedSender<Job>,
+    tx: Option<mpsc::UnboundedSender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     /// Bumped by every failed commit. A job decided in an older epoch may rest on a change that
     /// never reached the disk, so the writer refuses it; the in-memory state must be reloaded
     /// from the store (and take the new epoch) before writes are accepted again.
     epoch: Arc<std::sync::atomic::AtomicU64>,
     /// Commits made, and requests they carried (how well writes are batched).
     stats: Arc<Stats>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has committed what was queued.
+        self.tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// Commit counters.
@@ -70,8 +94,11 @@ pub struct Stats {
 }
 
 impl Store {
-    /// Opens (or creates) the database file and starts its writer task.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the database file in format `format`, upgrading the records of an
+    /// older format one version at a time with `upgrade` (in one transaction: a store is
+    /// upgraded whole or not at all), and starts its writer. A store of a newer format is an
+    /// error.
+    pub fn open(path: &Path, format: u64, upgrade: Upgrade<'_>) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Db(format!("{}: {e}", dir.display())))?;
@@ -79,7 +106,47 @@ impl Store {
         let db = Database::create(path)
             .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(db_err)?;
-        txn.open_table(METRICS).map_err(db_err)?;
+        {
+            let mut records = txn.open_table(METRICS).map_err(db_err)?;
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let stored = meta.get(FORMAT_KEY).map_err(db_err)?.map(|v| v.value());
+            let mut version = match stored {
+                Some(v) => v,
+                None if records.is_empty().map_err(db_err)? => format,
+                None => 0,
+            };
+            if version > format {
+                return Err(StoreError::Db(format!(
+                    "{}: written by a newer release (store format {version}; this release reads up to {format})",
+                    path.display()
+                )));
+            }
+            let from = version;
+            while version < format {
+                let mut upgraded = Vec::new();
+                for entry in records.iter().map_err(db_err)? {
+                    let (k, v) = entry.map_err(db_err)?;
+                    let key = k.value().to_owned();
+                    let bytes = upgrade(version, &key, v.value()).map_err(|reason| {
+                        StoreError::Corrupt {
+                            key: key.clone(),
+                            reason: format!("cannot upgrade from format {version}: {reason}"),
+                        }
+                    })?;
+                    upgraded.push((key, bytes));
+                }
+                for (k, v) in &upgraded {
+                    records.insert(k.as_str(), v.as_slice()).map_err(db_err)?;
+                }
+                version += 1;
+            }
+            if stored != Some(format) {
+                meta.insert(FORMAT_KEY, format).map_err(db_err)?;
+            }
+            if from < format {
+                tracing::info!(path = %path.display(), from, to = format, "store upgraded");
+            }
+        }
         txn.commit().map_err(db_err)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -88,21 +155,24 @@ impl Store {
         let writer_epoch = Arc::clone(&epoch);
         let stats = Arc::new(Stats::default());
         let writer_stats = Arc::clone(&stats);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("icos-push-store".into())
             .spawn(move || writer(&writer_db, &writer_epoch, &writer_stats, rx))
             .map_err(db_err)?;
         Ok(Self {
-            db,
-            tx,
-            epoch,
-            stats,
+            shared: Arc::new(Shared {
+                db,
+                tx: Some(tx),
+                writer: Some(writer),
+                epoch,
+                stats,
+            }),
         })
     }
 
     /// Every stored record.
     pub fn load(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.shared.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(METRICS).map_err(db_err)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_err)? {
@@ -114,12 +184,12 @@ impl Store {
 
     /// The current epoch (see [`Store::submit`]).
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+        self.shared.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Queues writes decided in `epoch`, in order; the returned receiver resolves once they are
@@ -130,7 +200,11 @@ impl Store {
         writes: Vec<Write>,
     ) -> oneshot::Receiver<Result<(), String>> {
         let (done, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, _, done))) = self.tx.send((writes, epoch, done)) {
+        let sent = match &self.shared.tx {
+            Some(tx) => tx.send((writes, epoch, done)).map_err(|e| e.0.2),
+            None => Err(done),
+        };
+        if let Err(done) = sent {
             let _ = done.send(Err("the store's writer has stopped".into()));
         }
         rx
@@ -227,8 +301,9 @@ mod tests {
     async fn writes_survive_reopening() {
         let dir = std::env::temp_dir().join(format!("tidegauge-store-{}", std::process::id()));
         let path = dir.join("t.redb");
+        let upgrade: Upgrade<'_> = &|_, _, b| Ok(b.to_vec());
         {
-            let s = Store::open(&path).unwrap();
+            let s = Store::open(&path, 1, upgrade).unwrap();
             s.write(vec![
                 Write::Put("a".into(), b"1".to_vec()),
                 Write::Put("b".into(), b"2".to_vec()),
@@ -237,19 +312,66 @@ mod tests {
             .unwrap();
             s.write(vec![Write::Delete("a".into())]).await.unwrap();
         }
-        // The writer thread holds the database until its channel closes; give it a moment.
-        let mut reopened = None;
-        for _ in 0..100 {
-            match Store::open(&path) {
-                Ok(s) => {
-                    reopened = Some(s);
-                    break;
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        }
-        let s = reopened.expect("reopen");
+        // Dropping the last handle joined the writer: the file opens again at once.
+        let s = Store::open(&path, 1, upgrade).unwrap();
         assert_eq!(s.load().unwrap(), vec![("b".to_owned(), b"2".to_vec())]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn formats_upgrade_in_order_and_newer_ones_are_refused() {
+        let dir = std::env::temp_dir().join(format!("tidegauge-store-fmt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.redb");
+        // A store without a format (as release 0.1.0 wrote them) with one record.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(METRICS)
+                .unwrap()
+                .insert("k", b"v".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let steps = std::sync::Mutex::new(Vec::new());
+        let upgrade = |from: u64, key: &str, bytes: &[u8]| {
+            steps.lock().unwrap().push((from, key.to_owned()));
+            let mut b = bytes.to_vec();
+            b.push(b'+');
+            Ok(b)
+        };
+        drop(Store::open(&path, 2, &upgrade).unwrap());
+        assert_eq!(
+            *steps.lock().unwrap(),
+            [(0, "k".to_owned()), (1, "k".to_owned())]
+        );
+        let s = Store::open(&path, 2, &upgrade).unwrap();
+        assert_eq!(s.load().unwrap(), vec![("k".to_owned(), b"v++".to_vec())]);
+        assert_eq!(
+            steps.lock().unwrap().len(),
+            2,
+            "an upgraded store is not upgraded again"
+        );
+        drop(s);
+        let e = Store::open(&path, 1, &upgrade).unwrap_err().to_string();
+        assert!(e.contains("newer release"), "{e}");
+        // A failing upgrade leaves the store as it was.
+        let fresh = dir.join("f.redb");
+        {
+            let db = Database::create(&fresh).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(METRICS)
+                .unwrap()
+                .insert("k", b"v".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let failing = |_: u64, _: &str, _: &[u8]| Err("broken".to_owned());
+        let e = Store::open(&fresh, 1, &failing).unwrap_err().to_string();
+        assert!(e.contains("\"k\"") && e.contains("broken"), "{e}");
+        let s = Store::open(&fresh, 1, &|_, _, b| Ok(b.to_vec())).unwrap();
+        assert_eq!(s.load().unwrap(), vec![("k".to_owned(), b"v".to_vec())]);
         std::fs::remove_dir_all(&dir).ok();
     }
 }

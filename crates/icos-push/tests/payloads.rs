@@ -32,13 +32,6 @@ fn open(dir: &std::path::Path) -> IcosPush {
         max_body_size: 4096,
         ..Config::default()
     };
-    // A previous instance's writer thread may still hold the file for a moment.
-    for _ in 0..200 {
-        if let Ok(c) = IcosPush::open(&cfg, &services(), None) {
-            return c;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
     IcosPush::open(&cfg, &services(), None).unwrap()
 }
 

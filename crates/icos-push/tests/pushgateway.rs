@@ -34,15 +34,7 @@ impl Rig {
             ..Config::default()
         };
         let services = tidegauge_testkit::services(clock.clone(), dir.clone());
-        let mut push = None;
-        for _ in 0..200 {
-            if let Ok(p) = IcosPush::open(&cfg, &services, None) {
-                push = Some(p);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let push = push.unwrap_or_else(|| IcosPush::open(&cfg, &services, None).unwrap());
+        let push = IcosPush::open(&cfg, &services, None).unwrap();
         let app = push.routes().into_router();
         Rig {
             push,

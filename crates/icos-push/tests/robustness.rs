@@ -58,7 +58,7 @@ fn mutated_text_bodies_parse_or_are_refused() {
             // What parses is valid Prometheus data once decorated with a grouping key.
             let key = vec![("job".to_owned(), "j".to_owned())];
             for f in pushgateway::decorate(&key, parsed) {
-                pushgateway::to_family(&f).validate().unwrap();
+                f.validate().unwrap();
             }
         }
     }
