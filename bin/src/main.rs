@@ -258,11 +258,20 @@ async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::
             async move { reload(&topology, &shared, &background, &shutdown, &running) }.boxed()
         })
     };
+    // Checked by config::load already; read again here, then watched for changes.
+    let web_config = match &cfg.web.config_file {
+        Some(path) => Some(
+            tidegauge_server::webconfig::Loader::open(path.clone())
+                .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
+    let _watcher = web_config.as_ref().map(|l| AbortOnDrop(l.watch()));
     let settings = WebSettings {
         telemetry_path: cfg.web.telemetry_path.clone(),
         max_requests: cfg.web.max_requests,
         reload: Some(Arc::clone(&reload)),
-        config_file: cfg.web.config_file.clone(),
+        web_config: web_config.clone(),
     };
     let app = tidegauge_server::router(shared, settings);
 
@@ -271,13 +280,7 @@ async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::
     let term = signal(SignalKind::terminate())?;
     let hup = signal(SignalKind::hangup())?;
     tokio::spawn(watch_signals(shutdown.clone(), reload, term, hup));
-    // Checked by config::load already; read again here for the listeners.
-    let tls = match &cfg.web.config_file {
-        Some(path) => tidegauge_server::tls::Source::open(path.clone())
-            .map_err(std::io::Error::other)?
-            .map(Arc::new),
-        None => None,
-    };
+    let tls = web_config.filter(|l| l.tls().is_some());
     let mut servers = Vec::new();
     for listener in listeners {
         let addr = listener.local_addr()?;
@@ -286,9 +289,9 @@ async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::
         let token = shutdown.clone();
         let stop = async move { token.cancelled().await };
         servers.push(match &tls {
-            Some(source) => {
+            Some(loader) => {
                 let listener =
-                    tidegauge_server::tls::TlsListener::new(listener, Arc::clone(source))?;
+                    tidegauge_server::tls::TlsListener::new(listener, Arc::clone(loader))?;
                 tokio::spawn(async move {
                     axum::serve(listener, app)
                         .with_graceful_shutdown(stop)
@@ -311,6 +314,15 @@ async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Re-reads the configuration and swaps the engine; a bad configuration changes nothing.

@@ -64,9 +64,8 @@ pub struct WebSettings {
     pub max_requests: usize,
     /// Called by `POST /-/reload`.
     pub reload: Option<ReloadFn>,
-    /// The exporter-toolkit web configuration file (`--web.config.file`), checked at start-up
-    /// with [`webconfig::load`] and re-read when it changes.
-    pub config_file: Option<std::path::PathBuf>,
+    /// The exporter-toolkit web configuration file (`--web.config.file`), through its loader.
+    pub web_config: Option<Arc<webconfig::Loader>>,
 }
 
 impl std::fmt::Debug for WebSettings {
@@ -84,7 +83,7 @@ impl Default for WebSettings {
             telemetry_path: "/metrics".into(),
             max_requests: 40,
             reload: None,
-            config_file: None,
+            web_config: None,
         }
     }
 }
@@ -160,7 +159,7 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
     if telemetry != "/" {
         app = app.route("/", get(landing).layer(level(Access::Read)));
     }
-    let web_config = state.settings.config_file.clone();
+    let web_config = state.settings.web_config.clone();
     let fallback = level(Access::Public);
     let app = app
         .fallback(collector_routes)
@@ -177,10 +176,7 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
     match web_config {
         // Outermost: the rate limit and the basic-auth users cover every route, as in
         // exporter-toolkit.
-        Some(path) => app.layer(middleware::from_fn_with_state(
-            Arc::new(webconfig::Guard::new(path)),
-            webconfig::guard,
-        )),
+        Some(loader) => app.layer(middleware::from_fn_with_state(loader, webconfig::guard)),
         None => app,
     }
 }

@@ -119,21 +119,22 @@ fn version(
 /// The TLS server configuration the web config file describes, or none when it has no
 /// `tls_server_config`.
 pub fn server_config(web_config: &Path) -> Result<Option<Arc<ServerConfig>>, String> {
-    server_config_watching(web_config, &mut Vec::new())
+    let text = std::fs::read_to_string(web_config)
+        .map_err(|e| format!("web config {}: {e}", web_config.display()))?;
+    server_config_watching(web_config, &text, &mut Vec::new())
 }
 
 /// [`server_config`], adding to `used` every file it reads or tried to read (the web config
 /// file itself not included), so a caller can watch them for changes.
 fn server_config_watching(
     web_config: &Path,
+    text: &str,
     used: &mut Vec<PathBuf>,
 ) -> Result<Option<Arc<ServerConfig>>, String> {
-    let text = std::fs::read_to_string(web_config)
-        .map_err(|e| format!("web config {}: {e}", web_config.display()))?;
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let part: TlsPart = serde_yaml::from_str(&text)
+    let part: TlsPart = serde_yaml::from_str(text)
         .map_err(|e| format!("web config {}: {e}", web_config.display()))?;
     let Some(tls) = part.tls_server_config else {
         return Ok(None);
@@ -438,11 +439,12 @@ struct Cached {
 }
 
 impl Source {
-    /// Reads the file; `Ok(None)` when it configures no TLS.
-    pub fn open(path: PathBuf) -> Result<Option<Self>, String> {
+    /// The TLS setup of the file at `path`, whose text is `text`; `Ok(None)` when it
+    /// configures no TLS.
+    pub fn open(path: PathBuf, text: &str) -> Result<Option<Self>, String> {
         let before = stamp(&path);
         let mut used = Vec::new();
-        let Some(config) = server_config_watching(&path, &mut used)? else {
+        let Some(config) = server_config_watching(&path, text, &mut used)? else {
             return Ok(None);
         };
         let stamps = Self::stamps(&path, before, &[], used);
@@ -471,9 +473,19 @@ impl Source {
         out
     }
 
-    /// The configuration for a new connection. A file that became unreadable or invalid keeps
-    /// the last good configuration (logged), so a half-written renewal does not stop serving.
+    /// The configuration for a new connection (no file access).
     pub fn current(&self) -> Arc<ServerConfig> {
+        let cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&cached.config)
+    }
+
+    /// Rebuilds the configuration when the web config file (whose text is `text` now) or a
+    /// file it names changed. A file that became unreadable or invalid keeps the last good
+    /// configuration (logged), so a half-written renewal does not stop serving.
+    pub fn refresh(&self, text: &str) {
         let mut cached = self
             .cached
             .lock()
@@ -484,11 +496,11 @@ impl Source {
             .map(|(p, _)| (p.clone(), stamp(p)))
             .collect();
         if now.iter().zip(&cached.stamps).all(|(a, b)| a.1 == b.1) {
-            return Arc::clone(&cached.config);
+            return;
         }
         let web_before = now.first().and_then(|(_, s)| *s);
         let mut used = Vec::new();
-        match server_config_watching(&self.path, &mut used) {
+        match server_config_watching(&self.path, text, &mut used) {
             Ok(Some(config)) => {
                 tracing::info!(file = %self.path.display(), "TLS configuration reloaded");
                 cached.stamps = Self::stamps(&self.path, web_before, &now[1..], used);
@@ -507,7 +519,6 @@ impl Source {
                 cached.stamps = Self::stamps(&self.path, web_before, &now[1..], used);
             }
         }
-        Arc::clone(&cached.config)
     }
 }
 
@@ -532,8 +543,12 @@ impl Drop for TlsListener {
 }
 
 impl TlsListener {
-    /// Serves TLS on `listener` with the configuration `source` gives each new connection.
-    pub fn new(listener: TcpListener, source: Arc<Source>) -> std::io::Result<Self> {
+    /// Serves TLS on `listener` with the configuration the web config `loader` gives each new
+    /// connection.
+    pub fn new(
+        listener: TcpListener,
+        loader: Arc<crate::webconfig::Loader>,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
@@ -550,6 +565,9 @@ impl TlsListener {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
+                };
+                let Some(source) = loader.tls() else {
+                    return;
                 };
                 let acceptor = TlsAcceptor::from(source.current());
                 let tx = tx.clone();

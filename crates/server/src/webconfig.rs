@@ -1,5 +1,7 @@
 //! The exporter-toolkit web configuration file (`--web.config.file`): basic auth, response
-//! headers and a rate limit, re-read when the file changes so new users apply at once.
+//! headers, a rate limit and TLS. One [`Loader`] reads it, off the request path: a watcher
+//! re-reads it every second and rebuilds what changed, and requests and new connections take
+//! the configuration in force without touching the disk.
 
 use base64::Engine as _;
 use tidegauge_core::lock;
@@ -218,17 +220,35 @@ impl Guard {
         }
     }
 
-    /// The configuration as the file holds it now. The small file is read on every request,
-    /// as exporter-toolkit does (timestamps miss edits that keep them), and parsed again only
-    /// when its bytes changed.
+    /// The configuration in force (no file access).
     fn current(&self) -> Result<Arc<Checked>, String> {
-        let bytes = std::fs::read(&self.path)
-            .map_err(|e| format!("web config {}: {e}", self.path.display()))?;
+        match lock(&self.loaded).as_ref() {
+            Some(l) => l.config.clone(),
+            None => Err("web config not read yet".into()),
+        }
+    }
+
+    /// Takes the file's bytes as read now: parsed again only when they changed. A file that
+    /// does not parse refuses requests (500) until it does.
+    fn update(&self, bytes: Result<Vec<u8>, String>) {
         let mut loaded = lock(&self.loaded);
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                if loaded.as_ref().is_none_or(|l| l.config.is_ok()) {
+                    tracing::error!(error = %e, "web config unreadable; requests are refused with 500 until it is fixed");
+                }
+                *loaded = Some(Loaded {
+                    bytes: Vec::new(),
+                    config: Err(e),
+                });
+                return;
+            }
+        };
         if let Some(l) = loaded.as_ref()
             && l.bytes == bytes
         {
-            return l.config.clone();
+            return;
         }
         let config = std::str::from_utf8(&bytes)
             .map_err(|_| "not UTF-8 text".to_owned())
@@ -236,13 +256,9 @@ impl Guard {
             .map(Arc::new)
             .map_err(|e| format!("web config {}: {e}", self.path.display()));
         if let Err(e) = &config {
-            tracing::error!(error = %e, "web config unreadable; requests are refused with 500 until it is fixed");
+            tracing::error!(error = %e, "web config invalid; requests are refused with 500 until it is fixed");
         }
-        *loaded = Some(Loaded {
-            bytes,
-            config: config.clone(),
-        });
-        config
+        *loaded = Some(Loaded { bytes, config });
     }
 
     fn admit(&self, limit: Option<RateLimit>) -> bool {
@@ -336,6 +352,62 @@ fn text(status: StatusCode, body: &str) -> Response {
         .into_response()
 }
 
+/// How often the [`Loader`]'s watcher looks at the files.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// The one reader of the web configuration file: basic auth, headers and rate limit for the
+/// request path, TLS for new connections.
+#[derive(Debug)]
+pub struct Loader {
+    path: PathBuf,
+    guard: Arc<Guard>,
+    tls: Option<crate::tls::Source>,
+}
+
+impl Loader {
+    /// Reads and checks the file (TLS files included); the error names the file and the
+    /// setting.
+    pub fn open(path: PathBuf) -> Result<Arc<Self>, String> {
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("web config {}: {e}", path.display()))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| format!("web config {}: not UTF-8 text", path.display()))?;
+        parse(text).map_err(|e| format!("web config {}: {e}", path.display()))?;
+        let tls = crate::tls::Source::open(path.clone(), text)?;
+        let guard = Arc::new(Guard::new(path.clone()));
+        guard.update(Ok(bytes));
+        Ok(Arc::new(Self { path, guard, tls }))
+    }
+
+    /// Reads the files again and applies what changed. Blocking: the watcher runs it off the
+    /// runtime's threads; tests call it after changing a file.
+    pub fn refresh(&self) {
+        let bytes = std::fs::read(&self.path)
+            .map_err(|e| format!("web config {}: {e}", self.path.display()));
+        if let (Some(tls), Ok(b)) = (&self.tls, &bytes) {
+            tls.refresh(&String::from_utf8_lossy(b));
+        }
+        self.guard.update(bytes);
+    }
+
+    /// Refreshes every [`REFRESH`] until the task is dropped or aborted.
+    pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH).await;
+                let me = Arc::clone(&me);
+                let _ = tokio::task::spawn_blocking(move || me.refresh()).await;
+            }
+        })
+    }
+
+    /// The TLS setup, when the file configures TLS.
+    pub fn tls(&self) -> Option<&crate::tls::Source> {
+        self.tls.as_ref()
+    }
+}
+
 /// The basic-auth users of the web configuration in force, handed to the access checks of
 /// the route a request reaches (a request extension set by [`guard`]).
 #[derive(Clone)]
@@ -358,7 +430,8 @@ impl BasicUsers {
 
 /// The middleware: rate limit, the users for the access checks, then the configured headers
 /// on the answer.
-pub async fn guard(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(loader): State<Arc<Loader>>, mut req: Request, next: Next) -> Response {
+    let guard = &loader.guard;
     // The reason is logged, never sent: it can quote the file, secrets included, and nobody
     // is authenticated yet.
     let Ok(config) = guard.current() else {
@@ -368,7 +441,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut req: Request, next: Next
         text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
     } else {
         req.extensions_mut().insert(BasicUsers {
-            guard: Arc::clone(&guard),
+            guard: Arc::clone(guard),
             config: Arc::clone(&config),
         });
         next.run(req).await

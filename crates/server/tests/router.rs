@@ -957,7 +957,7 @@ async fn telemetry_path_and_reload() {
             telemetry_path: "/".into(),
             max_requests: 40,
             reload: Some(reload),
-            config_file: None,
+            web_config: None,
         },
     );
     let (s, _, body) = get(&app, "/", &[]).await;
@@ -1236,13 +1236,14 @@ async fn web_config_file_guards_every_route() {
         ),
     )
     .unwrap();
+    let loader = tidegauge_server::webconfig::Loader::open(file.clone()).unwrap();
     let app = router(
         SharedEngine::new(engine(vec![(
             Fake::new("alpha"),
             CollectorSettings::default(),
         )])),
         WebSettings {
-            config_file: Some(file.clone()),
+            web_config: Some(loader.clone()),
             ..WebSettings::default()
         },
     );
@@ -1279,6 +1280,7 @@ async fn web_config_file_guards_every_route() {
         format!("basic_auth_users:\n  alice: {other}\nrate_limit:\n  interval: 1h\n  burst: 2\n"),
     )
     .unwrap();
+    loader.refresh();
     assert_eq!(
         get(&app, "/metrics", &[good]).await.0,
         StatusCode::UNAUTHORIZED
@@ -1300,6 +1302,7 @@ async fn web_config_file_guards_every_route() {
         format!("basic_auth_users:\n  alice: {rotated}\nrate_limit:\n  interval: 1h\n  burst: 3\n"),
     )
     .unwrap();
+    loader.refresh();
     let rotated_good = ("authorization", "Basic YWxpY2U6cm90YXRlZA==");
     assert_eq!(
         get(&app, "/metrics", &[new_good]).await.0,
@@ -1312,6 +1315,7 @@ async fn web_config_file_guards_every_route() {
 
     // A broken file: 500 without details, until it is fixed.
     std::fs::write(&file, "basic_auth_users: [\n").unwrap();
+    loader.refresh();
     let (s, _, body) = get(&app, "/metrics", &[new_good]).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(
@@ -1319,6 +1323,7 @@ async fn web_config_file_guards_every_route() {
         "the reason is logged, not sent: {body}"
     );
     std::fs::write(&file, "").unwrap();
+    loader.refresh();
     assert_eq!(get(&app, "/metrics", &[]).await.0, StatusCode::OK);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -1359,7 +1364,7 @@ async fn basic_auth_beside_bearer_tokens() {
     let app = router(
         SharedEngine::new(engine),
         WebSettings {
-            config_file: Some(file.clone()),
+            web_config: Some(tidegauge_server::webconfig::Loader::open(file.clone()).unwrap()),
             ..WebSettings::default()
         },
     );

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::routing::get;
-use tidegauge_server::tls::{Source, TlsListener};
+use tidegauge_server::tls::TlsListener;
+use tidegauge_server::webconfig::Loader;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tls")
@@ -20,6 +21,15 @@ struct Server {
     web: PathBuf,
     dir: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    loader: Arc<Loader>,
+}
+
+impl Server {
+    /// Rewrites the web config file and applies it, as the host's watcher does within a second.
+    fn write(&self, yaml: impl AsRef<str>) {
+        std::fs::write(&self.web, yaml.as_ref()).unwrap();
+        self.loader.refresh();
+    }
 }
 
 impl Drop for Server {
@@ -38,10 +48,11 @@ async fn server(tag: &str, yaml: &str) -> Server {
         std::fs::copy(fixtures().join(f), dir.join(f)).unwrap();
     }
     std::fs::write(&web, yaml).unwrap();
-    let source = Arc::new(Source::open(web.clone()).unwrap().expect("TLS configured"));
+    let loader = Loader::open(web.clone()).unwrap();
+    assert!(loader.tls().is_some(), "TLS configured");
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
-    let listener = TlsListener::new(tcp, source).unwrap();
+    let listener = TlsListener::new(tcp, Arc::clone(&loader)).unwrap();
     let app = axum::Router::new().route("/", get(|| async { "ok" }));
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
@@ -51,6 +62,7 @@ async fn server(tag: &str, yaml: &str) -> Server {
         web,
         dir,
         task,
+        loader,
     }
 }
 
@@ -118,13 +130,9 @@ async fn client_certificates_are_verified() {
         "no certificate"
     );
     // An allow-list makes a certificate necessary even when it would be optional.
-    std::fs::write(
-        &s.web,
-        format!(
+    s.write(format!(
             "{SERVER}  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.pem\n  client_allowed_sans: [client.example]\n"
-        ),
-    )
-    .unwrap();
+        ));
     assert!(
         status(&client(None), &s.url).await.is_err(),
         "no certificate, SANs listed"
@@ -139,13 +147,9 @@ async fn client_certificates_are_verified() {
     );
 
     // Names are compared exactly: a wildcard certificate does not stand for a listed name.
-    std::fs::write(
-        &s.web,
-        format!(
+    s.write(format!(
             "{SERVER}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  client_allowed_sans: [node.clients.example]\n"
-        ),
-    )
-    .unwrap();
+        ));
     assert_eq!(
         status(&client(Some("client")), &s.url).await.unwrap().0,
         200
@@ -156,21 +160,15 @@ async fn client_certificates_are_verified() {
     );
 
     // The allowed SANs change: the same certificate is now refused.
-    std::fs::write(
-        &s.web,
-        format!(
+    s.write(format!(
             "{SERVER}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  client_allowed_sans: [other.example]\n"
-        ),
-    )
-    .unwrap();
+        ));
     assert!(status(&client(Some("client")), &s.url).await.is_err());
 
     // Optional certificates: none is fine, a bad one is not.
-    std::fs::write(
-        &s.web,
-        format!("{SERVER}  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.pem\n"),
-    )
-    .unwrap();
+    s.write(format!(
+        "{SERVER}  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.pem\n"
+    ));
     assert_eq!(status(&client(None), &s.url).await.unwrap().0, 200);
     assert_eq!(
         status(&client(Some("client")), &s.url).await.unwrap().0,
@@ -179,7 +177,7 @@ async fn client_certificates_are_verified() {
     assert!(status(&client(Some("stranger")), &s.url).await.is_err());
 
     // A broken file keeps the last good configuration.
-    std::fs::write(&s.web, "tls_server_config:\n  cert_file: nowhere.pem\n").unwrap();
+    s.write("tls_server_config:\n  cert_file: nowhere.pem\n");
     assert!(status(&client(Some("stranger")), &s.url).await.is_err());
     assert_eq!(status(&client(None), &s.url).await.unwrap().0, 200);
 }
