@@ -396,14 +396,6 @@ const SNAPSHOT: &str = r#"---
 source: crates/{name}/tests/fixtures.rs
 expression: "scrape(ResponseTemplate::new(200).set_body_raw(body, \"application/json\")).await"
 ---
-## text 0.0.4
-# HELP {ident}_value The value read from the upstream.
-# TYPE {ident}_value gauge
-{ident}_value 42.5
-# HELP {ident}_up Whether the last fetch succeeded.
-# TYPE {ident}_up gauge
-{ident}_up 1
-## OpenMetrics 1.0.0
 # HELP {ident}_value The value read from the upstream.
 # TYPE {ident}_value gauge
 {ident}_value 42.5

@@ -11,7 +11,7 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use tidegauge_core::{Collector, HostServices};
 use tidegauge_icos_push::{Config, IcosPush};
-use tidegauge_testkit::{FIXTURE_EPOCH, FakeClock, context, render};
+use tidegauge_testkit::{FIXTURE_EPOCH, FakeClock, context, render_formats};
 use tower::ServiceExt;
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -50,7 +50,7 @@ async fn exposition(c: &IcosPush) -> String {
     let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
     // Commit counters depend on timing and on the process's history, not on what was pushed.
     tidegauge_testkit::drop_families(
-        &render(&c.collect(&ctx).await.unwrap()),
+        &render_formats(&c.collect(&ctx).await.unwrap()),
         "tidegauge_icos_push_store_",
     )
 }

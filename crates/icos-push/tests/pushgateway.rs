@@ -9,7 +9,7 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use tidegauge_core::Collector;
 use tidegauge_icos_push::{Config, IcosPush};
-use tidegauge_testkit::{FIXTURE_EPOCH, FakeClock, context, render};
+use tidegauge_testkit::{FIXTURE_EPOCH, FakeClock, context, render_formats};
 use tower::ServiceExt;
 
 struct Rig {
@@ -81,7 +81,7 @@ impl Rig {
         let ctx = context(Duration::from_secs(5), self.clock.clone());
         // Commit counters depend on timing and on the process's history.
         tidegauge_testkit::drop_families(
-            &render(&self.push.collect(&ctx).await.unwrap()),
+            &render_formats(&self.push.collect(&ctx).await.unwrap()),
             "tidegauge_icos_push_store_",
         )
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tidegauge_core::{Collector, Snapshot, Value};
 use tidegauge_ifcb::{Config, DashboardConfig, Ifcb};
-use tidegauge_testkit::ifcb::{CADENCE, FakeBin, FakeDashboard, FakeDataset, Model};
+use tidegauge_testkit::ifcb::{CADENCE, FakeBin, FakeDashboard, FakeDataset, Gate, Model};
 use tidegauge_testkit::{FakeClock, context, render};
 
 /// 2025-06-15T00:00:00Z.
@@ -655,51 +655,65 @@ async fn two_dashboards_with_the_same_dataset() {
 
 #[tokio::test]
 async fn deadline_returns_what_is_finished_and_the_next_scrape_is_complete() {
-    let slowish = FakeDataset {
-        slow: Some(Duration::from_millis(400)),
+    let gate = Gate::closed();
+    let held = FakeDataset {
+        gate: Some(Arc::clone(&gate)),
         ..live()
     };
-    let rig = Rig::new(model(vec![("fast", live()), ("slowish", slowish)]), |_| {}).await;
-    let ctx = context(Duration::from_millis(300), rig.clock.clone());
+    let rig = Rig::new(model(vec![("fast", live()), ("held", held)]), |_| {}).await;
+    // A budget far above what "fast" needs on a loaded machine; "held" cannot finish in it.
+    let ctx = context(Duration::from_secs(2), rig.clock.clone());
     let first = rig.ifcb.collect(&ctx).await.unwrap();
     assert_eq!(
         get(&first, "ifcb_latest_bin_timestamp", "fast"),
         Some((NOW - 600) as f64)
     );
-    assert_eq!(get(&first, "ifcb_latest_bin_timestamp", "slowish"), None);
-    // The unfinished refresh goes on in the background; wait for it through a patient scrape.
+    assert_eq!(get(&first, "ifcb_latest_bin_timestamp", "held"), None);
+    // The unfinished refresh goes on in the background; the next scrape joins it.
+    gate.open();
     let second = rig.scrape().await;
     assert_eq!(
-        get(&second, "ifcb_latest_bin_timestamp", "slowish"),
+        get(&second, "ifcb_latest_bin_timestamp", "held"),
         Some((NOW - 600) as f64)
     );
     // The dataset was refreshed once, not twice.
-    assert_eq!(rig.fake.count("most_recent_bin?dataset=slowish"), 1);
+    assert_eq!(rig.fake.count("most_recent_bin?dataset=held"), 1);
 }
 
 #[tokio::test]
 async fn at_the_deadline_finished_datasets_are_served_and_the_rest_complete_in_the_background() {
     let names = ["d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8"];
-    let mut m = model(names.iter().map(|n| (*n, live())).collect());
-    m.delay = Duration::from_millis(40);
-    let rig = Rig::new(m, |_| {}).await;
-    let ctx = context(Duration::from_millis(1200), rig.clock.clone());
-    let first = rig.ifcb.collect(&ctx).await.unwrap();
-    let done = names
-        .iter()
-        .filter(|n| get(&first, "ifcb_latest_bin_timestamp", n).is_some())
-        .count();
-    assert!(
-        done >= 1 && done < names.len(),
-        "datasets finish one after another, not all at the end: {done}"
+    let gate = Gate::closed();
+    let held = |n: &str| n > "d4";
+    let m = model(
+        names
+            .iter()
+            .map(|n| {
+                let d = FakeDataset {
+                    gate: held(n).then(|| Arc::clone(&gate)),
+                    ..live()
+                };
+                (*n, d)
+            })
+            .collect(),
     );
-    let second = rig.scrape().await;
-    let done = names
-        .iter()
-        .filter(|n| get(&second, "ifcb_latest_bin_timestamp", n).is_some())
-        .count();
-    assert_eq!(done, names.len());
+    let rig = Rig::new(m, |_| {}).await;
+    let ctx = context(Duration::from_secs(2), rig.clock.clone());
+    let first = rig.ifcb.collect(&ctx).await.unwrap();
     for n in names {
+        assert_eq!(
+            get(&first, "ifcb_latest_bin_timestamp", n).is_some(),
+            !held(n),
+            "{n}: finished datasets are served at the deadline, held ones are not"
+        );
+    }
+    gate.open();
+    let second = rig.scrape().await;
+    for n in names {
+        assert!(
+            get(&second, "ifcb_latest_bin_timestamp", n).is_some(),
+            "{n}"
+        );
         assert_eq!(
             rig.fake.count(&format!("most_recent_bin?dataset={n}")),
             1,

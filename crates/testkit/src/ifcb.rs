@@ -71,6 +71,39 @@ pub struct FakeDataset {
     pub slow: Option<Duration>,
     /// Status every `time-series` request for this dataset answers instead of 200.
     pub time_series_status: Option<u16>,
+    /// Answers about this dataset wait until the gate opens (for tests that need a refresh to be
+    /// unfinished at a deadline, whatever the machine's speed).
+    pub gate: Option<Arc<Gate>>,
+}
+
+/// A gate that holds requests until it opens, and stays open.
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn closed() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Lets every held and later request through.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    async fn pass(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl FakeDataset {
@@ -282,6 +315,13 @@ fn parse_time(s: &str) -> Option<i64> {
 async fn serve(shared: &Shared, line: String, dataset: Option<&str>) -> Option<Model> {
     lock(&shared.log).push(line);
     let snapshot = lock(&shared.model).clone()?;
+    // Held before the worker is taken, so a held dataset does not hold up the others.
+    if let Some(gate) = dataset
+        .and_then(|d| snapshot.datasets.get(d))
+        .and_then(|d| d.gate.clone())
+    {
+        gate.pass().await;
+    }
     let _worker = if snapshot.single_worker {
         Some(shared.worker.lock().await)
     } else {

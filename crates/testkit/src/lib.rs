@@ -89,8 +89,15 @@ pub fn fixture(rel: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
-/// Both encodings of a snapshot, text 0.0.4 first, with [`redact`] applied.
+/// A snapshot as Prometheus reads it (OpenMetrics 1.0.0), with [`redact`] applied. One format
+/// is enough for a collector's snapshot: the encoders themselves are tested in core.
 pub fn render(snapshot: &Snapshot) -> String {
+    redact(&encode_openmetrics(&[Arc::new(snapshot.clone())]))
+}
+
+/// Both encodings, text 0.0.4 first, for output that differs between them by design (pushed
+/// families keep the names clients gave them, which the two formats spell differently).
+pub fn render_formats(snapshot: &Snapshot) -> String {
     let parts = [Arc::new(snapshot.clone())];
     format!(
         "## text 0.0.4\n{}## OpenMetrics 1.0.0\n{}",
