@@ -4,7 +4,7 @@
 //!
 //! | level | needs a credential when |
 //! |---|---|
-//! | public | basic auth is configured (it covers every route, as in exporter-toolkit) |
+//! | public | basic auth is configured (it covers every route, as in exporter-toolkit); CORS preflights are public |
 //! | read | that, or the exposition is protected (`auth.protect_metrics`) |
 //! | write | any authentication is configured; a JWT must also carry the configured role |
 
@@ -94,6 +94,12 @@ pub fn check(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // A CORS preflight carries no credentials by design: it is public, whatever it asks about.
+    let preflight = req.method() == axum::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let level = if preflight { Access::Public } else { level };
     let policy = policy.clone();
     async move { decide(&policy, level, basic.as_ref(), header.as_deref()).await }
 }

@@ -1197,6 +1197,20 @@ async fn bearer_tokens_by_access_level() {
         post(&app, None).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
+    // A CORS preflight carries no credentials: it passes the check (here answered 405, as the
+    // route has no OPTIONS handler), never 401.
+    let preflight = app
+        .clone()
+        .oneshot(
+            Request::options("/routes/write")
+                .header("origin", "https://dashboard.example")
+                .header("access-control-request-method", "POST")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_ne!(preflight.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         post(&app, Some(token)).await.unwrap().status(),
         StatusCode::OK
