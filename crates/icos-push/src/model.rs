@@ -1,6 +1,7 @@
 //! ICOS metrics: the registry of pushed metrics, the rules of `create_metric` and
 //! `unregister_metric`, and their exposition.
 
+use crate::textformat::MAX_LABELS;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -457,14 +458,29 @@ impl Registry {
                 "Metric names starting with tidegauge_ are reserved for the host's own metrics: {sent}"
             ));
         }
+        let info_keys = match &req.value {
+            Json::Object(map) => map.len(),
+            _ => 0,
+        };
+        if req.labels.len() > MAX_LABELS || info_keys > MAX_LABELS {
+            return bad(format!(
+                "At most {MAX_LABELS} labels (and info keys) per metric."
+            ));
+        }
+        let info_key_names = match &req.value {
+            Json::Object(map) => map.keys().collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
         for text in std::iter::once(&sent)
+            .chain(req.labels.keys())
             .chain(req.labels.values())
+            .chain(info_key_names)
             .chain(req.info.iter())
             .chain(req.states.iter())
         {
             if text.len() > limits.max_label_length {
                 return bad(format!(
-                    "Names, label values and help texts are limited to {} bytes.",
+                    "Names, label names and values and help texts are limited to {} bytes.",
                     limits.max_label_length
                 ));
             }
@@ -548,6 +564,9 @@ impl Registry {
         let new_value = match metric.kind {
             Kind::Counter => {
                 let inc = number(&req.value)?;
+                if !inc.is_finite() {
+                    return bad("Counters can only be incremented by finite amounts.");
+                }
                 if inc < 0.0 {
                     return bad("Counters can only be incremented by non-negative amounts.");
                 }
@@ -555,6 +574,9 @@ impl Registry {
                     Some(SeriesValue::Number(v)) => *v,
                     _ => 0.0,
                 };
+                if !(old + inc).is_finite() {
+                    return bad("The counter would overflow to infinity.");
+                }
                 SeriesValue::Number(old + inc)
             }
             Kind::Gauge => SeriesValue::Number(number(&req.value)?),

@@ -285,6 +285,36 @@ const CASES: &[(&str, &str)] = &[
         r#"{"metric_type": 2, "metric_name": "bar_total"}"#,
     ),
     ("unregister_metric", r#"{"metric_name": "x"}"#),
+    // Limits of the Pushgateway path apply here too: label counts and label-name lengths.
+    (
+        "create_metric",
+        r#"{"metric_type": 2, "metric_name": "many_labels", "value": 1, "labels": {"l0": "v", "l1": "v", "l2": "v", "l3": "v", "l4": "v", "l5": "v", "l6": "v", "l7": "v", "l8": "v", "l9": "v", "l10": "v", "l11": "v", "l12": "v", "l13": "v", "l14": "v", "l15": "v", "l16": "v", "l17": "v", "l18": "v", "l19": "v", "l20": "v", "l21": "v", "l22": "v", "l23": "v", "l24": "v", "l25": "v", "l26": "v", "l27": "v", "l28": "v", "l29": "v", "l30": "v", "l31": "v", "l32": "v", "l33": "v", "l34": "v", "l35": "v", "l36": "v", "l37": "v", "l38": "v", "l39": "v", "l40": "v", "l41": "v", "l42": "v", "l43": "v", "l44": "v", "l45": "v", "l46": "v", "l47": "v", "l48": "v", "l49": "v", "l50": "v", "l51": "v", "l52": "v", "l53": "v", "l54": "v", "l55": "v", "l56": "v", "l57": "v", "l58": "v", "l59": "v", "l60": "v", "l61": "v", "l62": "v", "l63": "v", "l64": "v"}}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": 2, "metric_name": "long_label_name", "value": 1, "labels": {"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk": "v"}}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": 3, "metric_name": "long_info_key", "value": {"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk": "v"}}"#,
+    ),
+    // Counters count finite amounts: NaN or an infinity would poison the series for good.
+    (
+        "create_metric",
+        r#"{"metric_type": 1, "metric_name": "poisoned", "value": "nan"}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": 1, "metric_name": "poisoned", "value": "Infinity"}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": 1, "metric_name": "poisoned", "value": 1e308}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": 1, "metric_name": "poisoned", "value": 1e308}"#,
+    ),
 ];
 
 #[tokio::test]
