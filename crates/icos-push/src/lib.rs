@@ -60,6 +60,8 @@ pub struct Config {
     pub max_label_length: usize,
     /// Series in one Pushgateway group.
     pub max_group_series: usize,
+    /// Pushgateway groups; a push creating one more is a 400.
+    pub max_groups: usize,
     /// Default time-to-live of Pushgateway groups (none: they stay until deleted). A push can
     /// set its own with the `X-Push-TTL` header.
     #[serde(deserialize_with = "tidegauge_core::duration::deserialize_opt")]
@@ -78,6 +80,7 @@ impl Default for Config {
             max_series: limits.max_series,
             max_label_length: limits.max_label_length,
             max_group_series: 10_000,
+            max_groups: 10_000,
             push_ttl: None,
             admin_api: false,
         }
@@ -126,6 +129,7 @@ impl IcosPush {
             },
             max_body: config.max_body_size,
             max_group_series: config.max_group_series,
+            max_groups: config.max_groups,
             push_ttl: config.push_ttl,
             admin_api: config.admin_api,
         };

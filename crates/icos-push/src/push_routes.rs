@@ -183,6 +183,30 @@ pub(crate) async fn push(
                 names.conflict(family, kind)
             }
         };
+        // Every group also exposes its push time and push failure time: two series each.
+        let new_group = state.groups.get(&key).is_none();
+        let groups_after = state.groups.len() + usize::from(new_group);
+        let refusal = if new_group && state.groups.len() >= settings.max_groups {
+            Some(format!(
+                "the number of groups is limited to {} (max_groups)",
+                settings.max_groups
+            ))
+        } else if state.registry.series_count() + state.groups.series_count() + 2 * groups_after
+            > settings.limits.max_series
+        {
+            Some(format!(
+                "the series limit ({}) would be exceeded",
+                settings.limits.max_series
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            if !writes.is_empty() {
+                drop(inner.durable.store.submit_in(state.epoch, writes));
+            }
+            return text_response(StatusCode::BAD_REQUEST, reason);
+        }
         let candidate = state.groups.candidate(&key, method, families, now, &taken);
         let (group, outcome) = match candidate {
             Ok(mut g) => {
@@ -200,7 +224,8 @@ pub(crate) async fn push(
                 });
                 let total = state.registry.series_count() + state.groups.series_count()
                     - old_series
-                    + group_series;
+                    + group_series
+                    + 2 * groups_after;
                 let over = if group_series > settings.max_group_series {
                     Some(format!(
                         "the group would hold {group_series} series, over the limit of {} per group",
@@ -225,7 +250,14 @@ pub(crate) async fn push(
                 g.expires = ttl.map(|d| now + d.as_secs_f64());
                 (g, Ok(()))
             }
-            Err((reason, g)) => (g, Err(reason)),
+            Err((reason, mut g)) => {
+                // A group that exists only because a push to it was refused expires like any
+                // other.
+                if new_group {
+                    g.expires = ttl.map(|d| now + d.as_secs_f64());
+                }
+                (g, Err(reason))
+            }
         };
         let bytes = records::encode(&group).unwrap_or_default();
         writes.push(Write::Put(group.store_key(), bytes));

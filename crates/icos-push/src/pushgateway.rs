@@ -245,9 +245,20 @@ impl Groups {
         all
     }
 
-    /// Series over all groups.
+    /// Series over all groups, pushed ones only (each group also exposes its push time and
+    /// push failure time).
     pub fn series_count(&self) -> usize {
         self.index.total
+    }
+
+    /// Groups held.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
     }
 
     /// Whether a pushed family exposes `name`.

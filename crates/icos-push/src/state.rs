@@ -39,6 +39,7 @@ pub(crate) struct Settings {
     pub(crate) limits: Limits,
     pub(crate) max_body: usize,
     pub(crate) max_group_series: usize,
+    pub(crate) max_groups: usize,
     pub(crate) push_ttl: Option<std::time::Duration>,
     pub(crate) admin_api: bool,
 }

@@ -536,3 +536,57 @@ async fn admin_wipe_deletes_every_group_durably() {
     assert!(!after.contains("job="), "wiped groups came back:\n{after}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Every group exposes two series of its own (push time, push failure time): empty groups count
+/// toward `max_series`, and `max_groups` caps the groups, those created by refused pushes too.
+#[tokio::test]
+async fn empty_groups_count_toward_the_limits() {
+    let dir = std::env::temp_dir().join(format!("tidegauge-pgw-groups-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let open = |max_series: usize, max_groups: usize, tag: &str| {
+        let cfg = Config {
+            data_dir: Some(dir.join(tag)),
+            max_series,
+            max_groups,
+            ..Config::default()
+        };
+        let services = tidegauge_testkit::services(FakeClock::at(FIXTURE_EPOCH), dir.clone());
+        IcosPush::open(&cfg, &services, None)
+            .unwrap()
+            .routes()
+            .into_router()
+    };
+    let put = |app: &axum::Router, job: String, body: &'static str| {
+        let app = app.clone();
+        async move {
+            app.oneshot(
+                Request::put(format!("/metrics/job/{job}"))
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+        }
+    };
+    // max_series 10: five empty groups (two series each), not six.
+    let app = open(10, 10_000, "series");
+    for i in 0..5 {
+        assert_eq!(put(&app, format!("e{i}"), "").await, 200, "group {i}");
+    }
+    assert_eq!(put(&app, "e5".into(), "").await, 400);
+    // An existing group can still be replaced.
+    assert_eq!(put(&app, "e0".into(), "").await, 200);
+
+    // max_groups 3: the fourth group is refused, whether its push is valid or not.
+    let app = open(100_000, 3, "groups");
+    for i in 0..3 {
+        assert_eq!(put(&app, format!("g{i}"), "x 1\n").await, 200);
+    }
+    assert_eq!(put(&app, "g3".into(), "x 1\n").await, 400);
+    assert_eq!(put(&app, "g4".into(), "x{ 1\n").await, 400);
+    // A refused push to an existing group is recorded (its failure time), not refused by the cap.
+    assert_eq!(put(&app, "g0".into(), "x{ 1\n").await, 400);
+    std::fs::remove_dir_all(&dir).ok();
+}
