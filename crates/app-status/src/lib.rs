@@ -53,6 +53,9 @@ struct Module {
     valid_status: Vec<u16>,
     body: Option<String>,
     mappings: Vec<Mapping>,
+    /// Sends an `Authorization` header or headers of its own: they go to configured origins
+    /// only.
+    credentials: bool,
 }
 
 impl Module {
@@ -158,6 +161,7 @@ impl Module {
         Ok(Self {
             timeout: c.timeout,
             max_body: c.max_body_size,
+            credentials: headers.contains_key(AUTHORIZATION) || !c.headers.is_empty(),
             headers,
             valid_status: c.valid_status.clone(),
             body: c.body.clone(),
@@ -213,6 +217,8 @@ pub struct AppStatus {
     modules: BTreeMap<String, Arc<Module>>,
     min_interval: Duration,
     probe_allow: Vec<reqwest::Url>,
+    /// Follows no redirect by itself: each hop is checked (see [`redirect_allowed`]).
+    client: reqwest::Client,
 }
 
 impl AppStatus {
@@ -333,11 +339,16 @@ impl AppStatus {
             }
             probe_allow.push(url);
         }
+        let client = tidegauge_core::http::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
         Ok(Self {
             targets,
             modules,
             min_interval,
             probe_allow,
+            client,
         })
     }
 
@@ -359,9 +370,14 @@ impl AppStatus {
         }
         let t = Arc::clone(target);
         let ctx2 = ctx.clone();
+        let hops = Hops {
+            client: self.client.clone(),
+            allow: self.probe_allow.clone(),
+            probe: false,
+        };
         let flight = target.flight.run(move || {
             async move {
-                let fetched = Arc::new(fetch(&t.module, &t.url, &t.labels, &ctx2).await);
+                let fetched = Arc::new(fetch(&t.module, &t.url, &t.labels, &ctx2, &hops).await);
                 let mut st = lock(&t.state);
                 for r in &fetched.errors {
                     *st.errors.entry(*r).or_default() += 1;
@@ -388,17 +404,48 @@ impl AppStatus {
     }
 }
 
+/// How a fetch follows redirects.
+#[derive(Debug, Clone)]
+struct Hops {
+    client: reqwest::Client,
+    allow: Vec<reqwest::Url>,
+    /// A `/probe` (the target came from a request) rather than a configured target.
+    probe: bool,
+}
+
+/// Redirects followed at most.
+const MAX_REDIRECTS: usize = 10;
+
+impl Hops {
+    /// Whether a redirect from a fetch of `original` may lead to `next`: never to another
+    /// origin with the module's credentials; for a probe with `probe.allow`, only within it;
+    /// for a configured target, within its origin or `probe.allow`.
+    fn allowed(&self, module: &Module, original: &reqwest::Url, next: &reqwest::Url) -> bool {
+        let same = tidegauge_core::http::same_origin(original, next);
+        let listed = self.allow.iter().any(|p| allowed(p, next));
+        if !matches!(next.scheme(), "http" | "https") || (module.credentials && !same) {
+            return false;
+        }
+        match (self.probe, self.allow.is_empty()) {
+            (true, false) => listed,
+            (true, true) => true,
+            (false, empty) => same || empty || listed,
+        }
+    }
+}
+
 /// Fetches `url` and applies the module; never fails, errors become reasons.
 async fn fetch(
     module: &Module,
     url: &str,
     extra: &[(String, String)],
     ctx: &ScrapeContext,
+    hops: &Hops,
 ) -> Fetched {
     let started = std::time::Instant::now();
     let at = ctx.now();
     let timeout = module.timeout.min(ctx.upstream_budget());
-    let result = tokio::time::timeout(timeout, fetch_body(module, url, ctx)).await;
+    let result = tokio::time::timeout(timeout, fetch_body(module, url, hops)).await;
     let doc = match result {
         Err(_) => Err(Reason::Timeout),
         Ok(r) => r,
@@ -426,21 +473,43 @@ async fn fetch(
     out
 }
 
-async fn fetch_body(
-    module: &Module,
-    url: &str,
-    ctx: &ScrapeContext,
-) -> Result<serde_json::Value, Reason> {
-    let client = ctx.http();
-    let req = match &module.body {
-        Some(body) => client.post(url).body(body.clone()),
-        None => client.get(url),
+async fn fetch_body(module: &Module, url: &str, hops: &Hops) -> Result<serde_json::Value, Reason> {
+    let original = reqwest::Url::parse(url).map_err(|_| Reason::Connect)?;
+    let mut url = original.clone();
+    let mut post = module.body.is_some();
+    let mut redirects = 0;
+    let resp = loop {
+        let req = match (&module.body, post) {
+            (Some(body), true) => hops.client.post(url.clone()).body(body.clone()),
+            _ => hops.client.get(url.clone()),
+        };
+        let resp = req
+            .headers(module.headers.clone())
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| url.join(l).ok());
+        let Some(next) = location.filter(|_| status.is_redirection()) else {
+            break resp;
+        };
+        redirects += 1;
+        if redirects > MAX_REDIRECTS || !hops.allowed(module, &original, &next) {
+            tracing::debug!(from = %url, to = %next, "redirect refused");
+            return Err(Reason::Redirect);
+        }
+        // As browsers do: 303, and 301/302 after a POST, continue with a GET.
+        if status == reqwest::StatusCode::SEE_OTHER
+            || (post && matches!(status.as_u16(), 301 | 302))
+        {
+            post = false;
+        }
+        url = next;
     };
-    let resp = req
-        .headers(module.headers.clone())
-        .send()
-        .await
-        .map_err(classify)?;
     if !module.status_ok(resp.status().as_u16()) {
         return Err(Reason::HttpStatus);
     }
@@ -583,7 +652,25 @@ impl Prober for AppStatus {
             return Err(ProbeError::Forbidden(url.to_string()));
         }
         let url = url.to_string();
-        let fetched = fetch(m, &url, &[], ctx).await;
+        // Without an allow list, a module's credentials go only to its own configured targets.
+        if m.credentials
+            && self.probe_allow.is_empty()
+            && !self
+                .targets
+                .iter()
+                .any(|t| Arc::ptr_eq(&t.module, m) && same_url(&t.url, &url))
+        {
+            return Err(ProbeError::CredentialsWithheld {
+                module: module.to_owned(),
+                target: url,
+            });
+        }
+        let hops = Hops {
+            client: self.client.clone(),
+            allow: self.probe_allow.clone(),
+            probe: true,
+        };
+        let fetched = fetch(m, &url, &[], ctx, &hops).await;
         let mut snapshot = Snapshot::new();
         for f in fetched.families {
             snapshot.push(f);
@@ -592,6 +679,14 @@ impl Prober for AppStatus {
             success: fetched.up,
             snapshot,
         })
+    }
+}
+
+/// Whether two URL strings name the same URL once normalised.
+fn same_url(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 

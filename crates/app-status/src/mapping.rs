@@ -23,6 +23,9 @@ pub enum Reason {
     InvalidJson,
     /// Body over the size cap.
     BodyTooLarge,
+    /// A redirect to a URL the target may not lead to (outside `probe.allow`, or to another
+    /// origin with the module's credentials), or too many.
+    Redirect,
     /// Path absent or `null`.
     MissingKey,
     /// Value of a type the converter cannot use.
@@ -35,12 +38,13 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Self::Connect,
         Self::Timeout,
         Self::HttpStatus,
         Self::InvalidJson,
         Self::BodyTooLarge,
+        Self::Redirect,
         Self::MissingKey,
         Self::TypeMismatch,
         Self::UnknownState,
@@ -55,6 +59,7 @@ impl Reason {
             Self::HttpStatus => "http_status",
             Self::InvalidJson => "invalid_json",
             Self::BodyTooLarge => "body_too_large",
+            Self::Redirect => "redirect",
             Self::MissingKey => "missing_key",
             Self::TypeMismatch => "type_mismatch",
             Self::UnknownState => "unknown_state",

@@ -498,3 +498,114 @@ fn bad_configuration_names_the_problem() {
     .unwrap_err();
     assert!(err.to_string().contains("epochTimestamp"), "{err}");
 }
+
+/// Redirects are followed only where the target may lead: within `probe.allow` for probes, never
+/// to another origin with a module's credentials; without an allow list a credentialed module
+/// probes only its configured targets.
+#[tokio::test]
+async fn redirects_are_checked_and_credentials_stay_home() {
+    use wiremock::matchers::header;
+    let good = MockServer::start().await;
+    let evil = MockServer::start().await;
+    let redirect = |to: String| ResponseTemplate::new(302).insert_header("location", to.as_str());
+    Mock::given(path("/app/out"))
+        .respond_with(redirect(format!("{}/admin/status", good.uri())))
+        .mount(&good)
+        .await;
+    Mock::given(path("/app/in"))
+        .respond_with(redirect("/app/status".into()))
+        .mount(&good)
+        .await;
+    Mock::given(path("/app/status"))
+        .respond_with(json("healthy.json"))
+        .mount(&good)
+        .await;
+    Mock::given(path("/admin/status"))
+        .respond_with(json("healthy.json"))
+        .expect(0)
+        .mount(&good)
+        .await;
+    Mock::given(path("/away"))
+        .respond_with(redirect(format!("{}/status", evil.uri())))
+        .mount(&good)
+        .await;
+    // The other origin must never see the token.
+    Mock::given(header("authorization", "Bearer s3cret"))
+        .respond_with(json("healthy.json"))
+        .expect(0)
+        .mount(&evil)
+        .await;
+    Mock::given(path("/status"))
+        .respond_with(json("healthy.json"))
+        .mount(&evil)
+        .await;
+    let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
+
+    let allowed = AppStatus::new(
+        &config(&format!(
+            "[probe]\nallow = [\"{g}/app/\", \"{e}/\"]\n[modules.secret]\nbearer_token = \"s3cret\"\n[[targets]]\nname = \"x\"\nurl = \"{g}/app/status\"\n",
+            g = good.uri(),
+            e = evil.uri()
+        )),
+        &no_env,
+    )
+    .unwrap();
+    let prober = allowed.prober().unwrap();
+    let probe = |module: &'static str, target: String| {
+        let ctx = ctx.clone();
+        async move { prober.probe(module, &target, &ctx).await }
+    };
+    // Inside the allowed prefix: followed. Outside it: a failed probe, nothing fetched there.
+    assert!(
+        probe("default", format!("{}/app/in", good.uri()))
+            .await
+            .unwrap()
+            .success
+    );
+    let out = probe("default", format!("{}/app/out", good.uri()))
+        .await
+        .unwrap();
+    assert!(!out.success);
+    // Another (allowed) origin without credentials is fine; with them it is refused.
+    let secret_target = format!("{}/away", good.uri());
+    assert!(
+        !probe("secret", secret_target.clone())
+            .await
+            .is_ok_and(|r| r.success)
+    );
+
+    // Without an allow list, the credentialed module probes only its configured target.
+    let closed = AppStatus::new(
+        &config(&format!(
+            "[modules.secret]\nbearer_token = \"s3cret\"\n[[targets]]\nname = \"x\"\nurl = \"{g}/app/status\"\nmodule = \"secret\"\nlabels = {{ app = \"x\" }}\n[[targets]]\nname = \"y\"\nurl = \"{g}/away\"\nmodule = \"secret\"\nlabels = {{ app = \"y\" }}\n",
+            g = good.uri(),
+        )),
+        &no_env,
+    )
+    .unwrap();
+    let prober = closed.prober().unwrap();
+    let own = prober
+        .probe("secret", &format!("{}/app/status", good.uri()), &ctx)
+        .await
+        .unwrap();
+    assert!(own.success);
+    assert!(matches!(
+        prober
+            .probe("secret", &format!("{}/status", evil.uri()), &ctx)
+            .await,
+        Err(ProbeError::CredentialsWithheld { .. })
+    ));
+    // A configured target redirected to another origin with credentials: refused and counted.
+    let snap = closed.collect(&ctx).await.unwrap();
+    let errors = snap.family("app_status_errors").unwrap();
+    let redirect = errors
+        .samples
+        .iter()
+        .find(|s| {
+            s.labels.contains(&("target".into(), "y".into()))
+                && s.labels.contains(&("reason".into(), "redirect".into()))
+        })
+        .unwrap();
+    assert_eq!(redirect.value, tidegauge_core::Value::Number(1.0));
+    // wiremock checks the `expect(0)`s when the servers drop.
+}

@@ -2,15 +2,40 @@
 
 use std::time::Duration;
 
-/// Builds the HTTP client shared by all collectors: rustls (ring), gzip, pooled connections.
-/// Per-request timeouts are set by each call, from the scrape budget.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+/// The settings every tidegauge HTTP client shares: rustls (ring), gzip, pooled connections,
+/// a connect timeout. Per-request timeouts are set by each call, from the scrape budget.
+pub fn builder() -> reqwest::ClientBuilder {
     // Err means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .user_agent(concat!("tidegauge/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
+}
+
+/// Whether two URLs share scheme, host and port.
+pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Builds the HTTP client shared by all collectors ([`builder`]). It follows at most 10
+/// redirects, and only within the origin of the request's URL: no request a collector makes
+/// is sent to a host its configuration does not name. A collector that must allow other hops
+/// follows them itself, checking each.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    builder()
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let first = attempt.previous().first().cloned();
+            if attempt.previous().len() > 10 {
+                attempt.error("too many redirects")
+            } else if first.is_some_and(|f| same_origin(&f, attempt.url())) {
+                attempt.follow()
+            } else {
+                attempt.error("redirect to another origin")
+            }
+        }))
         .build()
 }
 

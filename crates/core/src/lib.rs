@@ -274,6 +274,16 @@ pub enum ProbeError {
     /// The target is outside the configured allow list.
     #[error("target {0:?} is not allowed by probe.allow")]
     Forbidden(String),
+    /// The module sends credentials, and the target is not one it may send them to.
+    #[error(
+        "module {module:?} sends credentials: without probe.allow it probes only its configured targets, not {target:?}"
+    )]
+    CredentialsWithheld {
+        /// The module.
+        module: String,
+        /// The target asked for.
+        target: String,
+    },
 }
 
 /// Multi-target probing, as blackbox_exporter's `/probe?module=&target=`.

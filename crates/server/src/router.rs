@@ -356,7 +356,9 @@ async fn probe(
     let elapsed = started.elapsed().as_secs_f64();
     let (success, mut snapshot) = match result {
         Ok(Ok(r)) => (r.success, r.snapshot),
-        Ok(Err(e @ ProbeError::Forbidden(_))) => return text(StatusCode::FORBIDDEN, e.to_string()),
+        Ok(Err(e @ (ProbeError::Forbidden(_) | ProbeError::CredentialsWithheld { .. }))) => {
+            return text(StatusCode::FORBIDDEN, e.to_string());
+        }
         Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, e.to_string()),
         Err(_) => {
             tracing::debug!(%target, %module, "probe timed out");
