@@ -76,8 +76,22 @@ fn unauthorized(detail: impl Into<String>, token_sent: bool) -> Denied {
 #[derive(Debug, Default)]
 struct Keys {
     by_kid: HashMap<String, (DecodingKey, Algorithm)>,
-    last_fetch: Option<Instant>,
+    /// When the next fetch for an unknown key id may start.
+    next_fetch: Option<Instant>,
+    /// Fetches failed in a row (they are retried sooner than `jwks_min_refresh`).
+    failures: u32,
 }
+
+/// The key cache and the lock that makes one fetch at a time, kept across reloads.
+#[derive(Debug, Default)]
+struct KeyCache {
+    keys: std::sync::Mutex<Keys>,
+    /// Held for a fetch only; checks with cached keys never wait for it.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// First retry after a failed JWKS fetch; doubled per failure up to `jwks_min_refresh`.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// Verifies bearer credentials.
 #[derive(Debug)]
@@ -96,7 +110,7 @@ struct Jwt {
     http: reqwest::Client,
     /// Shared with the verifier of the next configuration when the JWKS URL stays: a reload
     /// keeps the cached keys and the time of the last fetch.
-    keys: Arc<tokio::sync::Mutex<Keys>>,
+    keys: Arc<KeyCache>,
     refresh_every: Duration,
 }
 
@@ -248,26 +262,49 @@ struct Roles {
 }
 
 impl Jwt {
-    async fn key_for(&self, kid: &str) -> Result<(DecodingKey, Algorithm), Denied> {
-        let mut keys = self.keys.lock().await;
-        if let Some(k) = keys.by_kid.get(kid) {
-            return Ok(k.clone());
-        }
-        // Unknown key: the realm may have rotated. Refetch, at most once a minute.
-        let due = keys
-            .last_fetch
-            .is_none_or(|t| t.elapsed() >= self.refresh_every);
-        if due {
-            keys.last_fetch = Some(Instant::now());
-            match self.fetch().await {
-                Ok(fresh) => keys.by_kid = fresh,
-                Err(e) => tracing::warn!(url = %self.jwks_url, error = %e, "cannot fetch the JWKS"),
-            }
-        }
-        keys.by_kid
+    fn cached(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
+        tidegauge_core::lock(&self.keys.keys)
+            .by_kid
             .get(kid)
             .cloned()
-            .ok_or_else(|| unauthorized(format!("Token signed by an unknown key {kid:?}."), true))
+    }
+
+    async fn key_for(&self, kid: &str) -> Result<(DecodingKey, Algorithm), Denied> {
+        if let Some(k) = self.cached(kid) {
+            return Ok(k);
+        }
+        let unknown = || unauthorized(format!("Token signed by an unknown key {kid:?}."), true);
+        // Unknown key: the realm may have rotated. One fetch at a time, at most once per
+        // `jwks_min_refresh` (sooner, with backoff, after a failure); checks with known keys
+        // go on meanwhile.
+        let _one = self.keys.fetching.lock().await;
+        if let Some(k) = self.cached(kid) {
+            return Ok(k);
+        }
+        let due = tidegauge_core::lock(&self.keys.keys)
+            .next_fetch
+            .is_none_or(|t| Instant::now() >= t);
+        if !due {
+            return Err(unknown());
+        }
+        let fetched = self.fetch().await;
+        let mut keys = tidegauge_core::lock(&self.keys.keys);
+        match fetched {
+            Ok(fresh) => {
+                keys.by_kid = fresh;
+                keys.failures = 0;
+                keys.next_fetch = Some(Instant::now() + self.refresh_every);
+            }
+            Err(e) => {
+                keys.failures = keys.failures.saturating_add(1);
+                let wait = RETRY
+                    .saturating_mul(1 << (keys.failures - 1).min(16))
+                    .min(self.refresh_every);
+                keys.next_fetch = Some(Instant::now() + wait);
+                tracing::warn!(url = %self.jwks_url, error = %e, retry_in = ?wait, "cannot fetch the JWKS");
+            }
+        }
+        keys.by_kid.get(kid).cloned().ok_or_else(unknown)
     }
 
     async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {

@@ -408,3 +408,103 @@ async fn reads_need_a_credential_only_when_protected_and_reloads_keep_the_keys()
     // checked when it is dropped.
     std::fs::remove_dir_all(&r.dir).ok();
 }
+
+/// A JWKS fetch for an unknown key id (a slow or dead Keycloak) never holds up tokens signed by
+/// keys already cached.
+#[tokio::test]
+async fn a_jwks_fetch_never_holds_up_known_keys() {
+    let jwks = MockServer::start().await;
+    let certs = format!("/realms/{REALM}/protocol/openid-connect/certs");
+    Mock::given(path(certs.clone()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(fixture("auth/test-jwks.json"), "application/json"),
+        )
+        .up_to_n_times(1)
+        .mount(&jwks)
+        .await;
+    // Every later fetch hangs past the verifier's 10 s fetch timeout.
+    Mock::given(path(certs))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3600)))
+        .mount(&jwks)
+        .await;
+    let verifier = Arc::new(
+        Verifier::new(
+            &auth_config(&jwks, None, None),
+            tidegauge_core::http::client().unwrap(),
+            None,
+        )
+        .unwrap()
+        .unwrap(),
+    );
+    let issuer = format!("{}/realms/{REALM}", jwks.uri());
+    let known = format!(
+        "Bearer {}",
+        token(Algorithm::RS256, "rsa-1", "test-rsa.pem", claims(&issuer))
+    );
+    assert!(
+        verifier.check(Some(&known), true).await.is_ok(),
+        "the first check fetches the keys"
+    );
+    let stranger = format!(
+        "Bearer {}",
+        token(Algorithm::RS256, "rsa-9", "test-rsa.pem", claims(&issuer))
+    );
+    let pending = {
+        let verifier = Arc::clone(&verifier);
+        tokio::spawn(async move { verifier.check(Some(&stranger), true).await })
+    };
+    // Wait until the second fetch is in flight (the mock has seen it).
+    while jwks.received_requests().await.unwrap_or_default().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Far less than the fetch's own 10 s timeout: a check that waited for it would fail here.
+    let checked = tokio::time::timeout(Duration::from_secs(5), verifier.check(Some(&known), true))
+        .await
+        .expect("a known key must not wait for a JWKS fetch");
+    assert!(checked.is_ok());
+    pending.abort();
+}
+
+/// A failed JWKS fetch is retried after a short backoff, not after `jwks_min_refresh`.
+#[tokio::test]
+async fn a_failed_jwks_fetch_is_retried_soon() {
+    let jwks = MockServer::start().await;
+    let certs = format!("/realms/{REALM}/protocol/openid-connect/certs");
+    Mock::given(path(certs.clone()))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&jwks)
+        .await;
+    Mock::given(path(certs))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(fixture("auth/test-jwks.json"), "application/json"),
+        )
+        .mount(&jwks)
+        .await;
+    let mut cfg = auth_config(&jwks, None, None);
+    if let Some(k) = cfg.keycloak.as_mut() {
+        k.jwks_min_refresh = Duration::from_secs(3600);
+    }
+    let verifier = Verifier::new(&cfg, tidegauge_core::http::client().unwrap(), None)
+        .unwrap()
+        .unwrap();
+    let issuer = format!("{}/realms/{REALM}", jwks.uri());
+    let known = format!(
+        "Bearer {}",
+        token(Algorithm::RS256, "rsa-1", "test-rsa.pem", claims(&issuer))
+    );
+    assert!(
+        verifier.check(Some(&known), true).await.is_err(),
+        "the realm is down"
+    );
+    assert!(
+        verifier.check(Some(&known), true).await.is_err(),
+        "within the backoff"
+    );
+    // The first retry is due after a second (the backoff's first step), not an hour.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(verifier.check(Some(&known), true).await.is_ok());
+    assert_eq!(jwks.received_requests().await.unwrap().len(), 2);
+}
