@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use tidegauge_core::Access;
 
 use crate::bearer::{Denied, Verifier};
-use crate::webconfig::BasicUsers;
+use crate::webconfig::{BasicUsers, Verdict};
 
 /// The access rules of one configuration.
 #[derive(Debug, Clone)]
@@ -124,8 +124,19 @@ async fn decide(
         .map(|(s, _)| s.to_ascii_lowercase());
     match (scheme.as_deref(), basic, bearer) {
         (Some("basic"), Some(users), _) => {
-            if users.verify(header).await {
-                return None;
+            match users.verify(header).await {
+                Verdict::Allowed => return None,
+                Verdict::Busy => {
+                    return Some(
+                        (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                            "Too many password checks waiting; try again.\n",
+                        )
+                            .into_response(),
+                    );
+                }
+                Verdict::Denied => {}
             }
             Some(refusal(
                 StatusCode::UNAUTHORIZED,

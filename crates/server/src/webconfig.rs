@@ -186,6 +186,8 @@ pub struct Guard {
     verified: Mutex<HashMap<[u8; 32], ()>>,
     /// bcrypt checks run one at a time: a burst of bad passwords must not take every core.
     bcrypt: Arc<tokio::sync::Mutex<()>>,
+    /// Checks waiting for `bcrypt` (bounded by [`MAX_WAITING`]).
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +219,7 @@ impl Guard {
             }),
             verified: Mutex::new(HashMap::new()),
             bcrypt: Arc::new(tokio::sync::Mutex::new(())),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -284,9 +287,9 @@ impl Guard {
         }
     }
 
-    async fn authorized(&self, users: &BTreeMap<String, String>, header: Option<&str>) -> bool {
+    async fn authorized(&self, users: &BTreeMap<String, String>, header: Option<&str>) -> Verdict {
         let Some((user, password)) = header.and_then(basic_credentials) else {
-            return false;
+            return Verdict::Denied;
         };
         let known = users.get(&user);
         let hash = known.map_or(DUMMY_HASH.as_str(), String::as_str);
@@ -299,8 +302,12 @@ impl Guard {
             h.finalize().into()
         };
         if known.is_some() && lock(&self.verified).contains_key(&key) {
-            return true;
+            return Verdict::Allowed;
         }
+        // A flood of unverified passwords waits in a bounded queue; past it, 429 at once.
+        let Some(_queued) = Queued::join(&self.waiting) else {
+            return Verdict::Busy;
+        };
         // The lock travels into the blocking task: a cancelled request must not let the next
         // check start while this one still runs.
         let one_at_a_time = Arc::clone(&self.bcrypt).lock_owned().await;
@@ -317,9 +324,44 @@ impl Guard {
                 cache.clear();
             }
             cache.insert(key, ());
-            return true;
+            return Verdict::Allowed;
         }
-        false
+        Verdict::Denied
+    }
+}
+
+/// The outcome of a basic-auth check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A known user's password.
+    Allowed,
+    /// No, or wrong, credentials.
+    Denied,
+    /// Too many unverified passwords wait already (answered 429).
+    Busy,
+}
+
+/// Unverified passwords waiting for a bcrypt check at most; bcrypt runs one at a time.
+const MAX_WAITING: usize = 8;
+
+/// A place in the bcrypt queue, given back when dropped.
+struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn join(waiting: &'a std::sync::atomic::AtomicUsize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        let before = waiting.fetch_add(1, Ordering::SeqCst);
+        if before >= MAX_WAITING {
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Self(waiting))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -423,7 +465,7 @@ impl BasicUsers {
     }
 
     /// Whether the `Authorization` header carries a known user's password.
-    pub async fn verify(&self, header: Option<&str>) -> bool {
+    pub async fn verify(&self, header: Option<&str>) -> Verdict {
         self.guard.authorized(&self.config.users, header).await
     }
 }
@@ -511,5 +553,58 @@ mod tests {
     #[test]
     fn the_dummy_hash_is_a_cost_10_bcrypt_hash() {
         assert_eq!(bcrypt_cost(&DUMMY_HASH), Ok(10));
+    }
+
+    #[tokio::test]
+    async fn verified_credentials_never_wait_and_the_queue_is_bounded() {
+        use std::sync::atomic::Ordering;
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let users = BTreeMap::from([("alice".to_owned(), hash)]);
+        let guard = Arc::new(Guard::new(PathBuf::from("unused.yml")));
+        let good = "Basic YWxpY2U6czNjcmV0"; // alice:s3cret
+        let wrong = "Basic YWxpY2U6d3Jvbmc="; // alice:wrong
+        assert_eq!(guard.authorized(&users, Some(good)).await, Verdict::Allowed);
+        // A check in progress holds bcrypt; verified credentials pass without waiting for it.
+        let held = Arc::clone(&guard.bcrypt).lock_owned().await;
+        let cached =
+            tokio::time::timeout(Duration::from_secs(5), guard.authorized(&users, Some(good)))
+                .await
+                .expect("cached credentials must not wait behind bcrypt");
+        assert_eq!(cached, Verdict::Allowed);
+        let mut queued = Vec::new();
+        for _ in 0..MAX_WAITING {
+            let (g, u) = (Arc::clone(&guard), users.clone());
+            queued.push(tokio::spawn(
+                async move { g.authorized(&u, Some(wrong)).await },
+            ));
+        }
+        while guard.waiting.load(Ordering::SeqCst) < MAX_WAITING {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(guard.authorized(&users, Some(wrong)).await, Verdict::Busy);
+        drop(held);
+        for q in queued {
+            assert_eq!(q.await.unwrap(), Verdict::Denied);
+        }
+        assert_eq!(guard.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    /// As exporter-toolkit (Go's bcrypt): only the first 72 bytes of a password count.
+    #[tokio::test]
+    async fn passwords_over_72_bytes_compare_as_go_does() {
+        let long = "p".repeat(72);
+        let users = BTreeMap::from([("bob".to_owned(), bcrypt::hash(&long, 4).unwrap())]);
+        let guard = Guard::new(PathBuf::from("unused.yml"));
+        let header = |password: &str| format!("Basic {}", BASE64.encode(format!("bob:{password}")));
+        assert_eq!(
+            guard
+                .authorized(&users, Some(&header(&format!("{long}extra"))))
+                .await,
+            Verdict::Allowed
+        );
+        assert_eq!(
+            guard.authorized(&users, Some(&header(&long[..71]))).await,
+            Verdict::Denied
+        );
     }
 }
