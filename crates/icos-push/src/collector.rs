@@ -11,17 +11,26 @@ impl Collector for IcosPush {
     /// The same `Arc` while nothing changed: the host then reuses its checks and encoding.
     async fn collect(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
         let now = unix_seconds(ctx.now());
-        let pending = {
+        let expiry = {
             let mut state = lock(&self.inner.durable.state);
-            let deletes = state.expire(now);
-            (!deletes.is_empty()).then(|| self.inner.durable.store.submit_in(state.epoch, deletes))
+            let seq = state.begin();
+            let deletes = state.expire(now, seq);
+            (!deletes.is_empty()).then(|| {
+                (
+                    seq,
+                    self.inner.durable.store.submit_in(state.epoch, deletes),
+                )
+            })
         };
-        if let Some(p) = pending
-            && !matches!(p.await, Ok(Ok(())))
-        {
-            tracing::warn!(
-                "expired push groups could not be removed from the store; they will be removed again after a restart"
-            );
+        if let Some((seq, p)) = expiry {
+            if matches!(p.await, Ok(Ok(()))) {
+                lock(&self.inner.durable.state).settle(seq);
+            } else {
+                tracing::warn!(
+                    "expired push groups could not be removed from the store; the state is reloaded and they expire again"
+                );
+                resync(&self.inner);
+            }
         }
         let stats = self.inner.durable.store.stats();
         let load =
@@ -34,13 +43,17 @@ impl Collector for IcosPush {
             stats.commits.load(std::sync::atomic::Ordering::Acquire),
         );
         let mut shared = lock(&self.inner.durable.shared);
-        if let Some((at, snap)) = shared.as_ref()
+        // Only committed state is exposed: nothing a scrape sees can vanish after a crash.
+        let settled = state.pending.is_empty();
+        if settled
+            && let Some((at, snap)) = shared.as_ref()
             && *at == key
         {
             return Ok(Arc::clone(snap));
         }
-        let mut snap = state.registry.snapshot();
-        snap.families.extend(state.groups.snapshot().families);
+        let (registry, groups) = state.committed();
+        let mut snap = registry.snapshot();
+        snap.families.extend(groups.snapshot().families);
         for f in &mut snap.families {
             // Pushed by clients: where another source owns a name, the host joins the series
             // to its family or drops them.
@@ -75,7 +88,9 @@ impl Collector for IcosPush {
             .with(vec![], load(&stats.commit_micros) / 1e6),
         );
         let snap = Arc::new(snap);
-        *shared = Some((key, Arc::clone(&snap)));
+        if settled {
+            *shared = Some((key, Arc::clone(&snap)));
+        }
         Ok(snap)
     }
 

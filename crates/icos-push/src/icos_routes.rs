@@ -56,7 +56,7 @@ pub(crate) async fn apply(
         let reg: &mut Registry = reg;
         let previous_key = reg.base_of(name);
         let previous = previous_key.as_deref().and_then(|k| reg.get(k).cloned());
-        let writes = match change(reg, groups) {
+        let (key, writes) = match change(reg, groups) {
             Err(r) => return rejection(r),
             Ok(Change::None) => {
                 return json_response(
@@ -65,7 +65,7 @@ pub(crate) async fn apply(
                 );
             }
             Ok(Change::Put(m)) => match records::encode(&m) {
-                Ok(bytes) => vec![Write::Put(m.name.clone(), bytes)],
+                Ok(bytes) => (m.name.clone(), vec![Write::Put(m.name.clone(), bytes)]),
                 Err(e) => {
                     reg.revert(&m.name, previous);
                     return json_response(
@@ -74,13 +74,21 @@ pub(crate) async fn apply(
                     );
                 }
             },
-            Ok(Change::Delete(base)) => vec![Write::Delete(base)],
+            Ok(Change::Delete(base)) => (base.clone(), vec![Write::Delete(base)]),
         };
         *generation += 1;
-        inner.durable.store.submit_in(state.epoch, writes)
+        let seq = state.begin();
+        // `previous` is what the registry held: committed, or an earlier pending change whose
+        // committed value `note` keeps.
+        state.note(key.clone(), Before::Metric(key, previous), seq);
+        (seq, inner.durable.store.submit_in(state.epoch, writes))
     };
+    let (seq, pending) = pending;
     match pending.await {
-        Ok(Ok(())) => json_response(StatusCode::OK, json!({"message": ok})),
+        Ok(Ok(())) => {
+            lock(&inner.durable.state).settle(seq);
+            json_response(StatusCode::OK, json!({"message": ok}))
+        }
         failure => {
             let reason = match failure {
                 Ok(Err(e)) => e,

@@ -56,13 +56,17 @@ pub(crate) async fn wipe(State(inner): State<Arc<Inner>>) -> Response {
         if keys.is_empty() {
             return text_response(StatusCode::ACCEPTED, "");
         }
+        let seq = state.begin();
+        for k in &keys {
+            state.note_group(k, seq);
+        }
         let writes = keys
             .iter()
             .filter_map(|k| state.groups.remove(k))
             .map(|g| Write::Delete(g.store_key()))
             .collect();
         state.generation += 1;
-        inner.durable.store.submit_in(state.epoch, writes)
+        (seq, inner.durable.store.submit_in(state.epoch, writes))
     };
     deleted(&inner, pending, "wipe").await
 }
@@ -70,11 +74,14 @@ pub(crate) async fn wipe(State(inner): State<Arc<Inner>>) -> Response {
 /// 202 once a deletion is on disk; otherwise the state is reloaded and the answer is 503.
 pub(crate) async fn deleted(
     inner: &Inner,
-    pending: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    (seq, pending): (u64, tokio::sync::oneshot::Receiver<Result<(), String>>),
     what: &str,
 ) -> Response {
     match pending.await {
-        Ok(Ok(())) => text_response(StatusCode::ACCEPTED, ""),
+        Ok(Ok(())) => {
+            lock(&inner.durable.state).settle(seq);
+            text_response(StatusCode::ACCEPTED, "")
+        }
         _ => {
             resync(inner);
             text_response(
@@ -92,16 +99,19 @@ pub(crate) async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http
     };
     let pending = {
         let mut state = lock(&inner.durable.state);
-        match state.groups.remove(&key) {
-            None => return text_response(StatusCode::ACCEPTED, ""),
-            Some(g) => {
-                state.generation += 1;
-                inner
-                    .durable
-                    .store
-                    .submit_in(state.epoch, vec![Write::Delete(g.store_key())])
-            }
+        if state.groups.get(&key).is_none() {
+            return text_response(StatusCode::ACCEPTED, "");
         }
+        let seq = state.begin();
+        state.note_group(&key, seq);
+        let writes = state
+            .groups
+            .remove(&key)
+            .map(|g| Write::Delete(g.store_key()))
+            .into_iter()
+            .collect();
+        state.generation += 1;
+        (seq, inner.durable.store.submit_in(state.epoch, writes))
     };
     deleted(&inner, pending, "deletion").await
 }
@@ -168,10 +178,11 @@ pub(crate) async fn push(
         }
     };
     let now = unix_seconds(inner.services.clock.now());
-    let (pending, outcome) = {
+    let (seq, pending, outcome) = {
         let mut state = lock(&inner.durable.state);
         // Expired groups go first: they must not count in limits or consistency checks.
-        let mut writes = state.expire(now);
+        let seq = state.begin();
+        let mut writes = state.expire(now, seq);
         let registry = &state.registry;
         let names = &inner.services.names;
         let taken = |n: &str, family: &str, kind: tidegauge_core::MetricType| {
@@ -262,12 +273,17 @@ pub(crate) async fn push(
         let bytes = records::encode(&group).unwrap_or_default();
         writes.push(Write::Put(group.store_key(), bytes));
         let pending = inner.durable.store.submit_in(state.epoch, writes);
+        state.note_group(&key, seq);
         state.groups.put(group);
         state.generation += 1;
-        (pending, outcome)
+        (seq, pending, outcome)
     };
-    match pending.await {
-        Ok(Ok(())) => match outcome {
+    let committed = matches!(pending.await, Ok(Ok(())));
+    if committed {
+        lock(&inner.durable.state).settle(seq);
+    }
+    match committed.then_some(()) {
+        Some(()) => match outcome {
             Ok(()) => text_response(StatusCode::OK, ""),
             Err(reason) => text_response(
                 StatusCode::BAD_REQUEST,
@@ -276,7 +292,7 @@ pub(crate) async fn push(
                 ),
             ),
         },
-        _ => {
+        None => {
             resync(inner);
             text_response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -2,6 +2,7 @@
 //! the resync after a failed commit.
 
 use super::*;
+use std::collections::HashMap;
 
 /// Everything pushed: ICOS metrics and Pushgateway groups share one lock, so their writes reach
 /// the store in the order they were decided.
@@ -13,22 +14,98 @@ pub(crate) struct Pushed {
     pub(crate) epoch: u64,
     /// Bumped by every change, so an unchanged exposition can be handed out again.
     pub(crate) generation: u64,
+    /// Records changed in memory whose commit has not been confirmed, by store key: the change's
+    /// sequence number and the record's last committed value. The exposition shows those.
+    pub(crate) pending: HashMap<String, (u64, Before)>,
+    /// Last sequence number handed out by [`Pushed::begin`].
+    pub(crate) seq: u64,
+}
+
+/// A record's committed value, kept while a change to it is not committed yet.
+#[derive(Debug, Clone)]
+pub(crate) enum Before {
+    Group(tidegauge_core::Labels, Option<Group>),
+    Metric(String, Option<Metric>),
 }
 
 impl Pushed {
+    /// The state restored from the store, all of it committed.
+    pub(crate) fn restored(metrics: Vec<Metric>, groups: Vec<Group>, epoch: u64) -> Self {
+        Self {
+            registry: Registry::restore(metrics),
+            groups: Groups::restore(groups),
+            expired: 0,
+            epoch,
+            generation: 0,
+            pending: HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// A sequence number for the changes about to be submitted together.
+    pub(crate) fn begin(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Notes, before it changes under `seq`, the group of `key` as it is now (committed, unless
+    /// an earlier change is pending: then that change's committed value stays).
+    pub(crate) fn note_group(&mut self, key: &tidegauge_core::Labels, seq: u64) {
+        let before = Before::Group(key.clone(), self.groups.get(key).cloned());
+        self.note(pushgateway::store_key(key), before, seq);
+    }
+
+    /// Notes the committed value of a record about to change under `seq`.
+    pub(crate) fn note(&mut self, store_key: String, before: Before, seq: u64) {
+        self.pending
+            .entry(store_key)
+            .and_modify(|(s, _)| *s = seq)
+            .or_insert((seq, before));
+    }
+
+    /// The changes up to `seq` are on disk (the writer commits in order).
+    pub(crate) fn settle(&mut self, seq: u64) {
+        self.pending.retain(|_, (s, _)| *s > seq);
+    }
+
+    /// The committed state: the state itself when nothing is pending, else a copy with the
+    /// pending records at their committed values.
+    pub(crate) fn committed(
+        &self,
+    ) -> (std::borrow::Cow<'_, Registry>, std::borrow::Cow<'_, Groups>) {
+        use std::borrow::Cow;
+        if self.pending.is_empty() {
+            return (Cow::Borrowed(&self.registry), Cow::Borrowed(&self.groups));
+        }
+        let mut registry = self.registry.clone();
+        let mut groups = self.groups.clone();
+        for (_, before) in self.pending.values() {
+            match before {
+                Before::Metric(name, m) => registry.revert(name, m.clone()),
+                Before::Group(_, Some(g)) => groups.put(g.clone()),
+                Before::Group(key, None) => {
+                    groups.remove(key);
+                }
+            }
+        }
+        (Cow::Owned(registry), Cow::Owned(groups))
+    }
+
     /// Removes the groups expired at `now`, counts them and marks the state changed; returns
-    /// the store deletions to queue.
-    pub(crate) fn expire(&mut self, now: f64) -> Vec<Write> {
+    /// the store deletions to queue under `seq`.
+    pub(crate) fn expire(&mut self, now: f64, seq: u64) -> Vec<Write> {
         let expired = self.groups.expire(now);
         if !expired.is_empty() {
             self.expired += expired.len() as u64;
             self.generation += 1;
         }
         expired
-            .iter()
+            .into_iter()
             .map(|g| {
                 tracing::info!(group = ?g.key, "push group expired");
-                Write::Delete(g.store_key())
+                let key = g.store_key();
+                self.note(key.clone(), Before::Group(g.key.clone(), Some(g)), seq);
+                Write::Delete(key)
             })
             .collect()
     }
@@ -74,13 +151,7 @@ impl Durable {
             load_state(&store).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         tracing::info!(path = %path.display(), metrics = metrics.len(), groups = groups.len(), "icos-push store opened");
         Ok(Self {
-            state: Mutex::new(Pushed {
-                registry: Registry::restore(metrics),
-                groups: Groups::restore(groups),
-                expired: 0,
-                epoch: store.epoch(),
-                generation: 0,
-            }),
+            state: Mutex::new(Pushed::restored(metrics, groups, store.epoch())),
             store,
             shared: Mutex::new(None),
             started: std::time::SystemTime::now(),
@@ -116,6 +187,7 @@ pub(crate) fn resync(inner: &Inner) {
         Ok((metrics, groups)) => {
             state.registry = Registry::restore(metrics);
             state.groups = Groups::restore(groups);
+            state.pending.clear();
             state.epoch = epoch;
             state.generation += 1;
             tracing::warn!("icos-push state reloaded from the store after a failed write");
@@ -123,5 +195,65 @@ pub(crate) fn resync(inner: &Inner) {
         Err(e) => {
             tracing::error!(error = %e, "icos-push cannot reload its store; writes are refused until a restart");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(job: &str, value: f64) -> Group {
+        let key = vec![("job".to_owned(), job.to_owned())];
+        let mut f = tidegauge_core::MetricFamily::gauge("g", "");
+        f.push(key.clone(), value);
+        Group {
+            key,
+            families: vec![f],
+            push_time: 1.0,
+            failure_time: 0.0,
+            expires: None,
+        }
+    }
+
+    fn served(state: &Pushed) -> Vec<String> {
+        let (_, groups) = state.committed();
+        let snap = groups.snapshot();
+        let text = tidegauge_core::encode::encode_text(&[Arc::new(snap)]);
+        text.lines()
+            .filter(|l| l.starts_with("g{"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// What a scrape sees is what is on disk: a change shows once its commit is confirmed, and
+    /// a later pending change to the same group keeps the committed value.
+    #[test]
+    fn only_committed_changes_are_exposed() {
+        let mut state = Pushed::restored(Vec::new(), vec![group("a", 1.0)], 0);
+        assert_eq!(served(&state), ["g{job=\"a\"} 1"]);
+        let first = state.begin();
+        state.note_group(&group("a", 0.0).key, first);
+        state.groups.put(group("a", 2.0));
+        state.note_group(&group("b", 0.0).key, first);
+        state.groups.put(group("b", 5.0));
+        assert_eq!(served(&state), ["g{job=\"a\"} 1"], "nothing committed yet");
+        let second = state.begin();
+        state.note_group(&group("a", 0.0).key, second);
+        state.groups.put(group("a", 3.0));
+        state.settle(first);
+        assert_eq!(
+            served(&state),
+            ["g{job=\"a\"} 1", "g{job=\"b\"} 5"],
+            "a's second change is still pending: its committed value stays 1"
+        );
+        state.settle(second);
+        assert_eq!(served(&state), ["g{job=\"a\"} 3", "g{job=\"b\"} 5"]);
+        // A pending removal keeps the group until it is committed.
+        let third = state.begin();
+        state.note_group(&group("b", 0.0).key, third);
+        state.groups.remove(&group("b", 0.0).key);
+        assert_eq!(served(&state).len(), 2);
+        state.settle(third);
+        assert_eq!(served(&state), ["g{job=\"a\"} 3"]);
     }
 }
