@@ -129,10 +129,13 @@ impl Slot {
         {
             return Arc::clone(output);
         }
-        let output = consts.apply(
+        let (output, dropped) = consts.apply_counted(
             &format!("collector {}", self.name),
             &clean(&self.name, snapshot),
         );
+        if dropped > 0 {
+            lock(&self.state).duplicate_series += dropped;
+        }
         memo.cleaned = Some((Arc::clone(snapshot), Arc::clone(&output)));
         output
     }
@@ -345,6 +348,13 @@ impl EngineBuilder {
     pub fn build(mut self) -> Result<Engine, String> {
         self.engine.slots.sort_by(|a, b| a.name.cmp(&b.name));
         self.engine.disabled.sort();
+        // The host's names are known before any scrape: a push cannot take one meanwhile.
+        let (mut host, (duplicates, series)) = SelfMetrics::new().finish(&self.engine.build);
+        host.families.extend([duplicates, series]);
+        if self.engine.process_metrics {
+            host.families.extend(crate::process::families());
+        }
+        self.engine.names.record("the host", host.families.iter());
         let mut owners: std::collections::BTreeMap<String, String> = self
             .host_paths
             .iter()
@@ -623,11 +633,11 @@ impl Engine {
         for (&(op, of), sources) in &joins {
             let mut family = parts[op].families[of].clone();
             let mut label_sets: HashSet<Labels> =
-                family.samples.iter().map(|s| s.labels.clone()).collect();
+                family.samples.iter().map(|s| sorted(&s.labels)).collect();
             for &(p, f) in sources {
                 let mut dropped = 0u64;
                 for sample in &parts[p].families[f].samples {
-                    if label_sets.insert(sample.labels.clone()) {
+                    if label_sets.insert(sorted(&sample.labels)) {
                         family.samples.push(sample.clone());
                     } else {
                         dropped += 1;
@@ -806,6 +816,13 @@ impl Engine {
     }
 }
 
+/// A label set in name order: the same series whatever order its labels were written in.
+fn sorted(labels: &Labels) -> Labels {
+    let mut l = labels.clone();
+    l.sort();
+    l
+}
+
 /// The host's constant labels, and the clashes already logged.
 #[derive(Debug, Clone, Default)]
 struct ConstLabels {
@@ -817,10 +834,17 @@ impl ConstLabels {
     /// `snapshot` with the labels added to every sample; a sample's own label of the same name
     /// keeps its value (logged once per source and label).
     fn apply(&self, source: &str, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
+        self.apply_counted(source, snapshot).0
+    }
+
+    /// [`ConstLabels::apply`], and how many series it dropped: two series that differ only by
+    /// a constant label's value being their own become one (the first is kept).
+    fn apply_counted(&self, source: &str, snapshot: &Arc<Snapshot>) -> (Arc<Snapshot>, u64) {
         if self.labels.is_empty() {
-            return Arc::clone(snapshot);
+            return (Arc::clone(snapshot), 0);
         }
         let mut out = (**snapshot).clone();
+        let mut dropped = 0u64;
         for family in &mut out.families {
             for sample in &mut family.samples {
                 for (k, v) in self.labels.iter() {
@@ -834,7 +858,13 @@ impl ConstLabels {
                 }
             }
         }
-        Arc::new(out)
+        for family in &mut out.families {
+            let before = family.samples.len();
+            let mut seen = HashSet::with_capacity(before);
+            family.samples.retain(|s| seen.insert(sorted(&s.labels)));
+            dropped += (before - family.samples.len()) as u64;
+        }
+        (Arc::new(out), dropped)
     }
 }
 
@@ -851,7 +881,11 @@ fn clean(collector: &str, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
             }
         };
         let mut label_sets = HashSet::with_capacity(family.samples.len());
-        let unique = valid && family.samples.iter().all(|s| label_sets.insert(&s.labels));
+        let unique = valid
+            && family
+                .samples
+                .iter()
+                .all(|s| label_sets.insert(sorted(&s.labels)));
         if valid && unique {
             if let Some(out) = out.as_mut() {
                 out.push(family.clone());
@@ -863,7 +897,7 @@ fn clean(collector: &str, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
             tracing::debug!(collector, family = %family.name, "dropping duplicate label sets");
             let mut seen_sets = HashSet::new();
             let mut f = family.clone();
-            f.samples.retain(|s| seen_sets.insert(s.labels.clone()));
+            f.samples.retain(|s| seen_sets.insert(sorted(&s.labels)));
             out.push(f);
         }
     }

@@ -261,14 +261,30 @@ async fn metrics(
     let mut collect = Vec::new();
     let mut exclude = Vec::new();
     let mut selectors = Vec::new();
+    let mut selector_bytes = 0;
     for (k, v) in query_pairs(q.as_deref()) {
         match k.as_str() {
             "collect[]" => collect.push(v),
             "exclude[]" => exclude.push(v),
-            "match[]" => match crate::selector::Selector::parse(&v) {
-                Ok(s) => selectors.push(s),
-                Err(e) => return text(StatusCode::BAD_REQUEST, format!("match[]: {e}")),
-            },
+            "match[]" => {
+                selector_bytes += v.len();
+                if selectors.len() >= crate::selector::MAX_SELECTORS
+                    || selector_bytes > crate::selector::MAX_SELECTOR_BYTES
+                {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "match[]: at most {} selectors of {} bytes in all",
+                            crate::selector::MAX_SELECTORS,
+                            crate::selector::MAX_SELECTOR_BYTES
+                        ),
+                    );
+                }
+                match crate::selector::Selector::parse(&v) {
+                    Ok(s) => selectors.push(s),
+                    Err(e) => return text(StatusCode::BAD_REQUEST, format!("match[]: {e}")),
+                }
+            }
             _ => {}
         }
     }

@@ -3,6 +3,14 @@
 
 use tidegauge_core::{Labels, MetricFamily, MetricType};
 
+/// Selectors one request may carry, and the bytes of all of them together: each regex is
+/// compiled per request, so the work a request can ask for is bounded.
+pub const MAX_SELECTORS: usize = 64;
+/// See [`MAX_SELECTORS`].
+pub const MAX_SELECTOR_BYTES: usize = 16 * 1024;
+/// Compiled size of one regular expression at most (the regex crate's default is 10 MiB).
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
 /// One label matcher.
 #[derive(Debug, Clone)]
 enum Matcher {
@@ -85,7 +93,9 @@ impl Selector {
                 p.skip_space();
                 let value = p.string()?;
                 let anchored = |v: &str| {
-                    regex::Regex::new(&format!("^(?:{v})$"))
+                    regex::RegexBuilder::new(&format!("^(?:{v})$"))
+                        .size_limit(REGEX_SIZE_LIMIT)
+                        .build()
                         .map_err(|e| format!("{text:?}: invalid regular expression {v:?}: {e}"))
                 };
                 matchers.push(match op {
@@ -209,13 +219,45 @@ impl Parser<'_> {
                     return Err(self.error("unterminated string"));
                 };
                 self.at += 1;
-                out.push(match e {
-                    b'n' => b'\n',
-                    b't' => b'\t',
-                    b'r' => b'\r',
-                    b'\\' | b'"' | b'\'' => e,
+                match e {
+                    b'n' => out.push(b'\n'),
+                    b't' => out.push(b'\t'),
+                    b'r' => out.push(b'\r'),
+                    b'a' => out.push(0x07),
+                    b'b' => out.push(0x08),
+                    b'f' => out.push(0x0c),
+                    b'v' => out.push(0x0b),
+                    b'\\' | b'"' | b'\'' => out.push(e),
+                    // Go's escapes, as PromQL strings take them: \xHH, \uHHHH, \UHHHHHHHH, \ooo.
+                    b'x' | b'u' | b'U' | b'0'..=b'7' => {
+                        let (digits, radix) = match e {
+                            b'x' => (2, 16),
+                            b'u' => (4, 16),
+                            b'U' => (8, 16),
+                            _ => (2, 8),
+                        };
+                        let start = if radix == 8 { self.at - 1 } else { self.at };
+                        let end = start + digits + usize::from(radix == 8);
+                        let code = self
+                            .s
+                            .get(start..end)
+                            .and_then(|d| std::str::from_utf8(d).ok())
+                            .and_then(|d| u32::from_str_radix(d, radix).ok())
+                            .ok_or_else(|| self.error("invalid escape sequence"))?;
+                        self.at = end;
+                        if matches!(e, b'u' | b'U') {
+                            let c = char::from_u32(code)
+                                .ok_or_else(|| self.error("invalid Unicode escape"))?;
+                            out.extend_from_slice(c.to_string().as_bytes());
+                        } else {
+                            out.push(
+                                u8::try_from(code)
+                                    .map_err(|_| self.error("invalid escape sequence"))?,
+                            );
+                        }
+                    }
                     _ => return Err(self.error("unknown escape sequence")),
-                });
+                }
             } else {
                 out.push(c);
             }

@@ -1408,3 +1408,89 @@ async fn basic_auth_beside_bearer_tokens() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Found by attacking the release binary: a selector flood, label order and constant labels
+/// hiding duplicates, and the host's names unknown before the first scrape.
+#[tokio::test]
+async fn review_findings_on_names_and_selectors() {
+    let app = plain(&["alpha"]);
+    // match[]: bounded in count and in compiled size.
+    let mut many = form_urlencoded::Serializer::new(String::new());
+    for i in 0..65 {
+        many.append_pair("match[]", &format!("alpha_value{{a{i}=\"b\"}}"));
+    }
+    let many = many.finish();
+    let (s, _, body) = get(&app, &format!("/metrics?{many}"), &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let huge = form_urlencoded::Serializer::new(String::new())
+        .append_pair("match[]", r#"{job=~"\\w{2000}"}"#)
+        .finish();
+    let (s, _, body) = get(&app, &format!("/metrics?{huge}"), &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("invalid regular expression"), "{body}");
+
+    // A guest series repeating an owner's labels in another order is the same series; so are
+    // two guest series that a constant label makes equal.
+    let mut owner = Fake::new("zzz");
+    owner.extra = vec![MetricFamily::gauge("errors_now", "Owned").with(
+        vec![("target".into(), "t".into()), ("reason".into(), "r".into())],
+        1.0,
+    )];
+    let mut pushy = Fake::new("aaa");
+    let guest = |mut f: MetricFamily| {
+        f.guest = true;
+        f
+    };
+    let mut pushed = guest(MetricFamily::gauge("errors_now", "Pushed"));
+    pushed.push(
+        vec![("reason".into(), "r".into()), ("target".into(), "t".into())],
+        5.0,
+    );
+    let mut xg = guest(MetricFamily::gauge("xg", "Pushed"));
+    xg.push(
+        vec![("job".into(), "j".into()), ("site".into(), "north".into())],
+        1.0,
+    );
+    xg.push(vec![("job".into(), "j".into())], 2.0);
+    pushy.extra = vec![pushed, xg];
+    let engine = Engine::builder(
+        Arc::new(tidegauge_core::SystemClock),
+        tidegauge_core::http::client().unwrap(),
+    )
+    .const_labels(vec![("site".into(), "north".into())])
+    .collector(Arc::new(pushy), CollectorSettings::default())
+    .collector(Arc::new(owner), CollectorSettings::default())
+    .build()
+    .unwrap();
+    let app = router(SharedEngine::new(engine), WebSettings::default());
+    let (_, _, body) = get(&app, "/metrics", &[]).await;
+    assert_eq!(body.matches("errors_now{").count(), 1, "{body}");
+    assert!(
+        body.contains("errors_now{target=\"t\",reason=\"r\",site=\"north\"} 1"),
+        "{body}"
+    );
+    assert_eq!(body.matches("xg{").count(), 1, "{body}");
+    assert_eq!(
+        line_value(
+            &body,
+            "tidegauge_duplicate_series_total{collector=\"aaa\",site=\"north\"}"
+        ),
+        Some(2.0),
+        "{body}"
+    );
+
+    // The host's names are known from the start: a push can be refused before any scrape.
+    let names = Arc::new(tidegauge_core::names::Names::new());
+    let _engine = Engine::builder(
+        Arc::new(tidegauge_core::SystemClock),
+        tidegauge_core::http::client().unwrap(),
+    )
+    .names(Arc::clone(&names))
+    .build()
+    .unwrap();
+    assert!(
+        names
+            .conflict("tidegauge_build_info", tidegauge_core::MetricType::Counter)
+            .is_some()
+    );
+}
