@@ -136,7 +136,9 @@ async fn answer(mut stream: TcpStream, fault: Fault) {
                     .as_bytes(),
                 )
                 .await;
-            // Linger 0: dropping the socket sends a reset, not an orderly close.
+            // Linger 0: dropping the socket sends a reset, not an orderly close. (Deprecated
+            // because a non-zero linger blocks on drop; zero does not.)
+            #[allow(deprecated)]
             let _ = stream.set_linger(Some(Duration::ZERO));
             r
         }
