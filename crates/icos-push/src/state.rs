@@ -144,6 +144,18 @@ pub(crate) struct Inner {
 
 impl Durable {
     pub(crate) fn open(data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        // The database library panics on some damaged files: a damaged store is an error naming
+        // the file (exit 2 at start-up, a refused reload later), never a crash.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open_unguarded(data_dir)))
+            .unwrap_or_else(|_| {
+                Err(ConfigError(format!(
+                    "{}: the store file is damaged (the database library failed reading it); restore it from a backup or move it away",
+                    data_dir.join("icos-push.redb").display()
+                )))
+            })
+    }
+
+    fn open_unguarded(data_dir: &std::path::Path) -> Result<Self, ConfigError> {
         let path = data_dir.join("icos-push.redb");
         let store = Store::open(&path, records::FORMAT, &records::upgrade)
             .map_err(|e| ConfigError(format!("data_dir {}: {e}", data_dir.display())))?;

@@ -103,8 +103,21 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Db(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path)
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            tracing::warn!(path = %path.display(), "the store file is empty (truncated?); starting with an empty store");
+        }
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&repaired);
+        let db = Database::builder()
+            .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
+            .create(path)
             .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
+        if repaired.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                path = %path.display(),
+                "the store was not closed cleanly (a crash, a kill or damage) and was repaired: acknowledged writes survive a crash, but a damaged file can be rolled back to an earlier commit"
+            );
+        }
         let txn = db.begin_write().map_err(db_err)?;
         {
             let mut records = txn.open_table(METRICS).map_err(db_err)?;

@@ -52,3 +52,32 @@ async fn a_store_of_release_0_1_0_opens_with_every_series() {
     drop(push);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A damaged store is an error naming the file, never a panic (the database library panics on
+/// some damage).
+#[tokio::test]
+async fn a_damaged_store_is_an_error_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("tidegauge-damaged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("icos-push.redb");
+    std::fs::copy(fixtures_dir().join("icos-push/store-0.1.0.redb"), &file).unwrap();
+    let cfg = Config {
+        data_dir: Some(dir.clone()),
+        ..Config::default()
+    };
+    let services =
+        || tidegauge_testkit::services(Arc::new(tidegauge_core::SystemClock), dir.clone());
+    drop(IcosPush::open(&cfg, &services(), None).unwrap());
+    let mut bytes = std::fs::read(&file).unwrap();
+    for b in &mut bytes[8192..8192 + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&file, bytes).unwrap();
+    match IcosPush::open(&cfg, &services(), None) {
+        Err(e) => assert!(e.to_string().contains("icos-push.redb"), "{e}"),
+        // A repair that succeeds is fine too; what must not happen is a panic.
+        Ok(_) => {}
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
