@@ -74,10 +74,9 @@ async fn a_damaged_store_is_an_error_naming_the_file() {
         *b ^= 0xff;
     }
     std::fs::write(&file, bytes).unwrap();
-    match IcosPush::open(&cfg, &services(), None) {
-        Err(e) => assert!(e.to_string().contains("icos-push.redb"), "{e}"),
-        // A repair that succeeds is fine too; what must not happen is a panic.
-        Ok(_) => {}
+    // A repair that succeeds is fine too; what must not happen is a panic.
+    if let Err(e) = IcosPush::open(&cfg, &services(), None) {
+        assert!(e.to_string().contains("icos-push.redb"), "{e}");
     }
     std::fs::remove_dir_all(&dir).ok();
 }
