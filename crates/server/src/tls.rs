@@ -484,8 +484,9 @@ impl Source {
 
     /// Rebuilds the configuration when the web config file (whose text is `text` now) or a
     /// file it names changed. A file that became unreadable or invalid keeps the last good
-    /// configuration (logged), so a half-written renewal does not stop serving.
-    pub fn refresh(&self, text: &str) {
+    /// configuration (logged), so a half-written renewal does not stop serving; the error says
+    /// why (for the caller to refuse a web config file whose TLS part is invalid).
+    pub fn refresh(&self, text: &str) -> Result<(), String> {
         let mut cached = self
             .cached
             .lock()
@@ -496,7 +497,7 @@ impl Source {
             .map(|(p, _)| (p.clone(), stamp(p)))
             .collect();
         if now.iter().zip(&cached.stamps).all(|(a, b)| a.1 == b.1) {
-            return;
+            return Ok(());
         }
         let web_before = now.first().and_then(|(_, s)| *s);
         let mut used = Vec::new();
@@ -505,18 +506,22 @@ impl Source {
                 tracing::info!(file = %self.path.display(), "TLS configuration reloaded");
                 cached.stamps = Self::stamps(&self.path, web_before, &now[1..], used);
                 cached.config = config;
+                Ok(())
             }
             failed => {
-                match failed {
+                let reason = match failed {
                     Ok(_) => {
-                        tracing::error!(file = %self.path.display(), "tls_server_config was removed; TLS stays on with the last configuration until a restart")
+                        tracing::error!(file = %self.path.display(), "tls_server_config was removed; TLS stays on with the last configuration until a restart");
+                        "tls_server_config was removed".to_owned()
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "TLS configuration not reloaded; the last good one stays")
+                        tracing::error!(error = %e, "TLS configuration not reloaded; the last good one stays");
+                        e
                     }
-                }
+                };
                 // Watch what this attempt read or tried to read, as it was before reading.
                 cached.stamps = Self::stamps(&self.path, web_before, &now[1..], used);
+                Err(reason)
             }
         }
     }

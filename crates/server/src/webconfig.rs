@@ -182,6 +182,8 @@ const CACHE_SIZE: usize = 100;
 pub struct Guard {
     path: PathBuf,
     loaded: Mutex<Option<Loaded>>,
+    /// Changed bytes read once, applied when the next read finds them again.
+    candidate: Mutex<Option<Vec<u8>>>,
     bucket: Mutex<Bucket>,
     verified: Mutex<HashMap<[u8; 32], ()>>,
     /// bcrypt checks run one at a time: a burst of bad passwords must not take every core.
@@ -212,6 +214,7 @@ impl Guard {
         Self {
             path,
             loaded: Mutex::new(None),
+            candidate: Mutex::new(None),
             bucket: Mutex::new(Bucket {
                 limit: None,
                 tokens: 0.0,
@@ -221,6 +224,28 @@ impl Guard {
             bcrypt: Arc::new(tokio::sync::Mutex::new(())),
             waiting: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Whether `bytes` may be applied: they are what is in force, or were read last time too.
+    fn confirmed(&self, bytes: &[u8]) -> bool {
+        if !self.differs(bytes) {
+            return true;
+        }
+        let mut candidate = lock(&self.candidate);
+        if candidate.as_deref() == Some(bytes) {
+            *candidate = None;
+            true
+        } else {
+            *candidate = Some(bytes.to_vec());
+            false
+        }
+    }
+
+    /// Whether `bytes` differ from the file in force.
+    fn differs(&self, bytes: &[u8]) -> bool {
+        lock(&self.loaded)
+            .as_ref()
+            .is_none_or(|l| l.config.is_err() || l.bytes != bytes)
     }
 
     /// The configuration in force (no file access).
@@ -426,8 +451,23 @@ impl Loader {
     pub fn refresh(&self) {
         let bytes = std::fs::read(&self.path)
             .map_err(|e| format!("web config {}: {e}", self.path.display()));
-        if let (Some(tls), Ok(b)) = (&self.tls, &bytes) {
-            tls.refresh(&String::from_utf8_lossy(b));
+        // A changed file applies once it reads the same twice in a row (a second apart under
+        // the watcher): a file caught half-written, or emptied before being rewritten in place,
+        // never switches authentication off.
+        if let Ok(b) = &bytes
+            && !self.guard.confirmed(b)
+        {
+            return;
+        }
+        let changed = bytes.as_ref().is_ok_and(|b| self.guard.differs(b));
+        if let (Some(tls), Ok(b)) = (&self.tls, &bytes)
+            && let Err(e) = tls.refresh(&String::from_utf8_lossy(b))
+            && changed
+        {
+            // The file is one configuration: an invalid TLS part refuses it whole.
+            self.guard
+                .update(Err(format!("web config {}: {e}", self.path.display())));
+            return;
         }
         self.guard.update(bytes);
     }

@@ -1295,6 +1295,7 @@ async fn web_config_file_guards_every_route() {
     )
     .unwrap();
     loader.refresh();
+    loader.refresh();
     assert_eq!(
         get(&app, "/metrics", &[good]).await.0,
         StatusCode::UNAUTHORIZED
@@ -1317,6 +1318,7 @@ async fn web_config_file_guards_every_route() {
     )
     .unwrap();
     loader.refresh();
+    loader.refresh();
     let rotated_good = ("authorization", "Basic YWxpY2U6cm90YXRlZA==");
     assert_eq!(
         get(&app, "/metrics", &[new_good]).await.0,
@@ -1327,8 +1329,22 @@ async fn web_config_file_guards_every_route() {
         StatusCode::OK
     );
 
+    // A file caught empty for a moment (rewritten in place) is not applied: it must read the
+    // same twice in a row.
+    let before = std::fs::read(&file).unwrap();
+    std::fs::write(&file, "").unwrap();
+    loader.refresh();
+    assert_eq!(
+        get(&app, "/metrics", &[]).await.0,
+        StatusCode::UNAUTHORIZED,
+        "an empty file seen once must not switch authentication off"
+    );
+    std::fs::write(&file, &before).unwrap();
+    loader.refresh();
+
     // A broken file: 500 without details, until it is fixed.
     std::fs::write(&file, "basic_auth_users: [\n").unwrap();
+    loader.refresh();
     loader.refresh();
     let (s, _, body) = get(&app, "/metrics", &[new_good]).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
@@ -1337,6 +1353,7 @@ async fn web_config_file_guards_every_route() {
         "the reason is logged, not sent: {body}"
     );
     std::fs::write(&file, "").unwrap();
+    loader.refresh();
     loader.refresh();
     assert_eq!(get(&app, "/metrics", &[]).await.0, StatusCode::OK);
     std::fs::remove_dir_all(&dir).ok();

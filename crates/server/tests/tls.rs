@@ -28,6 +28,8 @@ impl Server {
     /// Rewrites the web config file and applies it, as the host's watcher does within a second.
     fn write(&self, yaml: impl AsRef<str>) {
         std::fs::write(&self.web, yaml.as_ref()).unwrap();
+        // A changed file applies once it reads the same twice.
+        self.loader.refresh();
         self.loader.refresh();
     }
 }
@@ -180,4 +182,49 @@ async fn client_certificates_are_verified() {
     s.write("tls_server_config:\n  cert_file: nowhere.pem\n");
     assert!(status(&client(Some("stranger")), &s.url).await.is_err());
     assert_eq!(status(&client(None), &s.url).await.unwrap().0, 200);
+}
+
+/// The web configuration file is one configuration: a new file whose TLS part is invalid is
+/// refused whole (500 on every route), never half-applied with authentication dropped.
+#[tokio::test]
+async fn a_file_with_an_invalid_tls_part_is_refused_whole() {
+    use tower::ServiceExt;
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let s = server(
+        "half",
+        &format!("{SERVER}basic_auth_users:\n  alice: {hash}\n"),
+    )
+    .await;
+    let engine = tidegauge_server::Engine::builder(
+        Arc::new(tidegauge_core::SystemClock),
+        tidegauge_core::http::client().unwrap(),
+    )
+    .build()
+    .unwrap();
+    let app = tidegauge_server::router(
+        tidegauge_server::SharedEngine::new(engine),
+        tidegauge_server::WebSettings {
+            web_config: Some(Arc::clone(&s.loader)),
+            ..tidegauge_server::WebSettings::default()
+        },
+    );
+    let status = |app: &axum::Router| {
+        let app = app.clone();
+        async move {
+            app.oneshot(
+                axum::http::Request::get("/metrics")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+        }
+    };
+    assert_eq!(status(&app).await, 401);
+    s.write("tls_server_config:\n  cert_file: nope.pem\n  key_file: server-key.pem\n");
+    assert_eq!(status(&app).await, 500, "refused whole, not open");
+    s.write(format!("{SERVER}basic_auth_users:\n  alice: {hash}\n"));
+    assert_eq!(status(&app).await, 401);
 }
