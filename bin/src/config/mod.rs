@@ -174,10 +174,14 @@ fn constant_labels(
     mut labels: BTreeMap<String, String>,
     m: &ArgMatches,
 ) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut given = std::collections::BTreeSet::new();
     for flag in m.get_many::<String>("label").into_iter().flatten() {
         let (name, value) = flag
             .split_once('=')
             .ok_or_else(|| ConfigError(format!("--label {flag:?}: expected NAME=VALUE")))?;
+        if !given.insert(name.to_owned()) {
+            return Err(ConfigError(format!("--label {name}: given twice")));
+        }
         labels.insert(name.to_owned(), value.to_owned());
     }
     for name in labels.keys() {
@@ -825,6 +829,10 @@ mod tests {
             (&["--label", "1x=a"][..], "labels.1x"),
             (&["--label", "__name__=a"][..], "labels.__name__"),
             (&["--label", "le=1"][..], "labels.le"),
+            (
+                &["--label", "a=1", "--label", "a=2"][..],
+                "--label a: given twice",
+            ),
         ] {
             let e = load_args(args, &[]).unwrap_err();
             assert!(e.0.contains(want), "{args:?}: {e}");

@@ -94,6 +94,12 @@ pub fn check(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let several = req
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some();
     // A CORS preflight carries no credentials by design: it is public, whatever it asks about.
     let preflight = req.method() == axum::http::Method::OPTIONS
         && req
@@ -101,7 +107,28 @@ pub fn check(
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let level = if preflight { Access::Public } else { level };
     let policy = policy.clone();
-    async move { decide(&policy, level, basic.as_ref(), header.as_deref()).await }
+    async move {
+        if several && needed(&policy, level, basic.as_ref()) {
+            // Which one would count is ambiguous, and proxies disagree: refuse both.
+            return Some(
+                (
+                    StatusCode::BAD_REQUEST,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    "More than one Authorization header.\n",
+                )
+                    .into_response(),
+            );
+        }
+        decide(&policy, level, basic.as_ref(), header.as_deref()).await
+    }
+}
+
+fn needed(policy: &AccessPolicy, level: Access, basic: Option<&BasicUsers>) -> bool {
+    match level {
+        Access::Public => basic.is_some(),
+        Access::Read => basic.is_some() || policy.protect_reads,
+        Access::Write => basic.is_some() || policy.verifier.is_some(),
+    }
 }
 
 async fn decide(
@@ -111,12 +138,7 @@ async fn decide(
     header: Option<&str>,
 ) -> Option<Response> {
     let bearer = policy.verifier.as_deref();
-    let needed = match level {
-        Access::Public => basic.is_some(),
-        Access::Read => basic.is_some() || policy.protect_reads,
-        Access::Write => basic.is_some() || bearer.is_some(),
-    };
-    if !needed {
+    if !needed(policy, level, basic) {
         return None;
     }
     let scheme = header

@@ -1186,6 +1186,15 @@ async fn bearer_tokens_by_access_level() {
         "Bearer error=\"invalid_token\""
     );
     assert_eq!(get(&app, "/routes/write", &[token]).await.0, StatusCode::OK);
+    // Two Authorization headers: ambiguous, refused whichever comes first.
+    assert_eq!(
+        get(&app, "/routes/write", &[wrong, token]).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(&app, "/routes/write", &[token, wrong]).await.0,
+        StatusCode::BAD_REQUEST
+    );
     let post = |app: &axum::Router, auth: Option<(&str, &str)>| {
         let mut req = Request::post("/-/reload");
         if let Some((k, v)) = auth {
