@@ -65,17 +65,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Build the collectors before starting the runtime's servers so a bad configuration
-    // never binds a port.
-    let (engine, instances) = match build_engine(&cfg, &services, &catalog, &Instances::new(), None)
-    {
-        Ok(built) => built,
-        Err(e) => {
+    if matches.get_flag("check-config") {
+        // Checked without side effects: no store opened or locked, nothing contacted.
+        for (name, c) in cfg.collectors.iter().filter(|(_, c)| c.enabled) {
+            if let Some(Err(e)) = catalog.get(name).map(|f| f.check(&c.own, &services)) {
+                eprintln!("tidegauge: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        if let Err(e) = Verifier::new(&cfg.auth, services.http.clone(), None) {
             eprintln!("tidegauge: invalid configuration: {e}");
             return ExitCode::from(2);
         }
-    };
-    if matches.get_flag("check-config") {
         println!("configuration is valid");
         println!("listen: {}", cfg.web.listen_addresses.join(", "));
         for (name, c) in &cfg.collectors {
@@ -86,6 +87,16 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // Build the collectors before starting the runtime's servers so a bad configuration
+    // never binds a port.
+    let (engine, instances) = match build_engine(&cfg, &services, &catalog, &Instances::new(), None)
+    {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("tidegauge: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -779,3 +779,52 @@ async fn web_config_file_serves_tls_with_basic_auth() {
 fn bcrypt_hash_of_s3cret() -> String {
     bcrypt::hash("s3cret", 4).unwrap()
 }
+
+/// `--check-config` validates without side effects: it neither creates, upgrades nor locks a
+/// store, so it can run beside the service on the same data directory.
+#[test]
+fn check_config_touches_no_store() {
+    let dir = temp_dir("check");
+    let data = dir.join("data");
+    let cfg = dir.join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!("[collectors.icos-push]\ndata_dir = {data:?}\nmax_series = 10\n"),
+    )
+    .unwrap();
+    let check = || {
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "--check-config"])
+            .env_remove("PORT")
+            .env_remove("EXPORTER_PORT")
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!data.exists(), "no data directory made");
+    // A store of an earlier release stays as it is (no upgrade).
+    std::fs::create_dir_all(&data).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/icos-push/store-0.1.0.redb");
+    std::fs::copy(&fixture, data.join("icos-push.redb")).unwrap();
+    assert!(check().status.success());
+    assert_eq!(
+        std::fs::read(data.join("icos-push.redb")).unwrap(),
+        std::fs::read(&fixture).unwrap()
+    );
+    // And it still validates what the collector checks.
+    std::fs::write(
+        &cfg,
+        format!("[collectors.icos-push]\ndata_dir = {data:?}\nmax_series = 0\n"),
+    )
+    .unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_series"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -192,6 +192,12 @@ pub trait Factory: Send + Sync + 'static {
         Ok(Legacy::default())
     }
 
+    /// Checks the configuration as [`Factory::build`] would, without its side effects (a store
+    /// opened, a file locked), for `--check-config`. Default: build, then drop.
+    fn check(&self, config: Self::Config, services: &HostServices) -> Result<(), BuildError> {
+        self.build(config, services, None).map(drop)
+    }
+
     /// Builds the collector. `previous` is the instance this factory built for the running
     /// configuration, on a reload: state worth keeping (an open store, caches) is taken from
     /// it. The running instance keeps serving until the new one replaces it, and stays in use
@@ -231,6 +237,9 @@ pub trait DynFactory: Send + Sync {
     fn flags(&self) -> Vec<clap::Arg>;
     /// See [`Factory::legacy`].
     fn legacy(&self, inputs: Inputs<'_>) -> Result<Legacy, String>;
+    /// Deserializes `table` and checks it (see [`Factory::check`]); errors are prefixed
+    /// `collectors.NAME`.
+    fn check(&self, table: &Value, services: &HostServices) -> Result<(), BuildError>;
     /// Deserializes `table` into the collector's `Config` and builds it; errors are prefixed
     /// `collectors.NAME`.
     fn build(
@@ -256,6 +265,13 @@ impl<F: Factory> DynFactory for F {
 
     fn legacy(&self, inputs: Inputs<'_>) -> Result<Legacy, String> {
         Factory::legacy(self, inputs)
+    }
+
+    fn check(&self, table: &Value, services: &HostServices) -> Result<(), BuildError> {
+        let name = Factory::name(self);
+        let config: F::Config = deserialize(name, table)?;
+        Factory::check(self, config, services)
+            .map_err(|e| BuildError(format!("collectors.{name}: {e}")))
     }
 
     fn build(

@@ -107,6 +107,10 @@ impl tidegauge_core::Factory for Factory {
         Ok(legacy)
     }
 
+    fn check(&self, config: Config, _services: &HostServices) -> Result<(), BuildError> {
+        IcosPush::check(&config).map_err(|e| BuildError(e.to_string()))
+    }
+
     fn build(
         &self,
         config: Config,

@@ -113,16 +113,37 @@ impl IcosPush {
         services: &HostServices,
         previous: Option<&IcosPush>,
     ) -> Result<Self, ConfigError> {
+        let settings = Self::settings(config)?;
+        let data_dir = config
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| services.data_dir.clone());
+        let canonical = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
+        let durable = match previous {
+            Some(p) if p.inner.durable.dir == canonical => Arc::clone(&p.inner.durable),
+            Some(p) => {
+                tracing::warn!(from = %p.inner.durable.dir.display(), to = %data_dir.display(), "data_dir changed: pushed metrics are now served from another store");
+                Arc::new(Durable::open(&data_dir)?)
+            }
+            None => Arc::new(Durable::open(&data_dir)?),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                durable,
+                settings,
+                services: services.clone(),
+            }),
+        })
+    }
+
+    /// The settings a configuration gives, checked (no store is opened).
+    fn settings(config: &Config) -> Result<Settings, ConfigError> {
         if config.max_body_size == 0 || config.max_series == 0 || config.max_label_length == 0 {
             return Err(ConfigError(
                 "max_body_size, max_series and max_label_length must be greater than zero".into(),
             ));
         }
-        let data_dir = config
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| services.data_dir.clone());
-        let settings = Settings {
+        Ok(Settings {
             limits: Limits {
                 max_series: config.max_series,
                 max_label_length: config.max_label_length,
@@ -132,19 +153,13 @@ impl IcosPush {
             max_groups: config.max_groups,
             push_ttl: config.push_ttl,
             admin_api: config.admin_api,
-        };
-        let canonical = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
-        let durable = match previous {
-            Some(p) if p.inner.durable.dir == canonical => Arc::clone(&p.inner.durable),
-            _ => Arc::new(Durable::open(&data_dir)?),
-        };
-        Ok(Self {
-            inner: Arc::new(Inner {
-                durable,
-                settings,
-                services: services.clone(),
-            }),
         })
+    }
+
+    /// Checks a configuration without opening the store (for `--check-config`, which must not
+    /// touch or lock the data a running instance uses).
+    pub fn check(config: &Config) -> Result<(), ConfigError> {
+        Self::settings(config).map(|_| ())
     }
 
     /// The HTTP routes of the push API, with the access each needs.
