@@ -609,3 +609,85 @@ async fn redirects_are_checked_and_credentials_stay_home() {
     assert_eq!(redirect.value, tidegauge_core::Value::Number(1.0));
     // wiremock checks the `expect(0)`s when the servers drop.
 }
+
+/// The fault matrix: every fault of an upstream against one target, beside a healthy one. The
+/// scrape answers by its deadline (checked with a wide margin; the measured overshoot is
+/// printed), only the faulty target is down, with the reason, and nothing panics.
+#[tokio::test]
+async fn fault_matrix() {
+    use tidegauge_testkit::faults::{Fault, FaultServer};
+    let healthy = serve("healthy.json").await;
+    let budget = Duration::from_secs(2);
+    let mut table = vec!["fault | reason | elapsed - budget".to_owned()];
+    for fault in Fault::ALL {
+        let bad = FaultServer::start(fault).await.unwrap();
+        let c = AppStatus::new(
+            &config(&format!(
+                "min_interval = 0\n[[targets]]\nname = \"ok\"\nurl = \"{}/status\"\nlabels = {{ t = \"ok\" }}\n[[targets]]\nname = \"bad\"\nurl = \"{}/status\"\nlabels = {{ t = \"bad\" }}\n",
+                healthy.uri(),
+                bad.url
+            )),
+            &no_env,
+        )
+        .unwrap();
+        let ctx = context(budget, FakeClock::at(FIXTURE_EPOCH));
+        let started = std::time::Instant::now();
+        let snap = tokio::time::timeout(budget + Duration::from_secs(1), c.collect(&ctx))
+            .await
+            .unwrap_or_else(|_| panic!("{fault:?}: the scrape outlived its deadline by 1 s"))
+            .unwrap();
+        let elapsed = started.elapsed();
+        let up = |target: &str| {
+            snap.family("app_status_up")
+                .and_then(|f| {
+                    f.samples
+                        .iter()
+                        .find(|s| s.labels.contains(&("target".into(), target.into())))
+                })
+                .map(|s| s.value.clone())
+        };
+        assert_eq!(
+            up("ok"),
+            Some(tidegauge_core::Value::Number(1.0)),
+            "{fault:?}"
+        );
+        assert_eq!(
+            up("bad"),
+            Some(tidegauge_core::Value::Number(0.0)),
+            "{fault:?}"
+        );
+        let reasons: Vec<String> = snap
+            .family("app_status_errors")
+            .unwrap()
+            .samples
+            .iter()
+            .filter(|s| {
+                s.labels.contains(&("target".into(), "bad".into()))
+                    && s.value == tidegauge_core::Value::Number(1.0)
+            })
+            .filter_map(|s| {
+                s.labels
+                    .iter()
+                    .find(|(k, _)| k == "reason")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        let want = match fault {
+            Fault::NoAnswer | Fault::SlowDrip => "timeout",
+            Fault::ResetMidBody | Fault::Refused => "connect",
+            Fault::Http500 => "http_status",
+            Fault::Html | Fault::TruncatedJson => "invalid_json",
+            Fault::HugeBody => "body_too_large",
+            Fault::RedirectLoop => "redirect",
+        };
+        assert_eq!(reasons, [want], "{fault:?}");
+        table.push(format!(
+            "{fault:?} | {want} | {:+.0} ms",
+            elapsed.as_secs_f64() * 1000.0 - budget.as_secs_f64() * 1000.0
+        ));
+    }
+    eprintln!(
+        "app-status fault matrix (budget {budget:?}):\n{}",
+        table.join("\n")
+    );
+}

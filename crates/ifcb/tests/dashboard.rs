@@ -748,3 +748,60 @@ fn bad_configuration_names_the_problem() {
     assert!(base(&|c| c.interval = Duration::ZERO).contains("interval"));
     assert!(base(&|c| c.lookback = Duration::from_secs(u64::MAX / 2)).contains("lookback"));
 }
+
+/// The fault matrix: every fault of an upstream as a whole dashboard, beside a healthy one. The
+/// scrape answers by its deadline (a wide margin; the measured overshoot is printed), only the
+/// faulty dashboard is down, and nothing panics.
+#[tokio::test]
+async fn fault_matrix() {
+    use tidegauge_testkit::faults::{Fault, FaultServer};
+    let healthy = FakeDashboard::start(model(vec![("mvco", live())]))
+        .await
+        .unwrap();
+    let budget = Duration::from_secs(3);
+    let mut table = vec!["fault | elapsed - budget".to_owned()];
+    for fault in Fault::ALL {
+        let bad = FaultServer::start(fault).await.unwrap();
+        let cfg = Config {
+            dashboards: vec![
+                DashboardConfig::from_flag(&format!("good={}", healthy.url)),
+                DashboardConfig::from_flag(&format!("bad={}/api", bad.url)),
+            ],
+            request_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let ifcb = Ifcb::new(&cfg, tidegauge_core::http::client().unwrap()).unwrap();
+        let ctx = context(budget, FakeClock::at(NOW as u64));
+        let started = std::time::Instant::now();
+        let snap = tokio::time::timeout(budget + Duration::from_secs(1), ifcb.collect(&ctx))
+            .await
+            .unwrap_or_else(|_| panic!("{fault:?}: the scrape outlived its deadline by 1 s"))
+            .unwrap();
+        let elapsed = started.elapsed();
+        let up = |d: &str| {
+            snap.family("ifcb_dashboard_up").and_then(|f| {
+                f.samples
+                    .iter()
+                    .find(|s| s.labels.contains(&("dashboard".into(), d.into())))
+                    .map(|s| s.value.clone())
+            })
+        };
+        assert_eq!(up("good"), Some(Value::Number(1.0)), "{fault:?}");
+        assert_eq!(up("bad"), Some(Value::Number(0.0)), "{fault:?}");
+        assert!(
+            snap.family("ifcb_latest_bin_timestamp").is_some_and(|f| f
+                .samples
+                .iter()
+                .any(|s| s.labels.contains(&("dashboard".into(), "good".into())))),
+            "{fault:?}: the healthy dashboard's datasets are served"
+        );
+        table.push(format!(
+            "{fault:?} | {:+.0} ms",
+            elapsed.as_secs_f64() * 1000.0 - budget.as_secs_f64() * 1000.0
+        ));
+    }
+    eprintln!(
+        "ifcb fault matrix (budget {budget:?}, request_timeout 1 s):\n{}",
+        table.join("\n")
+    );
+}
