@@ -116,6 +116,19 @@ pub(crate) async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http
     deleted(&inner, pending, "deletion").await
 }
 
+fn series_limit(max: usize) -> String {
+    format!("the series limit ({max}) would be exceeded")
+}
+
+/// Refuses a push over a limit (400). The expiries already applied in memory still go to the
+/// store: nobody waits for them, and a failure there reloads the state as usual.
+fn over_limit(inner: &Inner, epoch: u64, writes: Vec<Write>, reason: String) -> Response {
+    if !writes.is_empty() {
+        drop(inner.durable.store.submit_in(epoch, writes));
+    }
+    text_response(StatusCode::BAD_REQUEST, reason)
+}
+
 pub(crate) async fn push(
     inner: &Inner,
     method: Method,
@@ -205,18 +218,12 @@ pub(crate) async fn push(
         } else if state.registry.series_count() + state.groups.series_count() + 2 * groups_after
             > settings.limits.max_series
         {
-            Some(format!(
-                "the series limit ({}) would be exceeded",
-                settings.limits.max_series
-            ))
+            Some(series_limit(settings.limits.max_series))
         } else {
             None
         };
         if let Some(reason) = refusal {
-            if !writes.is_empty() {
-                drop(inner.durable.store.submit_in(state.epoch, writes));
-            }
-            return text_response(StatusCode::BAD_REQUEST, reason);
+            return over_limit(inner, state.epoch, writes, reason);
         }
         let candidate = state.groups.candidate(&key, method, families, now, &taken);
         let (group, outcome) = match candidate {
@@ -243,20 +250,12 @@ pub(crate) async fn push(
                         settings.max_group_series
                     ))
                 } else if total > settings.limits.max_series {
-                    Some(format!(
-                        "the series limit ({}) would be exceeded",
-                        settings.limits.max_series
-                    ))
+                    Some(series_limit(settings.limits.max_series))
                 } else {
                     None
                 };
                 if let Some(reason) = over {
-                    // The expiries already applied in memory still go to the store; nobody
-                    // waits for them, and a failure there reloads the state as usual.
-                    if !writes.is_empty() {
-                        drop(inner.durable.store.submit_in(state.epoch, writes));
-                    }
-                    return text_response(StatusCode::BAD_REQUEST, reason);
+                    return over_limit(inner, state.epoch, writes, reason);
                 }
                 g.expires = ttl.map(|d| now + d.as_secs_f64());
                 (g, Ok(()))

@@ -331,22 +331,24 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// A store without a format (as release 0.1.0 wrote them) holding one record.
+    fn v0_store(path: &Path) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(METRICS)
+            .unwrap()
+            .insert("k", b"v".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
     #[test]
     fn formats_upgrade_in_order_and_newer_ones_are_refused() {
         let dir = std::env::temp_dir().join(format!("tidegauge-store-fmt-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.redb");
-        // A store without a format (as release 0.1.0 wrote them) with one record.
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(METRICS)
-                .unwrap()
-                .insert("k", b"v".as_slice())
-                .unwrap();
-            txn.commit().unwrap();
-        }
+        v0_store(&path);
         let steps = std::sync::Mutex::new(Vec::new());
         let upgrade = |from: u64, key: &str, bytes: &[u8]| {
             steps.lock().unwrap().push((from, key.to_owned()));
@@ -371,15 +373,7 @@ mod tests {
         assert!(e.contains("newer release"), "{e}");
         // A failing upgrade leaves the store as it was.
         let fresh = dir.join("f.redb");
-        {
-            let db = Database::create(&fresh).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(METRICS)
-                .unwrap()
-                .insert("k", b"v".as_slice())
-                .unwrap();
-            txn.commit().unwrap();
-        }
+        v0_store(&fresh);
         let failing = |_: u64, _: &str, _: &[u8]| Err("broken".to_owned());
         let e = Store::open(&fresh, 1, &failing).unwrap_err().to_string();
         assert!(e.contains("\"k\"") && e.contains("broken"), "{e}");
