@@ -40,6 +40,14 @@ impl Names {
         }
     }
 
+    /// Forgets every source but `keep` (a reload that disabled a collector).
+    pub fn retain(&self, keep: &[String]) {
+        self.by_owner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|owner, _| keep.contains(owner));
+    }
+
     /// Why a family `name` of type `kind` cannot be served beside the others' (an exposed name
     /// of it belongs to a family of another name or type), or `None` when it can (then its
     /// series join the owner's family).
@@ -92,5 +100,10 @@ mod tests {
         // A new record replaces the owner's names.
         names.record("collector a", &[]);
         assert_eq!(names.conflict("a_up", MetricType::Counter), None);
+        // A source that is gone (disabled by a reload) owns nothing.
+        names.record("collector b", &[MetricFamily::gauge("b_up", "")]);
+        assert!(names.conflict("b_up", MetricType::Counter).is_some());
+        names.retain(&["the host".to_owned()]);
+        assert_eq!(names.conflict("b_up", MetricType::Counter), None);
     }
 }

@@ -355,6 +355,15 @@ impl EngineBuilder {
             host.families.extend(crate::process::families());
         }
         self.engine.names.record("the host", host.families.iter());
+        let sources: Vec<String> = std::iter::once("the host".to_owned())
+            .chain(
+                self.engine
+                    .slots
+                    .iter()
+                    .map(|s| format!("collector {}", s.name)),
+            )
+            .collect();
+        self.engine.names.retain(&sources);
         let mut owners: std::collections::BTreeMap<String, String> = self
             .host_paths
             .iter()
