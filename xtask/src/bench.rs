@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::demo::sample_status_app;
 
-struct Host(Child);
+pub(crate) struct Host(pub(crate) Child);
 
 impl Drop for Host {
     fn drop(&mut self) {
@@ -39,7 +39,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
@@ -54,7 +54,7 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
 }
 
@@ -96,7 +96,11 @@ fn start_with(bin: &std::path::Path, args: &[&str], port: u16) -> Result<Host, S
     Ok(host)
 }
 
-fn start_host(bin: &std::path::Path, cfg: &std::path::Path, port: u16) -> Result<Host, String> {
+pub(crate) fn start_host(
+    bin: &std::path::Path,
+    cfg: &std::path::Path,
+    port: u16,
+) -> Result<Host, String> {
     let cfg = cfg.to_string_lossy();
     start_with(bin, &["--config", &cfg], port)
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod scaffold;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -14,6 +15,7 @@ fn usage() -> ExitCode {
          test                 install test tools when missing (promtool), then run every test\n  \
          demo                 start a sample status application and the host configured for it\n  \
          bench [host]         measure scrape latency, cached throughput and idle memory (release build)\n  \
+         soak                 100,000 scrapes and pushes with probes and reloads: memory, files, no lost push\n  \
          new-collector NAME   scaffold a collector crate wired behind a feature in bin/"
     );
     ExitCode::from(2)
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(),
         Some("new-collector") => match args.get(1) {
             Some(name) => scaffold::new_collector(&root(), name),
             None => return usage(),
