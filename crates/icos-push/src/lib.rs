@@ -136,6 +136,12 @@ impl IcosPush {
         })
     }
 
+    /// Makes the store's next `n` commits fail (a full disk, a failed fsync): for tests.
+    #[doc(hidden)]
+    pub fn fail_commits(&self, n: u32) {
+        self.inner.durable.store.fail_commits(n);
+    }
+
     /// The settings a configuration gives, checked (no store is opened).
     fn settings(config: &Config) -> Result<Settings, ConfigError> {
         if config.max_body_size == 0 || config.max_series == 0 || config.max_label_length == 0 {

@@ -70,6 +70,8 @@ struct Shared {
     epoch: Arc<std::sync::atomic::AtomicU64>,
     /// Commits made, and requests they carried (how well writes are batched).
     stats: Arc<Stats>,
+    /// Commits still to fail on purpose (see [`Store::fail_commits`]).
+    faults: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Drop for Shared {
@@ -168,9 +170,11 @@ impl Store {
         let writer_epoch = Arc::clone(&epoch);
         let stats = Arc::new(Stats::default());
         let writer_stats = Arc::clone(&stats);
+        let faults = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let writer_faults = Arc::clone(&faults);
         let writer = std::thread::Builder::new()
             .name("icos-push-store".into())
-            .spawn(move || writer(&writer_db, &writer_epoch, &writer_stats, rx))
+            .spawn(move || writer(&writer_db, &writer_epoch, &writer_stats, &writer_faults, rx))
             .map_err(db_err)?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -179,6 +183,7 @@ impl Store {
                 writer: Some(writer),
                 epoch,
                 stats,
+                faults,
             }),
         })
     }
@@ -193,6 +198,14 @@ impl Store {
             out.push((k.value().to_owned(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// Makes the next `n` commits fail as a full disk or a failed fsync would, for tests of
+    /// what the service does then.
+    pub fn fail_commits(&self, n: u32) {
+        self.shared
+            .faults
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The current epoch (see [`Store::submit`]).
@@ -243,6 +256,7 @@ fn writer(
     db: &Database,
     epoch: &std::sync::atomic::AtomicU64,
     stats: &Stats,
+    faults: &std::sync::atomic::AtomicU32,
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     use std::sync::atomic::Ordering;
@@ -266,7 +280,14 @@ fn writer(
             continue;
         }
         let started = std::time::Instant::now();
-        let result = commit(db, &jobs).map_err(|e| e.to_string());
+        let injected = faults
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let result = if injected {
+            Err("injected failure: no space left on device".to_owned())
+        } else {
+            commit(db, &jobs).map_err(|e| e.to_string())
+        };
         stats
             .requests
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);

@@ -590,3 +590,64 @@ async fn empty_groups_count_toward_the_limits() {
     assert_eq!(put(&app, "g0".into(), "x{ 1\n").await, 400);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A commit that fails (a full disk, a failed fsync) answers 503, leaves what is served equal to
+/// what is stored, and the service recovers when the fault clears.
+#[tokio::test]
+async fn a_failed_commit_answers_503_and_recovers() {
+    let dir = std::env::temp_dir().join(format!("tidegauge-pgw-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = Config {
+        data_dir: Some(dir.clone()),
+        ..Config::default()
+    };
+    let clock = FakeClock::at(FIXTURE_EPOCH);
+    let services = tidegauge_testkit::services(clock.clone(), dir.clone());
+    let push = IcosPush::open(&cfg, &services, None).unwrap();
+    let app = push.routes().into_router();
+    let put = |job: &'static str, body: &'static str| {
+        let app = app.clone();
+        async move {
+            app.oneshot(
+                Request::put(format!("/metrics/job/{job}"))
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+        }
+    };
+    let served = || async {
+        let ctx = context(Duration::from_secs(5), clock.clone());
+        let snap = push.collect(&ctx).await.unwrap();
+        tidegauge_core::encode::encode(
+            tidegauge_core::encode::Format::Text,
+            std::slice::from_ref(&snap),
+        )
+    };
+    assert_eq!(put("a", "kept 1\n").await, 200);
+    push.fail_commits(1);
+    assert_eq!(put("b", "lost 1\n").await, 503);
+    let body = served().await;
+    assert!(body.contains("kept{"), "{body}");
+    assert!(!body.contains("lost{"), "served equals stored: {body}");
+    // The fault cleared: writes go through again.
+    assert_eq!(put("b", "lost 2\n").await, 200);
+    assert!(served().await.contains("lost{instance=\"\",job=\"b\"} 2"));
+    drop(app);
+    drop(push);
+    let push = IcosPush::open(&cfg, &services, None).unwrap();
+    let ctx = context(Duration::from_secs(5), clock.clone());
+    let snap = push.collect(&ctx).await.unwrap();
+    let body = tidegauge_core::encode::encode(
+        tidegauge_core::encode::Format::Text,
+        std::slice::from_ref(&snap),
+    );
+    assert!(
+        body.contains("kept{") && body.contains("lost{instance=\"\",job=\"b\"} 2"),
+        "{body}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
