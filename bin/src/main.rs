@@ -14,6 +14,7 @@ use clap::ArgMatches;
 use futures_util::FutureExt;
 use tidegauge_core::{CancellationToken, Environment, HostServices, Instance};
 use tidegauge_server::bearer::Verifier;
+use tidegauge_server::conn::{self, ConnLimits, ConnStats};
 use tidegauge_server::{
     AccessPolicy, BuildInfo, Engine, ReloadFn, SharedEngine, TimeoutSettings, WebSettings,
 };
@@ -89,8 +90,15 @@ fn main() -> ExitCode {
     }
     // Build the collectors before starting the runtime's servers so a bad configuration
     // never binds a port.
-    let (engine, instances) = match build_engine(&cfg, &services, &catalog, &Instances::new(), None)
-    {
+    let conn_stats = Arc::new(ConnStats::default());
+    let (engine, instances) = match build_engine(
+        &cfg,
+        &services,
+        &catalog,
+        &Instances::new(),
+        None,
+        &conn_stats,
+    ) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("tidegauge: invalid configuration: {e}");
@@ -112,6 +120,7 @@ fn main() -> ExitCode {
         catalog,
         services,
         instances: Mutex::new(instances),
+        conn_stats,
     };
     match runtime.block_on(serve(topology, cfg, engine)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,6 +152,7 @@ fn build_engine(
     catalog: &Catalog,
     previous: &Instances,
     previous_access: Option<&AccessPolicy>,
+    conn_stats: &Arc<ConnStats>,
 ) -> Result<(Engine, Instances), ConfigError> {
     let mut instances = previous.clone();
     let verifier = Verifier::new(
@@ -160,6 +170,7 @@ fn build_engine(
     let mut builder = Engine::builder(Arc::clone(&services.clock), services.http.clone())
         .access(access)
         .names(Arc::clone(&services.names))
+        .conn_stats(Arc::clone(conn_stats))
         .const_labels(cfg.labels.clone())
         .host_paths(tidegauge_server::router::host_paths(
             &cfg.web.telemetry_path,
@@ -234,9 +245,12 @@ struct Topology {
     catalog: Catalog,
     services: HostServices,
     instances: Mutex<Instances>,
+    /// Connections the listeners closed, kept across reloads.
+    conn_stats: Arc<ConnStats>,
 }
 
 async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::Result<()> {
+    let conn_stats = Arc::clone(&topology.conn_stats);
     let mut listeners = Vec::new();
     for addr in &cfg.web.listen_addresses {
         match bind(addr).await {
@@ -292,28 +306,25 @@ async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::
     let hup = signal(SignalKind::hangup())?;
     tokio::spawn(watch_signals(shutdown.clone(), reload, term, hup));
     let tls = web_config.filter(|l| l.tls().is_some());
+    let limits = ConnLimits {
+        read_header_timeout: cfg.web.read_header_timeout,
+        read_timeout: cfg.web.read_timeout,
+        idle_timeout: cfg.web.idle_timeout,
+        max_connections: cfg.web.max_connections,
+    };
     let mut servers = Vec::new();
     for listener in listeners {
         let addr = listener.local_addr()?;
         tracing::info!(address = %addr, tls = tls.is_some(), "listening");
         let app = app.clone();
-        let token = shutdown.clone();
-        let stop = async move { token.cancelled().await };
+        let (stats, stop) = (Arc::clone(&conn_stats), shutdown.clone());
         servers.push(match &tls {
             Some(loader) => {
                 let listener =
                     tidegauge_server::tls::TlsListener::new(listener, Arc::clone(loader))?;
-                tokio::spawn(async move {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stop)
-                        .await
-                })
+                tokio::spawn(conn::serve(listener, app, limits, stats, stop))
             }
-            None => tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }),
+            None => tokio::spawn(conn::serve(listener, app, limits, stats, stop)),
         });
     }
     for s in servers {
@@ -355,6 +366,7 @@ fn reload(
                 &topology.catalog,
                 &instances,
                 Some(running.access()),
+                &topology.conn_stats,
             )
             .map(|(engine, next)| (cfg, engine, next))
         });

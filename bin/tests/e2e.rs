@@ -828,3 +828,74 @@ fn check_config_touches_no_store() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_series"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Slow clients: headers and bodies have deadlines, connections are capped, and what is closed
+/// is counted. (Time bounds here are liveness margins, several times the configured limits.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_counted() {
+    use std::io::Read as _;
+    let dir = temp_dir("slow");
+    let cfg = push_config(&dir);
+    let host = Host::start(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--web.read-header-timeout",
+            "1s",
+            "--web.read-timeout",
+            "1s",
+            "--web.max-connections",
+            "4",
+        ],
+        &[],
+    );
+    let addr = host.addr.clone();
+    let closed_within = |mut s: std::net::TcpStream, secs: u64| {
+        s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+        let mut buf = Vec::new();
+        // Ok(_) at end of stream, or a reset: either way the host closed it.
+        match s.read_to_end(&mut buf) {
+            Ok(_) => Ok(String::from_utf8_lossy(&buf).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(String::new()),
+            Err(e) => Err(e),
+        }
+    };
+    // Headers that never end.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(closed_within(s, 5).is_ok(), "a slow header must be cut off");
+    // A body that never arrives: 408.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        b"PUT /metrics/job/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\nabc",
+    )
+    .unwrap();
+    let answer = closed_within(s, 5).expect("a slow body must be answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // More connections than allowed: the extra one is closed at once.
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let extra = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(closed_within(extra, 5).is_ok());
+    drop(held);
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = get_text(&client(), &host.url("/metrics")).await;
+    for reason in ["header_timeout", "read_timeout", "max_connections"] {
+        let n = value(
+            &body,
+            &format!("tidegauge_http_connections_closed_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(0.0);
+        assert!(n >= 1.0, "{reason}: {body}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -59,6 +59,31 @@ pub fn command(factories: &[Box<dyn DynFactory>], features: &[String]) -> Comman
                 .help("Serve POST /-/reload (default true; --web.enable-lifecycle=false turns it off)"),
         )
         .arg(
+            Arg::new("web.read-header-timeout")
+                .long("web.read-header-timeout")
+                .value_name("DURATION")
+                .help("A request's headers must arrive within this; also bounds keep-alive waits (default 10s)"),
+        )
+        .arg(
+            Arg::new("web.read-timeout")
+                .long("web.read-timeout")
+                .value_name("DURATION")
+                .help("A request's body must arrive within this, else 408 (default 30s)"),
+        )
+        .arg(
+            Arg::new("web.idle-timeout")
+                .long("web.idle-timeout")
+                .value_name("DURATION")
+                .help("A connection with no traffic this long is closed (default 90s)"),
+        )
+        .arg(
+            Arg::new("web.max-connections")
+                .long("web.max-connections")
+                .value_name("N")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("Connections open at once; more are closed (default 1024)"),
+        )
+        .arg(
             Arg::new("web.max-requests")
                 .long("web.max-requests")
                 .value_name("N")

@@ -242,6 +242,13 @@ fn merge_host_flags(mut fig: Figment, m: &ArgMatches) -> Figment {
             "flag --web.enable-lifecycle",
         ));
     }
+    if let Some(v) = m.get_one::<u64>("web.max-connections") {
+        fig = fig.merge(Setting::new(
+            "web.max_connections",
+            *v,
+            "flag --web.max-connections",
+        ));
+    }
     if let Some(v) = m.get_one::<u64>("web.max-requests") {
         fig = fig.merge(Setting::new(
             "web.max_requests",
@@ -251,6 +258,9 @@ fn merge_host_flags(mut fig: Figment, m: &ArgMatches) -> Figment {
     }
     for (flag, key) in [
         ("web.telemetry-path", "web.telemetry_path"),
+        ("web.read-header-timeout", "web.read_header_timeout"),
+        ("web.read-timeout", "web.read_timeout"),
+        ("web.idle-timeout", "web.idle_timeout"),
         ("web.config.file", "web.config_file"),
         ("scrape.default-timeout", "scrape.default_timeout"),
         ("scrape.timeout-offset", "scrape.timeout_offset"),
@@ -347,6 +357,18 @@ fn resolve_collectors(
 }
 
 fn validate_web(web: &WebConfig) -> Result<(), ConfigError> {
+    for (key, d) in [
+        ("web.read_header_timeout", web.read_header_timeout),
+        ("web.read_timeout", web.read_timeout),
+        ("web.idle_timeout", web.idle_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(ConfigError(format!("{key} must be greater than zero")));
+        }
+    }
+    if web.max_connections == 0 {
+        return Err(ConfigError("web.max_connections must be at least 1".into()));
+    }
     if web.listen_addresses.is_empty() {
         return Err(ConfigError(
             "web.listen_addresses must name at least one address".into(),

@@ -55,6 +55,17 @@ pub struct WebConfig {
     pub config_file: Option<PathBuf>,
     /// `POST /-/reload` is served.
     pub enable_lifecycle: bool,
+    /// A request's headers must arrive within this.
+    #[serde(deserialize_with = "tidegauge_core::duration::deserialize")]
+    pub read_header_timeout: Duration,
+    /// A request's body must arrive within this.
+    #[serde(deserialize_with = "tidegauge_core::duration::deserialize")]
+    pub read_timeout: Duration,
+    /// A connection idle this long is closed.
+    #[serde(deserialize_with = "tidegauge_core::duration::deserialize")]
+    pub idle_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
     /// Whether that file configures basic auth (read at load).
     #[serde(skip)]
     pub basic_auth: bool,
@@ -69,6 +80,10 @@ impl Default for WebConfig {
             disable_exporter_metrics: false,
             config_file: None,
             enable_lifecycle: true,
+            read_header_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 1024,
             basic_auth: false,
         }
     }

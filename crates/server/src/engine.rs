@@ -259,6 +259,7 @@ pub struct Engine {
     has_write_routes: bool,
     names: Arc<Names>,
     consts: ConstLabels,
+    conn_stats: Arc<crate::conn::ConnStats>,
 }
 
 /// Builder for [`Engine`].
@@ -337,6 +338,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Where the listeners count the connections they close.
+    pub fn conn_stats(mut self, stats: Arc<crate::conn::ConnStats>) -> Self {
+        self.engine.conn_stats = stats;
+        self
+    }
+
     /// Paths the host serves itself; a collector declaring one is an error.
     pub fn host_paths(mut self, paths: Vec<String>) -> Self {
         self.host_paths = paths;
@@ -350,7 +357,8 @@ impl EngineBuilder {
         self.engine.disabled.sort();
         // The host's names are known before any scrape: a push cannot take one meanwhile.
         let (mut host, (duplicates, series)) = SelfMetrics::new().finish(&self.engine.build);
-        host.families.extend([duplicates, series]);
+        host.families
+            .extend([duplicates, series, self.engine.conn_stats.family()]);
         if self.engine.process_metrics {
             host.families.extend(crate::process::families());
         }
@@ -420,6 +428,7 @@ impl Engine {
                 has_write_routes: false,
                 names: Arc::default(),
                 consts: ConstLabels::default(),
+                conn_stats: Arc::default(),
             },
             host_paths: Vec::new(),
         }
@@ -537,6 +546,7 @@ impl Engine {
             }
         }
         let (mut own, duplicates) = meta.finish(&self.build);
+        own.push(self.conn_stats.family());
         if self.process_metrics {
             for f in crate::process::families() {
                 own.push(f);

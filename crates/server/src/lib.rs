@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod bearer;
+pub mod conn;
 pub mod deadline;
 pub mod engine;
 pub mod negotiate;
