@@ -90,6 +90,12 @@ fn main() -> ExitCode {
     }
     // Build the collectors before starting the runtime's servers so a bad configuration
     // never binds a port.
+    // As Go programs do: the soft open-file limit up to the hard one, so the connection cap
+    // (and the stores) are not cut short by a low default.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let conn_stats = Arc::new(ConnStats::default());
     let (engine, instances) = match build_engine(
         &cfg,

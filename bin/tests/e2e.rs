@@ -899,3 +899,39 @@ async fn slow_clients_are_cut_off_and_counted() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The soft open-file limit is raised to the hard one at start-up, as Go programs do.
+#[test]
+fn the_open_file_limit_is_raised() {
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -Sn 256 && exec {BIN} --web.listen-address 127.0.0.1:0 --no-collector.app-status"
+            ),
+        ])
+        .env_remove("PORT")
+        .env_remove("EXPORTER_PORT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("listening"))),
+        "no listening line"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let row = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    // "Max open files  SOFT  HARD  files"
+    assert_eq!(fields[3], fields[4], "{row}");
+    assert_ne!(fields[3], "256", "{row}");
+}
