@@ -169,16 +169,32 @@ fn label_text(v: &Json) -> Option<String> {
     }
 }
 
-/// Python's `str(float)`: integral values keep a `.0`.
+/// Python's `repr(float)` (what the original's `str(value)` wrote): the shortest digits,
+/// fixed between 1e-4 and 1e16 (integral values keep a `.0`), else an exponent of at least two
+/// digits with its sign (`1e+20`, `1e-07`, `1.5e+16`).
 fn python_float(f: f64) -> String {
-    if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 {
-        format!("{f:.1}")
-    } else if f.is_nan() {
-        "nan".into()
-    } else if f.is_infinite() {
-        if f > 0.0 { "inf".into() } else { "-inf".into() }
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..16).contains(&exp) {
+        let fixed = f.to_string();
+        if fixed.contains('.') {
+            fixed
+        } else {
+            format!("{fixed}.0")
+        }
     } else {
-        f.to_string()
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
     }
 }
 
@@ -200,9 +216,15 @@ pub fn parse_create(body: &Json) -> Result<CreateRequest, Rejection> {
             ));
             None
         }
-        // Numeric strings pass, as pydantic's lax mode lets them.
+        // pydantic's lax mode: numeric strings, integral floats (2.0) and booleans pass.
         Some(v) => match v
             .as_i64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e9)
+                    .map(|f| f as i64)
+            })
+            .or_else(|| v.as_bool().map(i64::from))
             .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
             .and_then(Kind::from_number)
         {
@@ -816,5 +838,35 @@ fn number(v: &Json) -> Result<f64, Rejection> {
             .parse::<f64>()
             .map_err(|_| Rejection::Bad(format!("could not convert string to float: '{s}'"))),
         _ => bad("value must be a number for counter and gauge metrics."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_float;
+
+    /// As CPython's `repr(float)` writes them.
+    #[test]
+    fn floats_as_python_writes_them() {
+        for (f, want) in [
+            (1e20, "1e+20"),
+            (1e-7, "1e-07"),
+            (1.5e16, "1.5e+16"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (123_456_789_012_345.0, "123456789012345.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.0, "1.0"),
+            (-2.5, "-2.5"),
+            (0.1, "0.1"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+            (0.0, "0.0"),
+        ] {
+            assert_eq!(python_float(f), want, "{f:e}");
+        }
     }
 }

@@ -146,6 +146,22 @@ pub(crate) async fn push(
     };
     let settings = inner.settings;
     let families = pushgateway::decorate(&key, parsed);
+    for f in &families {
+        let reserved = match f.kind {
+            tidegauge_core::MetricType::Histogram => "le",
+            tidegauge_core::MetricType::Summary => "quantile",
+            _ => continue,
+        };
+        if key.iter().any(|(k, _)| k == reserved) {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "grouping label {reserved:?} cannot be used with the {} {:?}: its series carry their own {reserved:?}",
+                    f.kind, f.name
+                ),
+            );
+        }
+    }
     let new_series: usize = families
         .iter()
         .map(tidegauge_core::MetricFamily::series_count)

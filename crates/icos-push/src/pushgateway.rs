@@ -106,10 +106,12 @@ pub fn grouping_key(raw: &str) -> Result<Labels, String> {
         if name == "job" && value.is_empty() {
             return Err("job name is required".into());
         }
-        if key.iter().any(|(k, _)| *k == name) {
-            return Err(format!("label {name} given twice in the URL"));
+        // As the Pushgateway: a label repeated in the URL takes its last value (Python's
+        // `grouping_key` holding `job` produces `/job/j/job/k`).
+        match key.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => key.push((name, value)),
         }
-        key.push((name, value));
     }
     // An empty instance is what every series gets anyway: {job="x",instance=""} is {job="x"}.
     key.retain(|(k, v)| !(k == "instance" && v.is_empty()));
@@ -463,6 +465,14 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn a_repeated_url_label_takes_its_last_value() {
+        assert_eq!(
+            grouping_key("job/j/job/k/a/1/a/2"),
+            Ok(l(&[("job", "k"), ("a", "2")]))
+        );
     }
 
     #[test]

@@ -315,6 +315,20 @@ const CASES: &[(&str, &str)] = &[
         "create_metric",
         r#"{"metric_type": 1, "metric_name": "poisoned", "value": 1e308}"#,
     ),
+    // pydantic's lax mode: an integral float or a boolean is a metric type.
+    (
+        "create_metric",
+        r#"{"metric_type": 2.0, "metric_name": "lax_type", "value": 1}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": true, "metric_name": "lax_counter", "value": 1}"#,
+    ),
+    // Float labels as Python writes them, so the series are the original's.
+    (
+        "create_metric",
+        r#"{"metric_type": 2, "metric_name": "python_floats", "value": 1, "labels": {"a": 1e20, "b": 1e-7, "c": 1.5e16}}"#,
+    ),
 ];
 
 #[tokio::test]

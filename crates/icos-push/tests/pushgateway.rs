@@ -651,3 +651,32 @@ async fn a_failed_commit_answers_503_and_recovers() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `le` as a grouping label of a histogram (or `quantile` of a summary) would clash with the
+/// encoder's own label: refused with the reason instead of dropped at every scrape.
+#[tokio::test]
+async fn reserved_grouping_labels_are_refused() {
+    let rig = Rig::new("reserved");
+    let (status, body) = rig
+        .send(
+            "PUT",
+            "/metrics/job/j/le/1",
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"le\""), "{body}");
+    let (status, body) = rig
+        .send(
+            "PUT",
+            "/metrics/job/j/quantile/x",
+            "# TYPE s summary\ns_sum 1\ns_count 1\n",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // A gauge may carry either.
+    let (status, _) = rig.send("PUT", "/metrics/job/j/le/1", "g 1\n", &[]).await;
+    assert_eq!(status, 200);
+}
