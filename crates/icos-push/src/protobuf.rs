@@ -114,12 +114,14 @@ pub mod wire {
 }
 
 /// Whether a `Content-Type` announces delimited protobuf; an error for protobuf of another kind.
+/// Without `encoding=delimited` the body is read as text, as the Pushgateway reads it.
 pub fn is_protobuf(content_type: &str) -> Result<bool, String> {
     let mut parts = content_type.split(';').map(str::trim);
     let media = parts.next().unwrap_or("").to_ascii_lowercase();
     if media != "application/vnd.google.protobuf" {
         return Ok(false);
     }
+    let mut delimited = false;
     for p in parts {
         let Some((k, v)) = p.split_once('=') else {
             continue;
@@ -136,10 +138,11 @@ pub fn is_protobuf(content_type: &str) -> Result<bool, String> {
                     "unsupported protobuf encoding {v:?}; push length-delimited messages"
                 ));
             }
+            "encoding" => delimited = true,
             _ => {}
         }
     }
-    Ok(true)
+    Ok(delimited)
 }
 
 /// Decodes a body of length-delimited `MetricFamily` messages.
@@ -420,6 +423,11 @@ mod tests {
     fn content_types() {
         assert_eq!(is_protobuf("text/plain; version=0.0.4"), Ok(false));
         assert_eq!(is_protobuf(""), Ok(false));
+        // No encoding: text, as the Pushgateway reads it.
+        assert_eq!(
+            is_protobuf("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily"),
+            Ok(false)
+        );
         assert_eq!(
             is_protobuf(
                 "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
