@@ -116,6 +116,57 @@ pub(crate) async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http
     deleted(&inner, pending, "deletion").await
 }
 
+/// Answers `refusal` to a push that failed validation, after recording the failure as the
+/// Pushgateway does: the group's `push_failure_time_seconds` is set, the group created (empty,
+/// failed) when new, unless that would pass `max_groups` or `max_series`.
+async fn failed(inner: &Inner, key: &tidegauge_core::Labels, refusal: Response) -> Response {
+    let now = unix_seconds(inner.services.clock.now());
+    let settings = inner.settings;
+    let submitted = {
+        let mut state = lock(&inner.durable.state);
+        let seq = state.begin();
+        let mut writes = state.expire(now, seq);
+        let existing = state.groups.get(key).cloned();
+        let room = state.groups.len() < settings.max_groups
+            && state.registry.series_count()
+                + state.groups.series_count()
+                + 2 * (state.groups.len() + 1)
+                <= settings.limits.max_series;
+        let group = match existing {
+            Some(mut g) => {
+                g.failure_time = now;
+                Some(g)
+            }
+            None if room => Some(Group {
+                key: key.clone(),
+                families: Vec::new(),
+                push_time: 0.0,
+                failure_time: now,
+                expires: settings.push_ttl.map(|d| now + d.as_secs_f64()),
+            }),
+            None => None,
+        };
+        if let Some(g) = group {
+            writes.push(Write::Put(
+                g.store_key(),
+                records::encode(&g).unwrap_or_default(),
+            ));
+            state.note_group(key, seq);
+            state.groups.put(g);
+            state.generation += 1;
+        }
+        (!writes.is_empty()).then(|| (seq, inner.durable.store.submit_in(state.epoch, writes)))
+    };
+    if let Some((seq, pending)) = submitted {
+        if matches!(pending.await, Ok(Ok(()))) {
+            lock(&inner.durable.state).settle(seq);
+        } else {
+            resync(inner);
+        }
+    }
+    refusal
+}
+
 fn series_limit(max: usize) -> String {
     format!("the series limit ({max}) would be exceeded")
 }
@@ -142,6 +193,9 @@ pub(crate) async fn push(
     };
     let parsed = match push_body(inner, headers, body).await {
         Ok(p) => p,
+        Err(r) if r.status() == StatusCode::BAD_REQUEST => {
+            return failed(inner, &key, r).await;
+        }
         Err(r) => return r,
     };
     let settings = inner.settings;
@@ -153,13 +207,14 @@ pub(crate) async fn push(
             _ => continue,
         };
         if key.iter().any(|(k, _)| k == reserved) {
-            return text_response(
+            let refusal = text_response(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "grouping label {reserved:?} cannot be used with the {} {:?}: its series carry their own {reserved:?}",
                     f.kind, f.name
                 ),
             );
+            return failed(inner, &key, refusal).await;
         }
     }
     let new_series: usize = families
@@ -183,13 +238,14 @@ pub(crate) async fn push(
                 .iter()
                 .any(|s| s.labels.iter().any(|(_, v)| v.len() > max_len))
         {
-            return text_response(
+            let refusal = text_response(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "{}: names, label values and help texts are limited to {max_len} bytes",
                     f.name
                 ),
             );
+            return failed(inner, &key, refusal).await;
         }
     }
     let ttl = match headers

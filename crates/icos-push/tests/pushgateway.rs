@@ -680,3 +680,47 @@ async fn reserved_grouping_labels_are_refused() {
     let (status, _) = rig.send("PUT", "/metrics/job/j/le/1", "g 1\n", &[]).await;
     assert_eq!(status, 200);
 }
+
+/// A push refused for its content records its failure as the Pushgateway does: the group's
+/// `push_failure_time_seconds` is set, and a new group is created, failed and empty.
+#[tokio::test]
+async fn refused_pushes_record_their_failure_time() {
+    let rig = Rig::new("failures");
+    let (status, body) = rig.send("PUT", "/metrics/job/ts", "x 1 1234\n", &[]).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = rig.send("PUT", "/metrics/job/kept", "y 1\n", &[]).await;
+    assert_eq!(status, 200);
+    rig.clock.advance(Duration::from_secs(10));
+    let (status, _) = rig
+        .send(
+            "POST",
+            "/metrics/job/kept",
+            "y{a=\"1\"} 1\ny{a=\"1\"} 2\n",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400);
+    let out = rig.exposition().await;
+    let at = FIXTURE_EPOCH as f64;
+    assert!(
+        out.contains(&format!(
+            "push_failure_time_seconds{{instance=\"\",job=\"ts\"}} {at}"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("push_time_seconds{instance=\"\",job=\"ts\"} 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "push_failure_time_seconds{{instance=\"\",job=\"kept\"}} {}",
+            at + 10.0
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("y{instance=\"\",job=\"kept\"} 1"),
+        "the group keeps its series: {out}"
+    );
+}
