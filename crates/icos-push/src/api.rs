@@ -34,7 +34,11 @@ pub(crate) async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
                         tidegauge_core::Value::Number(v) => json!({"labels": l, "value": v.to_string()}),
                         tidegauge_core::Value::Histogram { buckets, sum, count } => json!({
                             "labels": l,
-                            "buckets": buckets.iter().map(|(le, c)| (le.to_string(), c.to_string())).collect::<BTreeMap<_, _>>(),
+                            "buckets": buckets
+                                .iter()
+                                .map(|(le, c)| (le.to_string(), c.to_string()))
+                                .chain(std::iter::once(("+Inf".to_owned(), count.to_string())))
+                                .collect::<BTreeMap<_, _>>(),
                             "count": count.to_string(),
                             "sum": sum.to_string(),
                         }),
@@ -47,23 +51,71 @@ pub(crate) async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
                     }
                 })
                 .collect();
+            // Keyed by the name the family is exposed under, as the Pushgateway keys it.
+            let exposed = match f.kind {
+                tidegauge_core::MetricType::Counter => format!("{}_total", f.name),
+                _ => f.name.clone(),
+            };
             entry.insert(
-                f.name.clone(),
+                exposed,
                 json!({"time_stamp": rfc3339(g.push_time), "type": f.kind.to_string().to_ascii_uppercase(), "help": f.help, "metrics": metrics}),
             );
         }
-        for (name, t) in [
-            ("push_time_seconds", g.push_time),
-            ("push_failure_time_seconds", g.failure_time),
+        let mut with_instance = labels.clone();
+        with_instance
+            .entry("instance")
+            .or_insert_with(|| Json::from(""));
+        for (name, t, help) in [
+            (
+                "push_time_seconds",
+                g.push_time,
+                "Last Unix time when changing this group in the Pushgateway succeeded.",
+            ),
+            (
+                "push_failure_time_seconds",
+                g.failure_time,
+                "Last Unix time when changing this group in the Pushgateway failed.",
+            ),
         ] {
             entry.insert(
                 name.into(),
-                json!({"time_stamp": rfc3339(g.push_time), "type": "GAUGE", "help": "", "metrics": [{"labels": labels, "value": t.to_string()}]}),
+                json!({"time_stamp": rfc3339(g.push_time), "type": "GAUGE", "help": help, "metrics": [{"labels": with_instance, "value": t.to_string()}]}),
             );
         }
         data.push(Json::Object(entry));
     }
-    json_response(StatusCode::OK, json!({"status": "success", "data": data}))
+    with_cors(json_response(
+        StatusCode::OK,
+        json!({"status": "success", "data": data}),
+    ))
+}
+
+/// The CORS headers the Pushgateway's API sends, so a dashboard on another origin can read it.
+pub(crate) fn with_cors(mut resp: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Accept, Authorization, Content-Type, Origin"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Date"),
+    );
+    resp
+}
+
+/// `OPTIONS` on the API: the CORS headers, nothing else.
+pub(crate) async fn api_options() -> Response {
+    with_cors(StatusCode::OK.into_response())
 }
 
 pub(crate) async fn api_status(State(inner): State<Arc<Inner>>) -> Response {

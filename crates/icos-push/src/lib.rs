@@ -203,7 +203,9 @@ impl IcosPush {
             .route(
                 "/api/v1/metrics",
                 Access::Read,
-                get(api_metrics).with_state(Arc::clone(&state)),
+                get(api_metrics)
+                    .options(api_options)
+                    .with_state(Arc::clone(&state)),
             )
             .route(
                 "/api/v1/status",

@@ -724,3 +724,32 @@ async fn refused_pushes_record_their_failure_time() {
         "the group keeps its series: {out}"
     );
 }
+
+/// `/api/v1/metrics` as the Pushgateway writes it: families under their exposed names, `+Inf`
+/// buckets, push times with their help and `instance`; CORS for dashboards elsewhere.
+#[tokio::test]
+async fn the_json_api_as_the_pushgateway_writes_it() {
+    let rig = Rig::new("api");
+    let body = "# TYPE jobs_total counter\njobs_total 3\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n";
+    assert_eq!(rig.send("PUT", "/metrics/job/j", body, &[]).await.0, 200);
+    let (status, text) = rig.send("GET", "/api/v1/metrics", "", &[]).await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let group = &json["data"][0];
+    assert!(group.get("jobs_total").is_some(), "{group}");
+    assert_eq!(group["h"]["metrics"][0]["buckets"]["+Inf"], "2", "{group}");
+    let push_time = &group["push_time_seconds"];
+    assert!(push_time["help"].as_str().is_some_and(|h| !h.is_empty()));
+    assert_eq!(push_time["metrics"][0]["labels"]["instance"], "");
+    let preflight = rig
+        .app
+        .clone()
+        .oneshot(
+            Request::options("/api/v1/metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+}
