@@ -30,11 +30,85 @@ pub(crate) async fn json_body(inner: &Inner, body: Body) -> Result<Json, Respons
             json!({"detail": format!("request body exceeds the limit of {max_body} bytes")}),
         )
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&python_json(&bytes)).map_err(|e| {
         rejection(Rejection::Schema(vec![json!({
             "type": "json_invalid", "loc": ["body", e.column()], "msg": "JSON decode error",
             "input": {}, "ctx": {"error": e.to_string()}})]))
     })
+}
+
+/// JSON as Python's `json.dumps` writes it by default: the bare literals `NaN`, `Infinity` and
+/// `-Infinity`, and numbers beyond `f64` (`1e309`), become the strings a value may also be
+/// (`"NaN"`, `"Infinity"`), as the original (FastAPI) read them. Text inside strings is kept.
+pub(crate) fn python_json(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    let mut in_string = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let rest = &bytes[i..];
+        if in_string || b == b'"' {
+            let len = if in_string && b == b'\\' { 2 } else { 1 };
+            in_string = if in_string {
+                b != b'"' || len == 2
+            } else {
+                true
+            };
+            let len = len.min(rest.len());
+            if let Some(o) = out.as_mut() {
+                o.extend_from_slice(&rest[..len]);
+            }
+            i += len;
+            continue;
+        }
+        let literal = [
+            (&b"-Infinity"[..], &b"\"-Infinity\""[..]),
+            (b"Infinity", b"\"Infinity\""),
+            (b"NaN", b"\"NaN\""),
+        ]
+        .into_iter()
+        .find(|(lit, _)| rest.starts_with(lit));
+        let (len, with): (usize, Option<&[u8]>) = match literal {
+            Some((lit, quoted)) => (lit.len(), Some(quoted)),
+            None if b == b'-' || b.is_ascii_digit() => {
+                let len = rest
+                    .iter()
+                    .take_while(|c| {
+                        c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')
+                    })
+                    .count();
+                let overflow = std::str::from_utf8(&rest[..len])
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .filter(|v| v.is_infinite());
+                let quoted: Option<&[u8]> = overflow.map(|v| {
+                    if v > 0.0 {
+                        &b"\"Infinity\""[..]
+                    } else {
+                        &b"\"-Infinity\""[..]
+                    }
+                });
+                (len.max(1), quoted)
+            }
+            None => (1, None),
+        };
+        match with {
+            Some(quoted) => {
+                let o = out.get_or_insert_with(|| bytes[..i].to_vec());
+                o.extend_from_slice(quoted);
+            }
+            None => {
+                if let Some(o) = out.as_mut() {
+                    o.extend_from_slice(&rest[..len]);
+                }
+            }
+        }
+        i += len;
+    }
+    match out {
+        Some(o) => std::borrow::Cow::Owned(o),
+        None => std::borrow::Cow::Borrowed(bytes),
+    }
 }
 
 /// Applies a change under the registry lock, queues its write in the same order, and answers
@@ -154,4 +228,25 @@ pub(crate) async fn unregister_metric(State(inner): State<Arc<Inner>>, body: Bod
         "Unregistered metric successfully.",
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_json;
+
+    #[test]
+    fn python_literals_become_strings() {
+        let fixed = |s: &str| String::from_utf8(python_json(s.as_bytes()).into_owned()).unwrap();
+        assert_eq!(
+            fixed(r#"{"value": NaN, "a": Infinity, "b": -Infinity, "c": 1e309, "d": -1e400}"#),
+            r#"{"value": "NaN", "a": "Infinity", "b": "-Infinity", "c": "Infinity", "d": "-Infinity"}"#
+        );
+        // Inside strings, and ordinary numbers, nothing changes.
+        let same = r#"{"name": "NaN \" Infinity 1e309", "v": -1.5e3, "w": 12}"#;
+        assert_eq!(fixed(same), same);
+        assert!(matches!(
+            python_json(same.as_bytes()),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

@@ -329,6 +329,23 @@ const CASES: &[(&str, &str)] = &[
         "create_metric",
         r#"{"metric_type": 2, "metric_name": "python_floats", "value": 1, "labels": {"a": 1e20, "b": 1e-7, "c": 1.5e16}}"#,
     ),
+    // What Python's json.dumps sends by default: bare NaN and Infinity, numbers beyond f64.
+    (
+        "create_metric",
+        r#"{"metric_type": 2, "metric_name": "python_specials", "value": NaN, "labels": {"v": "nan"}}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": 2, "metric_name": "python_specials", "value": -Infinity, "labels": {"v": "neg"}}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": 2, "metric_name": "python_specials", "value": 1e309, "labels": {"v": "big"}}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"metric_type": 1, "metric_name": "python_counter", "value": Infinity}"#,
+    ),
 ];
 
 #[tokio::test]
