@@ -280,9 +280,10 @@ pub fn parse_create(body: &Json) -> Result<CreateRequest, Rejection> {
             None
         }
         Some(v @ (Json::Number(_) | Json::String(_) | Json::Bool(_))) => Some(v.clone()),
+        // pydantic's lax mode takes a boolean for a float too.
         Some(Json::Object(m))
             if m.values()
-                .all(|x| matches!(x, Json::String(_) | Json::Number(_))) =>
+                .all(|x| matches!(x, Json::String(_) | Json::Number(_) | Json::Bool(_))) =>
         {
             Some(Json::Object(m.clone()))
         }
@@ -624,6 +625,8 @@ impl Registry {
                     .map(|k| match &map[k] {
                         Json::String(s) => s.clone(),
                         Json::Number(n) => n.as_f64().map(python_float).unwrap_or_default(),
+                        // As the original: a boolean is the float 1.0 or 0.0.
+                        Json::Bool(b) => python_float(if *b { 1.0 } else { 0.0 }),
                         other => other.to_string(),
                     })
                     .collect();

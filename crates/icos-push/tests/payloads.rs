@@ -346,6 +346,11 @@ const CASES: &[(&str, &str)] = &[
         "create_metric",
         r#"{"metric_type": 1, "metric_name": "python_counter", "value": Infinity}"#,
     ),
+    // Info values that are booleans, written as the original writes them.
+    (
+        "create_metric",
+        r#"{"metric_type": 3, "metric_name": "flags", "value": {"b": true, "c": false}}"#,
+    ),
 ];
 
 #[tokio::test]
