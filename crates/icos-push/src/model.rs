@@ -803,12 +803,17 @@ impl Registry {
                         created: Some(s.created),
                     }),
                     SeriesValue::State(i) => {
+                        let from = f.samples.len();
                         f.push_states(
                             &labels,
                             &m.name,
                             &m.states,
                             m.states.get(*i).map(String::as_str),
                         );
+                        // Labels in name order, the state's label among them, as the spec says.
+                        for sample in &mut f.samples[from..] {
+                            sample.labels.sort();
+                        }
                     }
                     SeriesValue::Info(vals) => {
                         let mut all = labels;

@@ -346,6 +346,11 @@ const CASES: &[(&str, &str)] = &[
         "create_metric",
         r#"{"metric_type": 1, "metric_name": "python_counter", "value": Infinity}"#,
     ),
+    // Enum series carry their labels in name order, the state label among them.
+    (
+        "create_metric",
+        r#"{"metric_type": 4, "metric_name": "mode", "value": "on", "states": ["on", "off"], "labels": {"zone": "a", "area": "b"}}"#,
+    ),
     // Info values that are booleans, written as the original writes them.
     (
         "create_metric",
