@@ -98,6 +98,14 @@ pub struct IcosPush {
     inner: Arc<Inner>,
 }
 
+/// A wrong method on an ICOS route, answered as FastAPI answers it (JSON clients parse it).
+async fn method_not_allowed() -> Response {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        json!({"detail": "Method Not Allowed"}),
+    )
+}
+
 impl std::fmt::Debug for IcosPush {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IcosPush").finish_non_exhaustive()
@@ -175,12 +183,16 @@ impl IcosPush {
             .route(
                 "/create_metric",
                 Access::Write,
-                post(create_metric).with_state(Arc::clone(&state)),
+                post(create_metric)
+                    .fallback(method_not_allowed)
+                    .with_state(Arc::clone(&state)),
             )
             .route(
                 "/unregister_metric",
                 Access::Write,
-                post(unregister_metric).with_state(Arc::clone(&state)),
+                post(unregister_metric)
+                    .fallback(method_not_allowed)
+                    .with_state(Arc::clone(&state)),
             )
             .route(
                 "/api/v1/admin/wipe",

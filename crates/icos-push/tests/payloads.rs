@@ -467,3 +467,25 @@ async fn concurrent_writes_are_all_applied() {
     assert!(exposition(&c).await.contains("hits_total 50\n"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A wrong method on an ICOS route answers JSON, as FastAPI does.
+#[tokio::test]
+async fn wrong_methods_answer_json() {
+    let dir = temp_dir("methods");
+    let c = open(&dir);
+    let app = c.routes().into_router();
+    let resp = app
+        .oneshot(
+            axum::http::Request::get("/create_metric")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], br#"{"detail":"Method Not Allowed"}"#);
+}
