@@ -537,6 +537,20 @@ async fn admin_wipe_deletes_every_group_durably() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The status of a `PUT /metrics/job/<job>` of `body`.
+async fn put(app: &axum::Router, job: String, body: &'static str) -> u16 {
+    app.clone()
+        .oneshot(
+            Request::put(format!("/metrics/job/{job}"))
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Every group exposes two series of its own (push time, push failure time): empty groups count
 /// toward `max_series`, and `max_groups` caps the groups, those created by refused pushes too.
 #[tokio::test]
@@ -555,20 +569,6 @@ async fn empty_groups_count_toward_the_limits() {
             .unwrap()
             .routes()
             .into_router()
-    };
-    let put = |app: &axum::Router, job: String, body: &'static str| {
-        let app = app.clone();
-        async move {
-            app.oneshot(
-                Request::put(format!("/metrics/job/{job}"))
-                    .body(Body::from(body))
-                    .unwrap(),
-            )
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-        }
     };
     // max_series 10: five empty groups (two series each), not six.
     let app = open(10, 10_000, "series");
@@ -605,20 +605,7 @@ async fn a_failed_commit_answers_503_and_recovers() {
     let services = tidegauge_testkit::services(clock.clone(), dir.clone());
     let push = IcosPush::open(&cfg, &services, None).unwrap();
     let app = push.routes().into_router();
-    let put = |job: &'static str, body: &'static str| {
-        let app = app.clone();
-        async move {
-            app.oneshot(
-                Request::put(format!("/metrics/job/{job}"))
-                    .body(Body::from(body))
-                    .unwrap(),
-            )
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-        }
-    };
+    let put = |job: &'static str, body: &'static str| put(&app, job.to_owned(), body);
     let served = || async {
         let ctx = context(Duration::from_secs(5), clock.clone());
         let snap = push.collect(&ctx).await.unwrap();
