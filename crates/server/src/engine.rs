@@ -396,15 +396,8 @@ impl EngineBuilder {
             }
         }
         self.engine.routes = router.map(|r| {
-            r.fallback(|| async {
-                (
-                    axum::http::StatusCode::NOT_FOUND,
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; charset=utf-8",
-                    )],
-                    "not found\n",
-                )
+            r.fallback(|headers: axum::http::HeaderMap| async move {
+                crate::router::not_found(&headers)
             })
         });
         Ok(self.engine)

@@ -105,6 +105,38 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, TEXT)], body).into_response()
 }
 
+/// 404 for a path nobody serves. A client that sent or accepts JSON gets
+/// `{"detail":"Not Found"}` (FastAPI's shape, which the ICOS service's clients parse, and the
+/// `detail` member of RFC 9457); everyone else gets text, as exporters answer.
+pub fn not_found(headers: &HeaderMap) -> Response {
+    if wants_json(headers) {
+        let mut resp = (StatusCode::NOT_FOUND, r#"{"detail":"Not Found"}"#).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    } else {
+        text(StatusCode::NOT_FOUND, "not found")
+    }
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    let names_json = |name: header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|part| part.trim().parse::<mime::Mime>().ok())
+            .any(|m| {
+                (m.type_() == mime::APPLICATION && m.subtype() == mime::JSON)
+                    || m.suffix() == Some(mime::JSON)
+            })
+    };
+    names_json(header::CONTENT_TYPE) || names_json(header::ACCEPT)
+}
+
 /// The paths the host serves itself with this telemetry path; collectors may not declare them.
 pub fn host_paths(telemetry_path: &str) -> Vec<String> {
     let mut paths = vec![
@@ -224,7 +256,7 @@ async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Respo
 async fn collector_routes(State(state): State<AppState>, req: Request) -> Response {
     let engine = state.engine.current();
     match engine.routes() {
-        None => text(StatusCode::NOT_FOUND, "not found"),
+        None => not_found(req.headers()),
         Some(routes) => match routes.clone().oneshot(req).await {
             Ok(r) => r,
             Err(never) => match never {},

@@ -934,6 +934,36 @@ async fn landing_health_ready_and_404() {
     assert!(h.contains_key(header::CONTENT_TYPE));
 }
 
+/// A JSON client (the ICOS service's, say) gets a JSON 404 it can parse, whether or not a
+/// collector serves routes; everyone else gets text.
+#[tokio::test]
+async fn not_found_answers_json_to_json_clients() {
+    for app in [plain(&["alpha"]), plain(&["routes"])] {
+        for (headers, json) in [
+            (&[][..], false),
+            (&[("accept", "*/*")][..], false),
+            (&[("content-type", "application/json")][..], true),
+            (
+                &[("content-type", "Application/JSON; charset=utf-8")][..],
+                true,
+            ),
+            (&[("accept", "text/html, application/json;q=0.9")][..], true),
+            (&[("accept", "application/problem+json")][..], true),
+            (&[("accept", "application/jsonx")][..], false),
+        ] {
+            let (s, h, body) = get(&app, "/create_metrics", headers).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{headers:?}");
+            if json {
+                assert_eq!(h[header::CONTENT_TYPE], "application/json", "{headers:?}");
+                assert_eq!(body, r#"{"detail":"Not Found"}"#);
+            } else {
+                assert_eq!(h[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+                assert_eq!(body, "not found\n", "{headers:?}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn telemetry_path_and_reload() {
     let calls = Arc::new(AtomicUsize::new(0));
