@@ -19,9 +19,9 @@ pub(crate) fn text_response(status: StatusCode, msg: impl Into<String>) -> Respo
 }
 
 #[allow(clippy::result_large_err)]
-pub(crate) fn grouping_of(uri: &axum::http::Uri) -> Result<tidegauge_core::Labels, Response> {
+pub(crate) fn grouping_of(uri: &axum::http::Uri) -> Result<pushgateway::Grouping, Response> {
     let raw = uri.path().strip_prefix("/metrics/").unwrap_or("");
-    pushgateway::grouping_key(raw).map_err(|e| text_response(StatusCode::BAD_REQUEST, e))
+    pushgateway::grouping(raw).map_err(|e| text_response(StatusCode::BAD_REQUEST, e))
 }
 
 pub(crate) async fn push_put(
@@ -94,7 +94,7 @@ pub(crate) async fn deleted(
 
 pub(crate) async fn push_delete(State(inner): State<Arc<Inner>>, uri: axum::http::Uri) -> Response {
     let key = match grouping_of(&uri) {
-        Ok(k) => k,
+        Ok(g) => g.key,
         Err(r) => return r,
     };
     let pending = {
@@ -187,8 +187,8 @@ pub(crate) async fn push(
     headers: &axum::http::HeaderMap,
     body: Body,
 ) -> Response {
-    let key = match grouping_of(uri) {
-        Ok(k) => k,
+    let (key, labels) = match grouping_of(uri) {
+        Ok(g) => (g.key, g.labels),
         Err(r) => return r,
     };
     let parsed = match push_body(inner, headers, body).await {
@@ -199,7 +199,7 @@ pub(crate) async fn push(
         Err(r) => return r,
     };
     let settings = inner.settings;
-    let families = pushgateway::decorate(&key, parsed);
+    let families = pushgateway::decorate(&labels, parsed);
     for f in &families {
         let reserved = match f.kind {
             tidegauge_core::MetricType::Histogram => "le",

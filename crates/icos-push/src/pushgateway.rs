@@ -62,8 +62,24 @@ fn percent_decode(s: &str) -> Option<String> {
 /// Why a pushed family cannot expose a name: `(exposed name, family name, type)`.
 pub type Taken<'a> = dyn Fn(&str, &str, MetricType) -> Option<String> + 'a;
 
+/// A push URL's grouping labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grouping {
+    /// The group's identity (`job` first); an empty `instance` is left out, since every series
+    /// gets `instance=""` anyway.
+    pub key: Labels,
+    /// The labels that override the body's: the key, plus an explicit empty `instance`
+    /// (`instance@base64/=`), which replaces a body's `instance` as the Pushgateway does.
+    pub labels: Labels,
+}
+
 /// Parses the raw path after `/metrics/` into a grouping key (`job` first).
 pub fn grouping_key(raw: &str) -> Result<Labels, String> {
+    grouping(raw).map(|g| g.key)
+}
+
+/// Parses the raw path after `/metrics/` into its grouping labels.
+pub fn grouping(raw: &str) -> Result<Grouping, String> {
     let parts: Vec<&str> = raw.trim_end_matches('/').split('/').collect();
     if parts.len() < 2 || parts[0].split('@').next() != Some("job") {
         return Err("job name is required".into());
@@ -113,15 +129,17 @@ pub fn grouping_key(raw: &str) -> Result<Labels, String> {
             None => key.push((name, value)),
         }
     }
-    // An empty instance is what every series gets anyway: {job="x",instance=""} is {job="x"}.
-    key.retain(|(k, v)| !(k == "instance" && v.is_empty()));
     let mut rest = key.split_off(1);
     rest.sort();
     key.extend(rest);
-    Ok(key)
+    let labels = key.clone();
+    // An empty instance is what every series gets anyway: {job="x",instance=""} is {job="x"}.
+    key.retain(|(k, v)| !(k == "instance" && v.is_empty()));
+    Ok(Grouping { key, labels })
 }
 
-/// Converts parsed families into stored ones decorated with the grouping key.
+/// Converts parsed families into stored ones decorated with the grouping labels
+/// ([`Grouping::labels`]), which override the body's.
 pub fn decorate(key: &Labels, parsed: Vec<ParsedFamily>) -> Vec<MetricFamily> {
     parsed
         .into_iter()
@@ -501,6 +519,13 @@ mod tests {
         assert_eq!(
             grouping_key("job/a%20b/x/y%2Fz"),
             Ok(l(&[("job", "a b"), ("x", "y/z")]))
+        );
+        assert_eq!(
+            grouping("job/j/instance@base64/="),
+            Ok(Grouping {
+                key: l(&[("job", "j")]),
+                labels: l(&[("job", "j"), ("instance", "")]),
+            })
         );
         assert!(
             grouping_key("job")

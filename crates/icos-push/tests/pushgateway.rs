@@ -164,6 +164,12 @@ async fn pushgateway_readme_examples_and_replacement_rules() {
             "/metrics/job/dup/instance@base64/=",
             "dup_metric{a=\"1\"} 3\n",
         ),
+        // An explicit empty instance overrides the body's, as every grouping label does.
+        (
+            "PUT",
+            "/metrics/job/emptied/instance@base64/=",
+            "overridden{instance=\"body\"} 1\n",
+        ),
         // Too many series for one group (limit 5 in this test).
         ("PUT", "/metrics/job/big", "a 1\nb 1\nc 1\nd 1\ne 1\nf 1\n"),
         // PUT with an empty body empties the group (its push time is updated).
