@@ -498,6 +498,23 @@ mod tests {
         );
     }
 
+    /// A HELP line without text is accepted, as the Pushgateway accepts it.
+    #[test]
+    fn bare_help_line() {
+        for body in [
+            "# HELP bare\nbare 1\n",
+            "# HELP bare \n# TYPE bare gauge\nbare 1\n",
+        ] {
+            let f = parse(body).unwrap();
+            assert_eq!(
+                (f[0].name.as_str(), f[0].help.as_str()),
+                ("bare", ""),
+                "{body:?}"
+            );
+            assert_eq!(f[0].series.len(), 1);
+        }
+    }
+
     #[test]
     fn sample_limit() {
         assert_eq!(parse_limited("a 1\nb 1\n", 2).unwrap().len(), 2);
