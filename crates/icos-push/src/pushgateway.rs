@@ -477,36 +477,30 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn l(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use tidegauge_core::labels as l;
 
     #[test]
     fn a_repeated_url_label_takes_its_last_value() {
         assert_eq!(
             grouping_key("job/j/job/k/a/1/a/2"),
-            Ok(l(&[("job", "k"), ("a", "2")]))
+            Ok(l([("job", "k"), ("a", "2")]))
         );
     }
 
     #[test]
     fn url_grammar() {
-        assert_eq!(grouping_key("job/some_job"), Ok(l(&[("job", "some_job")])));
+        assert_eq!(grouping_key("job/some_job"), Ok(l([("job", "some_job")])));
         assert_eq!(
             grouping_key("job/some_job/instance/some_instance"),
-            Ok(l(&[("job", "some_job"), ("instance", "some_instance")]))
+            Ok(l([("job", "some_job"), ("instance", "some_instance")]))
         );
         assert_eq!(
             grouping_key("job/directory_cleaner/path@base64/L3Zhci90bXA"),
-            Ok(l(&[("job", "directory_cleaner"), ("path", "/var/tmp")]))
+            Ok(l([("job", "directory_cleaner"), ("path", "/var/tmp")]))
         );
         assert_eq!(
             grouping_key("job/example/first_label@base64/=/second_label/foobar"),
-            Ok(l(&[
+            Ok(l([
                 ("job", "example"),
                 ("first_label", ""),
                 ("second_label", "foobar")
@@ -514,17 +508,17 @@ mod tests {
         );
         assert_eq!(
             grouping_key("job@base64/Zm9vL2Jhcg=="),
-            Ok(l(&[("job", "foo/bar")]))
+            Ok(l([("job", "foo/bar")]))
         );
         assert_eq!(
             grouping_key("job/a%20b/x/y%2Fz"),
-            Ok(l(&[("job", "a b"), ("x", "y/z")]))
+            Ok(l([("job", "a b"), ("x", "y/z")]))
         );
         assert_eq!(
             grouping("job/j/instance@base64/="),
             Ok(Grouping {
-                key: l(&[("job", "j")]),
-                labels: l(&[("job", "j"), ("instance", "")]),
+                key: l([("job", "j")]),
+                labels: l([("job", "j"), ("instance", "")]),
             })
         );
         assert!(
@@ -568,10 +562,10 @@ mod tests {
     fn grouping_labels_override_body_labels_and_instance_is_added() {
         let parsed =
             crate::textformat::parse("# TYPE x gauge\nx{job=\"other\",a=\"1\"} 1\n").unwrap();
-        let fams = decorate(&l(&[("job", "j")]), parsed);
+        let fams = decorate(&l([("job", "j")]), parsed);
         assert_eq!(
             fams[0].samples[0].labels,
-            l(&[("a", "1"), ("instance", ""), ("job", "j")])
+            l([("a", "1"), ("instance", ""), ("job", "j")])
         );
     }
 }

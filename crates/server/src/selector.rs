@@ -269,33 +269,27 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn l(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use tidegauge_core::labels as l;
 
     #[test]
     fn selectors_match_as_prometheus_does() {
         let s = Selector::parse(r#"tank_bins_total{dashboard=~"pier.*"}"#).unwrap();
-        assert!(s.matches("tank_bins_total", &l(&[("dashboard", "pier-1")])));
+        assert!(s.matches("tank_bins_total", &l([("dashboard", "pier-1")])));
         assert!(
-            !s.matches("tank_bins_total", &l(&[("dashboard", "xpier")])),
+            !s.matches("tank_bins_total", &l([("dashboard", "xpier")])),
             "anchored"
         );
-        assert!(!s.matches("tank_bins", &l(&[("dashboard", "pier")])));
+        assert!(!s.matches("tank_bins", &l([("dashboard", "pier")])));
         let s = Selector::parse(r#"{dataset="live-pier", site!='x', a!~`b.*`}"#).unwrap();
-        assert!(s.matches("anything", &l(&[("dataset", "live-pier")])));
-        assert!(!s.matches("anything", &l(&[("dataset", "live-pier"), ("site", "x")])));
-        assert!(!s.matches("anything", &l(&[("dataset", "live-pier"), ("a", "bc")])));
+        assert!(s.matches("anything", &l([("dataset", "live-pier")])));
+        assert!(!s.matches("anything", &l([("dataset", "live-pier"), ("site", "x")])));
+        assert!(!s.matches("anything", &l([("dataset", "live-pier"), ("a", "bc")])));
         let s = Selector::parse("up").unwrap();
-        assert!(s.matches("up", &l(&[])));
+        assert!(s.matches("up", &l([])));
         assert!(
             Selector::parse(r#"{job="a\"b"}"#)
                 .unwrap()
-                .matches("x", &l(&[("job", "a\"b")]))
+                .matches("x", &l([("job", "a\"b")]))
         );
     }
 
