@@ -375,13 +375,18 @@ fn sigterm_stops_gracefully() {
     assert!(status.success(), "{status:?}");
 }
 
+/// Seconds since the Unix epoch, for the fake dashboards' timelines.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ifcb_exporter_command_line_serves_a_dashboard() {
     use tidegauge_testkit::ifcb::{FakeDashboard, FakeDataset, Model};
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     let mut model = Model::new(now);
     model
         .datasets
@@ -557,10 +562,7 @@ async fn reload_hands_the_push_store_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_join_collector_families_and_never_hide_them() {
     use tidegauge_testkit::ifcb::{FakeDashboard, FakeDataset, Model};
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     let mut model = Model::new(now);
     model
         .datasets
