@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the external tools the tests and benchmarks use when missing: promtool (Debian's
-# package prometheus) and Python's prometheus_client (PyPI) always; extra Debian packages named as
+# package prometheus), the real Pushgateway (prometheus-pushgateway, run side by side with
+# tidegauge) and Python's prometheus_client (PyPI) always; extra Debian packages named as
 # arguments (e.g. wrk). Needs root for apt-get; does nothing when everything is already there.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ fi
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-pushgateway >/dev/null 2>&1 || need+=(prometheus-pushgateway)
 for tool in "$@"; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
@@ -25,5 +27,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian's package may start a Prometheus server where an init system runs; tests need none.
-if command -v service >/dev/null 2>&1; then service prometheus stop >/dev/null 2>&1 || true; fi
+if command -v service >/dev/null 2>&1; then
+  service prometheus stop >/dev/null 2>&1 || true
+  service prometheus-pushgateway stop >/dev/null 2>&1 || true
+fi
 command -v promtool >/dev/null

@@ -3,106 +3,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+use common::*;
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidegauge");
-
-struct Host {
-    child: Child,
-    addr: String,
-    logs: mpsc::Receiver<String>,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Host {
-    /// Starts the binary and waits for its "listening" log line.
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> Host {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_remove("EXPORTER_PORT")
-            .env_remove("PORT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Owned by `Host` from here on, so it is killed and reaped whatever happens.
-        let mut host = Host {
-            child,
-            addr: String::new(),
-            logs: rx,
-        };
-        let re = regex::Regex::new(r"address=(\S+).*listening|listening.*address=(\S+)").unwrap();
-        loop {
-            let line = host
-                .logs
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|e| panic!("no 'listening' line from tidegauge: {e}"));
-            if let Some(c) = re.captures(&line) {
-                host.addr = c.get(1).or(c.get(2)).unwrap().as_str().to_owned();
-                return host;
-            }
-        }
-    }
-
-    /// Starts the binary with a configuration file on an ephemeral loopback port.
-    fn with_config(cfg: &Path) -> Host {
-        Host::start(
-            &[
-                "--config",
-                cfg.to_str().unwrap(),
-                "--web.listen-address",
-                "127.0.0.1:0",
-            ],
-            &[],
-        )
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn wait_for_log(&self, needle: &str) -> String {
-        loop {
-            let line = self
-                .logs
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|e| panic!("no log line containing {needle:?}: {e}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tidegauge-e2e-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn write_config(path: &Path, status_url: &str, extra: &str) {
     std::fs::write(
@@ -126,55 +34,6 @@ async fn status_app() -> MockServer {
         .mount(&server)
         .await;
     server
-}
-
-fn client() -> reqwest::Client {
-    tidegauge_core::http::client().unwrap()
-}
-
-async fn get_text(http: &reqwest::Client, url: &str) -> String {
-    http.get(url).send().await.unwrap().text().await.unwrap()
-}
-
-fn promtool_check(exposition: &str) {
-    let promtool = which("promtool").unwrap_or_else(|| {
-        panic!("promtool not found: run scripts/install-test-deps.sh (or `cargo xtask test`, which runs it)")
-    });
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool rejected the exposition:\n{}{}\n---\n{exposition}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(tool))
-            .find(|p| p.is_file())
-    })
-}
-
-fn value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,20 +305,6 @@ async fn ifcb_exporter_command_line_serves_a_dashboard() {
     promtool_check(&body);
 }
 
-/// A configuration running only icos-push, with its store under `dir`.
-fn push_config(dir: &Path) -> PathBuf {
-    let cfg = dir.join("tidegauge.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[collectors.app-status]\nenabled = false\n[collectors.icos-push]\ndata_dir = \"{}\"\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
 /// Pushes counter increments from several clients, SIGKILLs the host mid-stream, restarts it on
 /// the same data directory: every acknowledged increment is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -658,6 +503,13 @@ delete_from_gateway(addr, job="gone")
 # The default registry: process_* (as the host's own), python_info, python_gc_*.
 from prometheus_client import REGISTRY
 push_to_gateway(addr, job="default", registry=REGISTRY)
+# A Counter and a Gauge of one base name, pushed to two jobs (shared_total and shared).
+counters = CollectorRegistry()
+Counter("shared", "A counter", registry=counters).inc()
+push_to_gateway(addr, job="c1", registry=counters)
+gauges = CollectorRegistry()
+Gauge("shared", "A gauge", registry=gauges).set(5)
+push_to_gateway(addr, job="c2", registry=gauges)
 "#;
     let out = Command::new("python3")
         .args(["-c", script])
@@ -717,7 +569,54 @@ push_to_gateway(addr, job="default", registry=REGISTRY)
     );
     assert_eq!(body.matches("# TYPE process_open_fds gauge").count(), 1);
     assert!(body.contains("python_info{"), "{body}");
+    // Served under the names pushed, in both formats: OpenMetrics writes the counter as
+    // `unknown`, since its family name `shared` is the gauge's.
+    assert!(body.contains("# TYPE shared_total counter\n"), "{body}");
+    assert_eq!(
+        value(&body, "shared_total{instance=\"\",job=\"c1\"}"),
+        Some(1.0)
+    );
+    assert_eq!(value(&body, "shared{instance=\"\",job=\"c2\"}"), Some(5.0));
     promtool_check(&body);
+    // A counter without `_total`, as Go's client_golang pushes it: a delimited protobuf
+    // MetricFamily {name: "go_ops", type: COUNTER, metric: [{counter: {value: 9}}]}.
+    let mut family = vec![0x0a, 6];
+    family.extend_from_slice(b"go_ops");
+    family.extend_from_slice(&[0x18, 0, 0x22, 11, 0x1a, 9, 0x09]);
+    family.extend_from_slice(&9f64.to_le_bytes());
+    let mut delimited = vec![u8::try_from(family.len()).unwrap()];
+    delimited.extend(family);
+    let resp = client()
+        .put(host.url("/metrics/job/go"))
+        .header(
+            "content-type",
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+        )
+        .body(delimited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let body = get_text(&client(), &host.url("/metrics")).await;
+    assert!(body.contains("# TYPE go_ops counter\n"), "{body}");
+    assert_eq!(value(&body, "go_ops{instance=\"\",job=\"go\"}"), Some(9.0));
+    let om = client()
+        .get(host.url("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "# TYPE shared gauge\nshared{instance=\"\",job=\"c2\"} 5.0\n",
+        "# TYPE shared_total unknown\nshared_total{instance=\"\",job=\"c1\"} 1.0\n",
+        "# TYPE go_ops unknown\ngo_ops{instance=\"\",job=\"go\"} 9.0\n",
+        "# TYPE batch_runs counter\nbatch_runs_total{",
+    ] {
+        assert!(om.contains(want), "{want:?} in\n{om}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -111,23 +111,28 @@ impl prometheus_client::collector::Collector for Adapter {
 
 fn encode_family_om(encoder: &mut DescriptorEncoder<'_>, f: &MetricFamily) -> fmt::Result {
     use prometheus_client::metrics::MetricType as T;
-    let kind = match f.kind {
-        MetricType::Gauge | MetricType::StateSet => T::Gauge,
-        MetricType::Counter => T::Counter,
-        MetricType::Untyped => T::Unknown,
-        MetricType::Info => T::Info,
-        MetricType::Histogram => T::Histogram,
+    // A counter OpenMetrics cannot write as one (an exact name without `_total`, or whose stem
+    // another family holds) is written as `unknown` under its own name.
+    let (kind, value_kind, base) = match f.kind {
+        MetricType::Gauge | MetricType::StateSet => (T::Gauge, f.kind, f.name.as_str()),
+        MetricType::Counter => match f.om_counter_stem() {
+            Some(stem) => (T::Counter, f.kind, stem),
+            None => (T::Unknown, MetricType::Untyped, f.name.as_str()),
+        },
+        MetricType::Untyped => (T::Unknown, f.kind, f.name.as_str()),
+        MetricType::Info => (T::Info, f.kind, f.name.as_str()),
+        MetricType::Histogram => (T::Histogram, f.kind, f.name.as_str()),
         // Written by `encode_part_om`, never handed to prometheus-client.
         MetricType::Summary => return Err(fmt::Error),
     };
     // prometheus-client appends `_<unit>` to the name it is given; our names carry the unit
     // already, so hand it the stem.
     let (name, unit) = match &f.unit {
-        Some(u) if !u.is_empty() && f.name.ends_with(&format!("_{u}")) => (
-            &f.name[..f.name.len() - u.len() - 1],
+        Some(u) if !u.is_empty() && base.ends_with(&format!("_{u}")) => (
+            &base[..base.len() - u.len() - 1],
             Some(Unit::Other(u.clone())),
         ),
-        _ => (f.name.as_str(), None),
+        _ => (base, None),
     };
     // OpenMetrics escapes `"` in HELP as well; text 0.0.4 must not.
     let help = escape_help(&f.help).replace('"', "\\\"");
@@ -143,9 +148,13 @@ fn encode_family_om(encoder: &mut DescriptorEncoder<'_>, f: &MetricFamily) -> fm
         if f.kind == MetricType::Info {
             family.encode_info(&labels)?;
         } else if labels.is_empty() {
-            encode_sample_om(&mut family, f.kind, &sample.value)?;
+            encode_sample_om(&mut family, value_kind, &sample.value)?;
         } else {
-            encode_sample_om(&mut family.encode_family(&labels)?, f.kind, &sample.value)?;
+            encode_sample_om(
+                &mut family.encode_family(&labels)?,
+                value_kind,
+                &sample.value,
+            )?;
         }
     }
     Ok(())
@@ -201,22 +210,15 @@ pub fn encode_text(parts: &[Arc<Snapshot>]) -> String {
 /// prometheus-client cannot write; the two syntaxes agree for them but for HELP escaping and
 /// the `# UNIT` line).
 fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt::Result {
-    let (sample_name, type_name, type_word) = match f.kind {
-        MetricType::Counter => (
-            format!("{}_total", f.name),
-            format!("{}_total", f.name),
-            "counter",
-        ),
-        MetricType::Info => (
-            format!("{}_info", f.name),
-            format!("{}_info", f.name),
-            "gauge",
-        ),
-        MetricType::Gauge | MetricType::StateSet => (f.name.clone(), f.name.clone(), "gauge"),
-        MetricType::Untyped => (f.name.clone(), f.name.clone(), "untyped"),
-        MetricType::Histogram => (f.name.clone(), f.name.clone(), "histogram"),
-        MetricType::Summary => (f.name.clone(), f.name.clone(), "summary"),
+    let type_word = match f.kind {
+        MetricType::Counter => "counter",
+        MetricType::Gauge | MetricType::StateSet | MetricType::Info => "gauge",
+        MetricType::Untyped => "untyped",
+        MetricType::Histogram => "histogram",
+        MetricType::Summary => "summary",
     };
+    let type_name = f.text_name();
+    let sample_name = &type_name;
     if format == Format::OpenMetrics {
         writeln!(
             out,
@@ -234,14 +236,17 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
             writeln!(out, "# UNIT {type_name} {unit}")?;
         }
     } else {
-        writeln!(out, "# HELP {type_name} {}", escape_help(&f.help))?;
+        // A family pushed without HELP is served without one, as the Pushgateway serves it.
+        if !(f.help.is_empty() && f.naming.is_exact()) {
+            writeln!(out, "# HELP {type_name} {}", escape_help(&f.help))?;
+        }
         writeln!(out, "# TYPE {type_name} {type_word}")?;
     }
     for s in &f.samples {
         match &s.value {
             Value::Number(v) => {
                 let v = if f.kind == MetricType::Info { 1.0 } else { *v };
-                out.push_str(&sample_name);
+                out.push_str(sample_name);
                 write_labels(out, &s.labels, None);
                 out.push(' ');
                 push_float(out, v);

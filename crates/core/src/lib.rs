@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 pub use async_trait::async_trait;
 pub use factory::{BuildError, DynFactory, Environment, Factory, Instance};
-pub use snapshot::{Labels, MetricFamily, MetricType, Sample, Snapshot, Value, labels};
+pub use snapshot::{Labels, MetricFamily, MetricType, Naming, Sample, Snapshot, Value, labels};
 pub use tokio_util::sync::CancellationToken;
 
 /// A source of wall-clock time, replaceable in tests.

@@ -14,7 +14,7 @@ pub struct Names {
     by_owner: RwLock<HashMap<String, Exposed>>,
 }
 
-/// One source's exposed names: exposed name → (family name, type).
+/// One source's exposed names: exposed name → (the family's name in text 0.0.4, type).
 type Exposed = HashMap<String, (String, MetricType)>;
 
 impl Names {
@@ -28,7 +28,7 @@ impl Names {
         let mut map = HashMap::new();
         for f in families {
             for n in f.exposed_names() {
-                map.insert(n, (f.name.clone(), f.kind));
+                map.insert(n, (f.text_name(), f.kind));
             }
         }
         let mut all = self
@@ -48,22 +48,23 @@ impl Names {
             .retain(|owner, _| keep.contains(owner));
     }
 
-    /// Why a family `name` of type `kind` cannot be served beside the others' (an exposed name
-    /// of it belongs to a family of another name or type), or `None` when it can (then its
-    /// series join the owner's family).
-    pub fn conflict(&self, name: &str, kind: MetricType) -> Option<String> {
-        let probe = MetricFamily::new(name, "", kind);
+    /// Why `family` cannot be served beside the others' (an exposed name of it belongs to a
+    /// family of another name or type), or `None` when it can (then its series join the
+    /// owner's family). Families are the same when their text 0.0.4 names and types are: a
+    /// counter pushed as `x_total` is the counter `x` of a collector.
+    pub fn conflict(&self, family: &MetricFamily) -> Option<String> {
+        let (name, kind) = (family.text_name(), family.kind);
         let all = self
             .by_owner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for n in probe.exposed_names() {
+        for n in family.exposed_names() {
             for (owner, names) in all.iter() {
-                if let Some((family, k)) = names.get(&n)
-                    && (family != name || *k != kind)
+                if let Some((other, k)) = names.get(&n)
+                    && (*other != name || *k != kind)
                 {
                     return Some(format!(
-                        "{n:?} is exposed by {owner} as part of the {k} {family:?}; pushed as part of the {kind} {name:?}"
+                        "{n:?} is exposed by {owner} as part of the {k} {other:?}; pushed as part of the {kind} {name:?}"
                     ));
                 }
             }
@@ -75,6 +76,17 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Naming;
+
+    fn probe(name: &str, kind: MetricType) -> MetricFamily {
+        MetricFamily::new(name, "", kind)
+    }
+
+    fn exact(name: &str, kind: MetricType) -> MetricFamily {
+        let mut f = probe(name, kind);
+        f.naming = Naming::Exact;
+        f
+    }
 
     #[test]
     fn conflicts_by_name_and_type() {
@@ -86,24 +98,47 @@ mod tests {
                 MetricFamily::counter("a_errors", ""),
             ],
         );
-        assert_eq!(names.conflict("a_up", MetricType::Gauge), None);
-        assert_eq!(names.conflict("a_errors", MetricType::Counter), None);
-        let e = names.conflict("a_up", MetricType::Counter).unwrap();
+        assert_eq!(names.conflict(&probe("a_up", MetricType::Gauge)), None);
+        assert_eq!(
+            names.conflict(&probe("a_errors", MetricType::Counter)),
+            None
+        );
+        let e = names.conflict(&probe("a_up", MetricType::Counter)).unwrap();
         assert!(e.contains("collector a") && e.contains("gauge"), "{e}");
         // A gauge named like the counter's sample clashes with it.
         assert!(
             names
-                .conflict("a_errors_total", MetricType::Gauge)
+                .conflict(&probe("a_errors_total", MetricType::Gauge))
                 .is_some()
         );
-        assert_eq!(names.conflict("other", MetricType::Gauge), None);
+        assert_eq!(names.conflict(&probe("other", MetricType::Gauge)), None);
+        // A counter pushed under its exposed name is the collector's counter; one whose
+        // OpenMetrics family name is a gauge's is not.
+        assert_eq!(
+            names.conflict(&exact("a_errors_total", MetricType::Counter)),
+            None
+        );
+        assert!(
+            names
+                .conflict(&exact("a_up_total", MetricType::Counter))
+                .is_some()
+        );
+        assert!(
+            names
+                .conflict(&exact("a_errors", MetricType::Counter))
+                .is_some()
+        );
         // A new record replaces the owner's names.
         names.record("collector a", &[]);
-        assert_eq!(names.conflict("a_up", MetricType::Counter), None);
+        assert_eq!(names.conflict(&probe("a_up", MetricType::Counter)), None);
         // A source that is gone (disabled by a reload) owns nothing.
         names.record("collector b", &[MetricFamily::gauge("b_up", "")]);
-        assert!(names.conflict("b_up", MetricType::Counter).is_some());
+        assert!(
+            names
+                .conflict(&probe("b_up", MetricType::Counter))
+                .is_some()
+        );
         names.retain(&["the host".to_owned()]);
-        assert_eq!(names.conflict("b_up", MetricType::Counter), None);
+        assert_eq!(names.conflict(&probe("b_up", MetricType::Counter)), None);
     }
 }

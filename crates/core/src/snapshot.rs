@@ -1,7 +1,9 @@
 //! The owned metric model collectors return and the host encodes.
 //!
-//! Names are final: counters are stored without `_total` (the encoders append it), info families
-//! without `_info`, and no unit is ever appended implicitly.
+//! Names are final. A family of the project's own ([`Naming::Canonical`]) stores a counter without
+//! `_total` and an info family without `_info` (the encoders append them); a family served as a
+//! client pushed it ([`Naming::Exact`]) keeps the name it was sent with. No unit is ever appended
+//! implicitly.
 
 use std::fmt;
 
@@ -25,6 +27,38 @@ pub enum MetricType {
     Histogram,
     /// A summary: precomputed quantiles, sum and count.
     Summary,
+}
+
+/// How the encoders name a family's samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Naming {
+    /// The project's convention: a counter's samples are `<name>_total`, an info family's
+    /// `<name>_info`.
+    #[default]
+    Canonical,
+    /// As a client pushed it: samples are named `<name>` in both formats (histograms and
+    /// summaries add their part suffixes; info families stay canonical), so Prometheus stores the
+    /// same series whichever format it negotiates. OpenMetrics writes a counter named
+    /// `<stem>_total` as the counter family `<stem>`, any other counter as `unknown`.
+    Exact,
+    /// As [`Naming::Exact`], but OpenMetrics writes a counter as `unknown` even when its name
+    /// ends with `_total`: another family of the exposition is called `<stem>`
+    /// ([`Snapshot::settle_exact`] decides).
+    ExactUnknown,
+}
+
+impl Naming {
+    /// Whether samples carry the family name as given.
+    pub fn is_exact(self) -> bool {
+        self != Self::Canonical
+    }
+
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    fn is_canonical(&self) -> bool {
+        *self == Self::Canonical
+    }
 }
 
 /// The value of one sample.
@@ -87,6 +121,12 @@ pub struct MetricFamily {
     /// name, this family's series join that one's family (same type) or are dropped.
     #[cfg_attr(feature = "serde", serde(default, skip_serializing))]
     pub guest: bool,
+    /// How the samples are named.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Naming::is_canonical")
+    )]
+    pub naming: Naming,
 }
 
 impl MetricFamily {
@@ -99,6 +139,7 @@ impl MetricFamily {
             unit: None,
             samples: Vec::new(),
             guest: false,
+            naming: Naming::Canonical,
         }
     }
 
@@ -186,6 +227,30 @@ impl Snapshot {
     /// The family called `name`, if present.
     pub fn family(&self, name: &str) -> Option<&MetricFamily> {
         self.families.iter().find(|f| f.name == name)
+    }
+
+    /// Decides how OpenMetrics writes each exact counter: as the counter family `<stem>` of its
+    /// `<stem>_total` name, unless another family of this snapshot occupies `<stem>` (a gauge
+    /// `b` pushed beside a counter `b_total`); then as `unknown` under its pushed name, so
+    /// neither family is lost.
+    pub fn settle_exact(&mut self) {
+        let mut firm: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for f in &mut self.families {
+            if f.naming == Naming::ExactUnknown {
+                f.naming = Naming::Exact;
+            }
+            let stem = f.om_counter_stem().filter(|_| f.naming.is_exact());
+            firm.extend(
+                f.exposed_names()
+                    .into_iter()
+                    .filter(|n| Some(n.as_str()) != stem),
+            );
+        }
+        for f in &mut self.families {
+            if f.naming == Naming::Exact && f.om_counter_stem().is_some_and(|s| firm.contains(s)) {
+                f.naming = Naming::ExactUnknown;
+            }
+        }
     }
 }
 
@@ -309,13 +374,35 @@ impl MetricFamily {
             .sum()
     }
 
-    /// The names this family occupies in an exposition (`x`, `x_total`, `x_info`, `x_bucket`, ...),
-    /// used to detect clashes between families.
-    pub fn exposed_names(&self) -> Vec<String> {
+    /// The family's name in text 0.0.4, its samples' name but for histogram and summary parts
+    /// (`x_total` for a canonical counter, `x_info` for an info family); `match[]` selects it.
+    pub fn text_name(&self) -> String {
+        match (self.kind, self.naming) {
+            (MetricType::Counter, Naming::Canonical) => format!("{}_total", self.name),
+            (MetricType::Info, _) => format!("{}_info", self.name),
+            _ => self.name.clone(),
+        }
+    }
+
+    /// For a counter OpenMetrics can write as one, the family name it writes (the stem its
+    /// samples add `_total` to); `None` for other types and for exact counters written as
+    /// `unknown`.
+    pub fn om_counter_stem(&self) -> Option<&str> {
+        if self.kind != MetricType::Counter {
+            return None;
+        }
+        match self.naming {
+            Naming::Canonical => Some(&self.name),
+            Naming::Exact => self.name.strip_suffix("_total").filter(|s| !s.is_empty()),
+            Naming::ExactUnknown => None,
+        }
+    }
+
+    /// The names this family occupies in text 0.0.4: its name there and its samples' names.
+    /// Pushed families are told apart by these, as the Pushgateway tells them apart.
+    pub fn text_names(&self) -> Vec<String> {
         let n = &self.name;
         match self.kind {
-            MetricType::Counter => vec![n.clone(), format!("{n}_total")],
-            MetricType::Info => vec![n.clone(), format!("{n}_info")],
             MetricType::Histogram => vec![
                 n.clone(),
                 format!("{n}_bucket"),
@@ -323,8 +410,23 @@ impl MetricFamily {
                 format!("{n}_count"),
             ],
             MetricType::Summary => vec![n.clone(), format!("{n}_sum"), format!("{n}_count")],
-            _ => vec![n.clone()],
+            _ => vec![self.text_name()],
         }
+    }
+
+    /// The names this family occupies in either format (`x`, `x_total`, `x_info`, `x_bucket`,
+    /// ...), used to detect clashes between families.
+    pub fn exposed_names(&self) -> Vec<String> {
+        let mut names = self.text_names();
+        let om = match self.kind {
+            MetricType::Counter => self.om_counter_stem(),
+            MetricType::Info => Some(self.name.as_str()),
+            _ => None,
+        };
+        if let Some(om) = om {
+            names.insert(0, om.to_owned());
+        }
+        names
     }
 }
 

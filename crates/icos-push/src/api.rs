@@ -52,12 +52,8 @@ pub(crate) async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
                 })
                 .collect();
             // Keyed by the name the family is exposed under, as the Pushgateway keys it.
-            let exposed = match f.kind {
-                tidegauge_core::MetricType::Counter => format!("{}_total", f.name),
-                _ => f.name.clone(),
-            };
             entry.insert(
-                exposed,
+                f.text_name(),
                 json!({"time_stamp": rfc3339(g.push_time), "type": f.kind.to_string().to_ascii_uppercase(), "help": f.help, "metrics": metrics}),
             );
         }

@@ -5,12 +5,24 @@ use super::*;
 #[allow(clippy::result_large_err)]
 /// Reads a pushed body within the size limit, undoes its `Content-Encoding` (gzip, snappy) and
 /// parses it as the text format or, by `Content-Type`, delimited protobuf; the error is the
-/// answer to send.
+/// answer to send and whether it refuses content, which the Pushgateway records as a failed
+/// push (a body that does not parse is not recorded).
 pub(crate) async fn push_body(
     inner: &Inner,
     headers: &axum::http::HeaderMap,
     body: Body,
-) -> Result<Vec<textformat::ParsedFamily>, Response> {
+) -> Result<Vec<textformat::ParsedFamily>, (Response, bool)> {
+    read_body(inner, headers, body)
+        .await
+        .map_err(|r| (r, false))?
+}
+
+#[allow(clippy::result_large_err)]
+async fn read_body(
+    inner: &Inner,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Result<Result<Vec<textformat::ParsedFamily>, (Response, bool)>, Response> {
     let (max_body, max_samples) = {
         let s = inner.settings;
         (s.max_body, s.max_group_series)
@@ -63,11 +75,15 @@ pub(crate) async fn push_body(
         }
     };
     if protobuf {
-        return protobuf::parse_limited(&bytes, max_samples)
-            .map_err(|e| text_response(StatusCode::BAD_REQUEST, e));
+        return Ok(protobuf::parse_limited(&bytes, max_samples)
+            .map_err(|e| (text_response(StatusCode::BAD_REQUEST, e.reason), !e.syntax)));
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| text_response(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))?;
-    textformat::parse_limited(&text, max_samples)
-        .map_err(|e| text_response(StatusCode::BAD_REQUEST, e.to_string()))
+    Ok(textformat::parse_limited(&text, max_samples).map_err(|e| {
+        (
+            text_response(StatusCode::BAD_REQUEST, e.to_string()),
+            !e.syntax,
+        )
+    }))
 }

@@ -87,6 +87,7 @@ impl Collector for IcosPush {
             )
             .with(vec![], load(&stats.commit_micros) / 1e6),
         );
+        snap.settle_exact();
         let snap = Arc::new(snap);
         if settled {
             *shared = Some((key, Arc::clone(&snap)));

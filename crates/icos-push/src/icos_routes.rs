@@ -199,7 +199,8 @@ pub(crate) async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -
                     return Err(Rejection::Bad(format!("Metric name {n:?} is taken by the Pushgateway routes (a pushed metric, or their push_time_seconds and push_failure_time_seconds).")));
                 }
             }
-            if let Some(reason) = inner.services.names.conflict(base, req.kind.metric_type()) {
+            let probe = tidegauge_core::MetricFamily::new(base, "", req.kind.metric_type());
+            if let Some(reason) = inner.services.names.conflict(&probe) {
                 return Err(Rejection::Bad(reason));
             }
             reg.create(&req, now, &limits)

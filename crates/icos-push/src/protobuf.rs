@@ -145,22 +145,48 @@ pub fn is_protobuf(content_type: &str) -> Result<bool, String> {
     Ok(delimited)
 }
 
+/// How the sample limit's error begins (a refusal of content, met while decoding).
+const LIMIT_ERROR: &str = "more than";
+
+/// Why a protobuf body is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ProtoError {
+    /// What is wrong.
+    pub reason: String,
+    /// The bytes do not decode, as opposed to decoded content being refused (names,
+    /// timestamps, limits): the Pushgateway records a failed push only for the latter.
+    pub syntax: bool,
+}
+
+impl ProtoError {
+    fn content(reason: String) -> Self {
+        Self {
+            reason,
+            syntax: false,
+        }
+    }
+}
+
 /// Decodes a body of length-delimited `MetricFamily` messages.
-pub fn parse(body: &[u8]) -> Result<Vec<ParsedFamily>, String> {
+pub fn parse(body: &[u8]) -> Result<Vec<ParsedFamily>, ProtoError> {
     parse_limited(body, usize::MAX)
 }
 
 /// Decodes a body holding at most `max_samples` series, buckets and quantiles. They are counted
 /// on the wire before anything is decoded: an empty message is two bytes on the wire but a
 /// few hundred once decoded, so a small body could otherwise claim much memory.
-pub fn parse_limited(mut body: &[u8], max_samples: usize) -> Result<Vec<ParsedFamily>, String> {
+pub fn parse_limited(mut body: &[u8], max_samples: usize) -> Result<Vec<ParsedFamily>, ProtoError> {
     let mut out: Vec<ParsedFamily> = Vec::new();
     let mut names = std::collections::HashSet::new();
     let mut samples = 0usize;
     let mut index = 0;
     while !body.is_empty() {
         index += 1;
-        let bad = |e: String| format!("protobuf message {index} does not decode: {e}");
+        let bad = |e: String| ProtoError {
+            reason: format!("protobuf message {index} does not decode: {e}"),
+            syntax: !e.starts_with(LIMIT_ERROR),
+        };
         let len = prost::encoding::decode_varint(&mut body).map_err(|e| bad(e.to_string()))?;
         let len = usize::try_from(len)
             .ok()
@@ -169,12 +195,13 @@ pub fn parse_limited(mut body: &[u8], max_samples: usize) -> Result<Vec<ParsedFa
         let (message, rest) = body.split_at(len);
         body = rest;
         let family = decode_family(message, &mut samples, max_samples).map_err(bad)?;
-        let family = convert(family).map_err(|e| format!("protobuf message {index}: {e}"))?;
+        let family = convert(family)
+            .map_err(|e| ProtoError::content(format!("protobuf message {index}: {e}")))?;
         if !names.insert(family.name.clone()) {
-            return Err(format!(
+            return Err(ProtoError::content(format!(
                 "protobuf message {index}: second family named {:?}",
                 family.name
-            ));
+            )));
         }
         out.push(family);
     }
@@ -235,7 +262,7 @@ fn decode_family(
         }
         if *samples > max_samples {
             return Err(format!(
-                "more than {max_samples} samples; that is the limit of series per group"
+                "{LIMIT_ERROR} {max_samples} samples; that is the limit of series per group"
             ));
         }
         metrics.push(payload);
@@ -584,7 +611,8 @@ mod tests {
         prost::encoding::encode_varint(family.len() as u64, &mut framed);
         framed.extend_from_slice(&family);
         let e = parse_limited(&framed, 1000).unwrap_err();
-        assert!(e.contains("more than 1000 samples"), "{e}");
+        assert!(e.reason.contains("more than 1000 samples"), "{e}");
+        assert!(!e.syntax);
         // Buckets count too.
         let h = MetricFamily {
             name: Some("h".into()),
@@ -607,7 +635,7 @@ mod tests {
         };
         parse_limited(&body(std::slice::from_ref(&h)), 11).unwrap();
         let e = parse_limited(&body(&[h]), 10).unwrap_err();
-        assert!(e.contains("more than 10 samples"), "{e}");
+        assert!(e.reason.contains("more than 10 samples"), "{e}");
     }
 
     #[test]
@@ -713,7 +741,7 @@ mod tests {
         ];
         for (bytes, want) in cases {
             let e = parse(&bytes).unwrap_err();
-            assert!(e.contains(want), "{want}: {e}");
+            assert!(e.reason.contains(want), "{want}: {e}");
         }
     }
 }

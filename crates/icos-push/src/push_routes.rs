@@ -21,6 +21,15 @@ pub(crate) fn text_response(status: StatusCode, msg: impl Into<String>) -> Respo
 #[allow(clippy::result_large_err)]
 pub(crate) fn grouping_of(uri: &axum::http::Uri) -> Result<pushgateway::Grouping, Response> {
     let raw = uri.path().strip_prefix("/metrics/").unwrap_or("");
+    // The Pushgateway routes only `/metrics/job/<job>…` and `/metrics/job@base64/<job>…`:
+    // anything else, an empty job segment included, is its 404.
+    let routed = raw
+        .strip_prefix("job/")
+        .or_else(|| raw.strip_prefix("job@base64/"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+    if !routed {
+        return Err(text_response(StatusCode::NOT_FOUND, "404 page not found"));
+    }
     pushgateway::grouping(raw).map_err(|e| text_response(StatusCode::BAD_REQUEST, e))
 }
 
@@ -193,10 +202,8 @@ pub(crate) async fn push(
     };
     let parsed = match push_body(inner, headers, body).await {
         Ok(p) => p,
-        Err(r) if r.status() == StatusCode::BAD_REQUEST => {
-            return failed(inner, &key, r).await;
-        }
-        Err(r) => return r,
+        Err((r, true)) => return failed(inner, &key, r).await,
+        Err((r, false)) => return r,
     };
     let settings = inner.settings;
     let families = pushgateway::decorate(&labels, parsed);
@@ -270,13 +277,13 @@ pub(crate) async fn push(
         let mut writes = state.expire(now, seq);
         let registry = &state.registry;
         let names = &inner.services.names;
-        let taken = |n: &str, family: &str, kind: tidegauge_core::MetricType| {
+        let taken = |n: &str, family: &tidegauge_core::MetricFamily| {
             if registry.occupies(n) || n.starts_with("tidegauge_") {
                 Some(format!(
                     "metric name {n:?} is already exposed by a registered metric or the host"
                 ))
             } else {
-                names.conflict(family, kind)
+                names.conflict(family)
             }
         };
         // Every group also exposes its push time and push failure time: two series each.

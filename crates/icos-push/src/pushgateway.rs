@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use tidegauge_core::snapshot::is_valid_label_name;
-use tidegauge_core::{Labels, MetricFamily, MetricType, Sample, Snapshot};
+use tidegauge_core::{Labels, MetricFamily, MetricType, Naming, Sample, Snapshot};
 
 use crate::textformat::ParsedFamily;
 
@@ -59,8 +59,8 @@ fn percent_decode(s: &str) -> Option<String> {
         .map(std::borrow::Cow::into_owned)
 }
 
-/// Why a pushed family cannot expose a name: `(exposed name, family name, type)`.
-pub type Taken<'a> = dyn Fn(&str, &str, MetricType) -> Option<String> + 'a;
+/// Why a pushed family cannot expose a name: `(name in text 0.0.4, family)`.
+pub type Taken<'a> = dyn Fn(&str, &MetricFamily) -> Option<String> + 'a;
 
 /// A push URL's grouping labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,9 +122,11 @@ pub fn grouping(raw: &str) -> Result<Grouping, String> {
         if name == "job" && value.is_empty() {
             return Err("job name is required".into());
         }
-        // As the Pushgateway: a label repeated in the URL takes its last value (Python's
-        // `grouping_key` holding `job` produces `/job/j/job/k`).
+        // As the Pushgateway: the job segment names the job whatever follows (Python's
+        // `grouping_key` holding `job` adds a second one); another label repeated in the URL
+        // takes its last value.
         match key.iter_mut().find(|(k, _)| *k == name) {
+            Some(_) if name == "job" => {}
             Some(slot) => slot.1 = value,
             None => key.push((name, value)),
         }
@@ -145,11 +147,9 @@ pub fn decorate(key: &Labels, parsed: Vec<ParsedFamily>) -> Vec<MetricFamily> {
         .into_iter()
         .filter(|f| f.name != "push_time_seconds" && f.name != "push_failure_time_seconds")
         .map(|f| {
-            let name = match f.kind {
-                MetricType::Counter => f.name.strip_suffix("_total").unwrap_or(&f.name).to_owned(),
-                _ => f.name.clone(),
-            };
-            let mut family = MetricFamily::new(name, f.help, f.kind);
+            // Served under the name it was pushed with, as the Pushgateway serves it.
+            let mut family = MetricFamily::new(f.name, f.help, f.kind);
+            family.naming = Naming::Exact;
             for (mut labels, value) in f.series {
                 labels.retain(|(k, _)| !key.iter().any(|(gk, _)| gk == k));
                 labels.extend(key.iter().cloned());
@@ -188,8 +188,10 @@ pub struct Groups {
 /// What the groups expose, counted, kept in step by [`Groups::put`] and [`Groups::remove`].
 #[derive(Debug, Default, Clone)]
 struct Index {
-    /// Exposed name (`x_total`, `x_bucket`, ...) → (family name, type) → how many families of
-    /// all groups expose it that way.
+    /// Name in text 0.0.4 (`x_total`, `x_bucket`, ...) → (family name, type) → how many
+    /// families of all groups expose it that way. Pushed families are told apart by these names,
+    /// as the Pushgateway tells them apart: a gauge `b` and a counter `b_total` are two families
+    /// (OpenMetrics then writes the counter as `unknown`, see [`Snapshot::settle_exact`]).
     exposed: HashMap<String, HashMap<(String, MetricType), usize>>,
     /// Family name → labels → how many groups hold that series.
     series: HashMap<String, HashMap<Labels, usize>>,
@@ -202,7 +204,7 @@ struct Index {
 impl Index {
     fn add(&mut self, g: &Group) {
         for f in &g.families {
-            for n in f.exposed_names() {
+            for n in f.text_names() {
                 *self
                     .exposed
                     .entry(n)
@@ -223,7 +225,7 @@ impl Index {
 
     fn remove(&mut self, g: &Group) {
         for f in &g.families {
-            for n in f.exposed_names() {
+            for n in f.text_names() {
                 if let Some(holders) = self.exposed.get_mut(&n) {
                     let key = (f.name.clone(), f.kind);
                     if let Some(c) = holders.get_mut(&key) {
@@ -348,13 +350,13 @@ impl Groups {
             old.iter()
                 .flat_map(|g| &g.families)
                 .filter(|f| f.name == holder.0 && f.kind == holder.1)
-                .filter(|f| f.exposed_names().iter().any(|e| e == n))
+                .filter(|f| f.text_names().iter().any(|e| e == n))
                 .count()
         };
         let mut own: HashMap<String, &str> = HashMap::new();
         let mut own_series: HashSet<(&str, &Labels)> = HashSet::new();
         for f in &group.families {
-            for n in f.exposed_names() {
+            for n in f.text_names() {
                 if let Some(other) = own.insert(n.clone(), &f.name) {
                     return Err(format!(
                         "families {other:?} and {:?} both expose {n:?}",
@@ -373,7 +375,7 @@ impl Groups {
                         }
                     }
                 }
-                if let Some(reason) = taken(&n, &f.name, f.kind) {
+                if let Some(reason) = taken(&n, f) {
                     return Err(reason);
                 }
             }
@@ -439,7 +441,9 @@ impl Groups {
         for g in self.groups.values() {
             for fam in &g.families {
                 let entry = merged.entry(fam.name.clone()).or_insert_with(|| {
-                    MetricFamily::new(fam.name.clone(), fam.help.clone(), fam.kind)
+                    let mut f = MetricFamily::new(fam.name.clone(), fam.help.clone(), fam.kind);
+                    f.naming = fam.naming;
+                    f
                 });
                 if !fam.help.is_empty() {
                     entry.help = fam.help.clone();
@@ -480,10 +484,10 @@ mod tests {
     use tidegauge_core::labels as l;
 
     #[test]
-    fn a_repeated_url_label_takes_its_last_value() {
+    fn a_repeated_url_label_takes_its_last_value_but_job_its_first() {
         assert_eq!(
             grouping_key("job/j/job/k/a/1/a/2"),
-            Ok(l([("job", "k"), ("a", "2")]))
+            Ok(l([("job", "j"), ("a", "2")]))
         );
     }
 
@@ -581,7 +585,7 @@ mod index_tests {
         let mut series: HashSet<(String, Labels)> = HashSet::new();
         for g in groups.all().filter(|g| g.key != group.key) {
             for f in &g.families {
-                for n in f.exposed_names() {
+                for n in f.text_names() {
                     exposed.insert(n, (f.name.clone(), f.kind));
                 }
                 for l in f.samples.iter().map(|s| &s.labels) {
@@ -592,7 +596,7 @@ mod index_tests {
         let mut own: HashSet<String> = HashSet::new();
         let mut own_series: HashSet<(String, Labels)> = HashSet::new();
         for f in &group.families {
-            for n in f.exposed_names() {
+            for n in f.text_names() {
                 if !own.insert(n.clone()) {
                     return false;
                 }
@@ -644,6 +648,7 @@ mod index_tests {
                     "",
                     kinds[next(kinds.len() as u64) as usize],
                 );
+                family.naming = Naming::Exact;
                 for _ in 0..=next(3) {
                     // Series labels deliberately overlap across groups (no job label here).
                     family.push(vec![("s".to_owned(), next(3).to_string())], 1.0);
@@ -674,7 +679,7 @@ mod index_tests {
             }
             would_be.families.extend(families.iter().cloned());
             let expected = reference(&groups, &would_be);
-            let result = groups.candidate(&key, method, families, step as f64, &|_, _, _| None);
+            let result = groups.candidate(&key, method, families, step as f64, &|_, _| None);
             assert_eq!(result.is_ok(), expected, "step {step}: {would_be:?}");
             let group = match result {
                 Ok(g) => {

@@ -10,8 +10,9 @@ use crate::model::Metric;
 use crate::pushgateway::STORE_PREFIX;
 
 /// The store format this release writes. 0: JSON records with floats as text (release 0.1.0);
-/// 1: CBOR records of core's types.
-pub const FORMAT: u64 = 1;
+/// 1: CBOR records of core's types; 2: pushed families keep the names they were pushed with
+/// (format 1 stored a counter without `_total` and served it with one).
+pub const FORMAT: u64 = 2;
 
 /// A record's bytes.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
@@ -43,6 +44,18 @@ pub fn upgrade(from: u64, key: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
             let m: Metric = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
             encode(&m)
         }
+        1 if is_group(key) => {
+            let mut group: crate::pushgateway::Group = decode(bytes)?;
+            for f in &mut group.families {
+                // Format 1 served a counter `x` as `x_total`: that stays its name.
+                if f.kind == tidegauge_core::MetricType::Counter && !f.naming.is_exact() {
+                    f.name.push_str("_total");
+                }
+                f.naming = tidegauge_core::Naming::Exact;
+            }
+            encode(&group)
+        }
+        1 => Ok(bytes.to_vec()),
         _ => Err(format!("no upgrade from store format {from}")),
     }
 }

@@ -26,6 +26,10 @@ pub struct ParseError {
     pub line: usize,
     /// What is wrong.
     pub reason: String,
+    /// The body is not the text format at all, as opposed to refused content (timestamps,
+    /// repeated series, reserved names, limits): the Pushgateway records a failed push only for
+    /// the latter.
+    pub syntax: bool,
 }
 
 /// Most labels one sample may carry.
@@ -38,6 +42,16 @@ fn err<T>(line: usize, reason: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError {
         line,
         reason: reason.into(),
+        syntax: true,
+    })
+}
+
+/// Refused content of a well-formed body.
+fn refuse<T>(line: usize, reason: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError {
+        line,
+        reason: reason.into(),
+        syntax: false,
     })
 }
 
@@ -82,10 +96,18 @@ fn parse_labels(s: &str, line: usize) -> Result<(Labels, &str), ParseError> {
         let eq = rest.find('=').ok_or_else(|| ParseError {
             line,
             reason: "expected label name".into(),
+            syntax: true,
         })?;
         let name = rest[..eq].trim();
         if !is_valid_label_name(name) && name != "le" && name != "quantile" {
-            return err(line, format!("invalid label name {name:?}"));
+            // `__x` is well-formed but reserved.
+            let reserved = name.starts_with("__") && is_valid_label_name(&name[1..]);
+            let reason = format!("invalid label name {name:?}");
+            return if reserved {
+                refuse(line, reason)
+            } else {
+                err(line, reason)
+            };
         }
         rest = rest[eq + 1..].trim_start();
         let Some(body) = rest.strip_prefix('"') else {
@@ -107,13 +129,15 @@ fn parse_labels(s: &str, line: usize) -> Result<(Labels, &str), ParseError> {
         let end = end.ok_or_else(|| ParseError {
             line,
             reason: "unterminated label value".into(),
+            syntax: true,
         })?;
         let value = unescape(&body[..end], true).ok_or_else(|| ParseError {
             line,
             reason: "bad escape".into(),
+            syntax: true,
         })?;
         if labels.len() >= MAX_LABELS {
-            return err(line, format!("more than {MAX_LABELS} labels on one sample"));
+            return refuse(line, format!("more than {MAX_LABELS} labels on one sample"));
         }
         if labels.iter().any(|(k, _): &(String, String)| k == name) {
             return err(line, format!("label {name:?} given twice"));
@@ -192,6 +216,7 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
                     let f = families.get_mut(&key).ok_or_else(|| ParseError {
                         line,
                         reason: "internal".into(),
+                        syntax: true,
                     })?;
                     if word == "HELP" {
                         if f.help.is_some() {
@@ -200,6 +225,7 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
                         f.help = Some(unescape(arg, false).ok_or_else(|| ParseError {
                             line,
                             reason: "bad escape in HELP".into(),
+                            syntax: true,
                         })?);
                     } else {
                         if f.kind.is_some() {
@@ -225,7 +251,7 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
         // A sample: name[{labels}] value [timestamp]
         samples += 1;
         if samples > max_samples {
-            return err(
+            return refuse(
                 line,
                 format!("more than {max_samples} samples; that is the limit of series per group"),
             );
@@ -248,13 +274,15 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
         let value = fields.next().ok_or_else(|| ParseError {
             line,
             reason: "expected a value".into(),
+            syntax: true,
         })?;
         let value = parse_value(value).ok_or_else(|| ParseError {
             line,
             reason: format!("invalid value {value:?}"),
+            syntax: true,
         })?;
         if fields.next().is_some() {
-            return err(line, TIMESTAMP_ERROR);
+            return refuse(line, TIMESTAMP_ERROR);
         }
         // Which family: the parts of a histogram or summary belong to the family its TYPE line
         // named.
@@ -276,6 +304,7 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
         let f = families.get_mut(&key).ok_or_else(|| ParseError {
             line,
             reason: "internal".into(),
+            syntax: true,
         })?;
         if let Some(kind @ (MetricType::Histogram | MetricType::Summary)) = f.kind {
             let (label, part_name) = if kind == MetricType::Histogram {
@@ -299,20 +328,22 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
                     let bound = bound.ok_or_else(|| ParseError {
                         line,
                         reason: format!("{name} without {label}"),
+                        syntax: true,
                     })?;
                     let parsed = parse_value(&bound).ok_or_else(|| ParseError {
                         line,
                         reason: format!("invalid {label} {bound:?}"),
+                        syntax: true,
                     })?;
                     if kind == MetricType::Histogram {
                         if value < 0.0 || value.fract() != 0.0 {
-                            return err(
+                            return refuse(
                                 line,
                                 format!("bucket count {value} is not a whole number"),
                             );
                         }
                     } else if !(0.0..=1.0).contains(&parsed) {
-                        return err(line, format!("quantile {bound:?} is outside [0, 1]"));
+                        return refuse(line, format!("quantile {bound:?} is outside [0, 1]"));
                     }
                     // Repeated bounds are found after sorting: a scan here would be quadratic.
                     h.0.push((parsed, value));
@@ -320,7 +351,7 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
                 "_sum" => h.1 = Some(value),
                 "_count" => {
                     if value < 0.0 || value.fract() != 0.0 {
-                        return err(line, format!("count {value} is not a whole number"));
+                        return refuse(line, format!("count {value} is not a whole number"));
                     }
                     h.2 = Some(value as u64);
                 }
@@ -340,7 +371,7 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
                 && f.kind != Some(MetricType::Untyped)
                 && f.kind.is_some()
             {
-                return err(
+                return refuse(
                     line,
                     format!(
                         "label {:?} is reserved",
@@ -354,7 +385,7 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
             }
             labels.sort();
             if !f.seen.insert(labels.clone()) {
-                return err(
+                return refuse(
                     line,
                     format!("second sample of {name} with the same labels"),
                 );
@@ -380,7 +411,7 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
                 } else {
                     ("bucket", "le")
                 };
-                return err(
+                return refuse(
                     0,
                     format!(
                         "{name}: second {what} sample with {label}=\"{}\" for labels {labels:?}",
@@ -411,7 +442,7 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
             if buckets.windows(2).any(|w| w[0].1 > w[1].1)
                 || buckets.last().is_some_and(|(_, c)| *c > count)
             {
-                return err(0, format!("{name}: bucket counts must not decrease"));
+                return refuse(0, format!("{name}: bucket counts must not decrease"));
             }
             series.push((
                 labels,

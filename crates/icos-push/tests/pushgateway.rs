@@ -208,6 +208,88 @@ async fn pushgateway_readme_examples_and_replacement_rules() {
     std::fs::remove_dir_all(&rig.dir).ok();
 }
 
+/// Families are served under the names they were pushed with, in both formats; a counter
+/// OpenMetrics cannot write as a counter is written as `unknown` under that name.
+#[tokio::test]
+async fn pushed_names_are_kept_as_pushed() {
+    use prost::Message;
+    use tidegauge_icos_push::protobuf::wire;
+    let rig = Rig::new("names");
+    let mut log = String::new();
+    let steps: &[(&str, &str, &str)] = &[
+        // A Python Counter and Gauge of one base name, pushed to two jobs: two families.
+        ("PUT", "/metrics/job/gauges", "# TYPE b gauge\nb 1\n"),
+        (
+            "PUT",
+            "/metrics/job/counters",
+            "# TYPE b_total counter\nb_total 2\n# TYPE jobs_total counter\njobs_total 7\n",
+        ),
+        // A histogram q POSTed next to a counter q_total: both stay.
+        (
+            "PUT",
+            "/metrics/job/hist",
+            "# TYPE q_total counter\nq_total 3\n",
+        ),
+        (
+            "POST",
+            "/metrics/job/hist",
+            "# TYPE q histogram\nq_bucket{le=\"+Inf\"} 1\nq_sum 0.5\nq_count 1\n",
+        ),
+        // POST replaces a family of the same pushed name, whatever its type was.
+        (
+            "PUT",
+            "/metrics/job/x",
+            "# TYPE x_total untyped\nx_total 1\n",
+        ),
+        (
+            "POST",
+            "/metrics/job/x",
+            "# TYPE x_total counter\nx_total 5\n",
+        ),
+        // A counter called _total is a valid name and is served.
+        (
+            "PUT",
+            "/metrics/job/underscore",
+            "# TYPE _total counter\n_total 4\n",
+        ),
+    ];
+    for (method, path, body) in steps {
+        let (status, answer) = rig.send(method, path, body, &[]).await;
+        log.push_str(&format!(
+            "{method} {path}\n   -> {status} {}\n",
+            answer.trim_end()
+        ));
+    }
+    // A counter without _total, as Go's client_golang pushes it (protobuf).
+    let family = wire::MetricFamily {
+        name: Some("go_ops".into()),
+        help: Some("Operations.".into()),
+        r#type: Some(0),
+        metric: vec![wire::Metric {
+            counter: Some(wire::Single { value: Some(9.0) }),
+            ..Default::default()
+        }],
+    };
+    let (status, answer) = rig
+        .send_bytes(
+            "PUT",
+            "/metrics/job/go",
+            family.encode_length_delimited_to_vec(),
+            &[(
+                "content-type",
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+            )],
+        )
+        .await;
+    log.push_str(&format!(
+        "PUT /metrics/job/go (protobuf counter go_ops)\n   -> {status} {}\n",
+        answer.trim_end()
+    ));
+    insta::assert_snapshot!("names_transcript", log);
+    insta::assert_snapshot!("names_exposition", rig.exposition().await);
+    std::fs::remove_dir_all(&rig.dir).ok();
+}
+
 #[tokio::test]
 async fn groups_survive_a_restart_and_expire_after_their_ttl() {
     let rig = Rig::new("restart");
@@ -353,7 +435,8 @@ async fn exposed_names_clash_across_types_and_posts_cannot_outgrow_a_group() {
             .0,
         200
     );
-    // A gauge foo_total would be a second family exposing foo_total.
+    // Families are told apart by the names they are pushed with, as the Pushgateway tells
+    // them apart: a gauge foo_total is not the counter foo (200 from the Pushgateway too)...
     let (status, body) = rig
         .send(
             "PUT",
@@ -362,12 +445,27 @@ async fn exposed_names_clash_across_types_and_posts_cannot_outgrow_a_group() {
             &[],
         )
         .await;
+    assert_eq!(status, 200, "{body}");
+    // ... but a gauge foo is, and so is a histogram's part.
+    let (status, body) = rig
+        .send("PUT", "/metrics/job/c", "# TYPE foo gauge\nfoo 2\n", &[])
+        .await;
     assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"foo\""), "{body}");
     let (status, body) = rig
         .send(
             "PUT",
             "/metrics/job/c",
-            "# TYPE bar counter\nbar 1\n# TYPE bar_total gauge\nbar_total 2\n",
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rig
+        .send(
+            "PUT",
+            "/metrics/job/d",
+            "# TYPE h_sum gauge\nh_sum 2\n",
             &[],
         )
         .await;
@@ -715,6 +813,35 @@ async fn refused_pushes_record_their_failure_time() {
     assert!(
         out.contains("y{instance=\"\",job=\"kept\"} 1"),
         "the group keeps its series: {out}"
+    );
+    // A body that does not parse (text or protobuf) is not a push, for the Pushgateway too:
+    // nothing is recorded and no group is created.
+    let (status, _) = rig
+        .send("PUT", "/metrics/job/syntax", "x{a=\"1\" 1\n", &[])
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = rig
+        .send_bytes(
+            "PUT",
+            "/metrics/job/syntax",
+            vec![0x05, 0xff],
+            &[(
+                "content-type",
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+            )],
+        )
+        .await;
+    assert_eq!(status, 400);
+    // A reserved label name in a well-formed body is refused content: recorded.
+    let (status, _) = rig
+        .send("PUT", "/metrics/job/reserved", "x{__a=\"1\"} 1\n", &[])
+        .await;
+    assert_eq!(status, 400);
+    let out = rig.exposition().await;
+    assert!(!out.contains("job=\"syntax\""), "{out}");
+    assert!(
+        out.contains("push_failure_time_seconds{instance=\"\",job=\"reserved\"}"),
+        "{out}"
     );
 }
 

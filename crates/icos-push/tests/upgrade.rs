@@ -40,15 +40,46 @@ async fn a_store_of_release_0_1_0_opens_with_every_series() {
     )
     .unwrap();
     let snap = push
-        .collect(&context(std::time::Duration::from_secs(5), clock))
+        .collect(&context(std::time::Duration::from_secs(5), clock.clone()))
         .await
         .unwrap();
-    let served = series(&encode(Format::Text, &[snap]));
+    let text = encode(Format::Text, std::slice::from_ref(&snap));
+    // Release 0.1.0 stored the pushed counter `some_metric` and served it as
+    // `some_metric_total`: that stays its name, now as pushed (store format 2).
+    assert!(
+        text.contains("# TYPE some_metric_total counter\n"),
+        "{text}"
+    );
+    let om = encode(Format::OpenMetrics, std::slice::from_ref(&snap));
+    assert!(
+        om.contains("# TYPE some_metric counter\nsome_metric_total{"),
+        "{om}"
+    );
+    let served = series(&text);
     let want = series(
         &std::fs::read_to_string(fixtures_dir().join("icos-push/store-0.1.0.exposition.txt"))
             .unwrap(),
     );
     assert_eq!(served, want);
+    // The upgraded counter is the family a client pushing it again names: POST replaces it.
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/metrics/job/some_job/instance/some_instance")
+        .body(axum::body::Body::from(
+            "# TYPE some_metric_total counter\nsome_metric_total{label=\"val1\"} 43\n",
+        ))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(push.routes().into_router(), request)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let snap = push
+        .collect(&context(std::time::Duration::from_secs(5), clock))
+        .await
+        .unwrap();
+    let text = encode(Format::Text, &[snap]);
+    assert_eq!(text.matches("some_metric_total{").count(), 1, "{text}");
+    assert!(text.contains("label=\"val1\"} 43\n"), "{text}");
     drop(push);
     std::fs::remove_dir_all(&dir).ok();
 }

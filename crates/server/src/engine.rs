@@ -212,7 +212,7 @@ impl Gathered {
                     .families
                     .iter()
                     .filter_map(|f| {
-                        let name = crate::selector::exposed_family_name(f);
+                        let name = f.text_name();
                         let mut f = f.clone();
                         f.samples
                             .retain(|s| selectors.iter().any(|sel| sel.matches(&name, &s.labels)));
@@ -619,7 +619,9 @@ impl Engine {
                 }
                 Some((op, of)) => {
                     let owner = &parts[op].families[of];
-                    if owner.name == family.name && owner.kind == family.kind {
+                    // The same family as exposed: a counter pushed as `x_total` joins the
+                    // counter `x`.
+                    if owner.text_name() == family.text_name() && owner.kind == family.kind {
                         joins.entry((op, of)).or_default().push((p, f));
                     } else if let Some(slot) = slot {
                         tracing::warn!(collector = %slot.name, family = %family.name, "dropping family: its name is already exposed by another source under another type");

@@ -1,7 +1,7 @@
 //! Series selectors as Prometheus's federation endpoint takes them in `match[]`:
 //! `name`, `{label="v"}`, `name{a=~"re.*", b!="x", c!~'y'}`.
 
-use tidegauge_core::{Labels, MetricFamily, MetricType};
+use tidegauge_core::Labels;
 
 /// Selectors one request may carry, and the bytes of all of them together: each regex is
 /// compiled per request, so the work a request can ask for is bounded.
@@ -43,16 +43,6 @@ impl Matcher {
 #[derive(Debug, Clone)]
 pub struct Selector {
     matchers: Vec<Matcher>,
-}
-
-/// The name a family is selected by: as exposed in text 0.0.4 (`x_total` for a counter,
-/// `x_info` for an info family), a histogram's or summary's base name.
-pub fn exposed_family_name(family: &MetricFamily) -> String {
-    match family.kind {
-        MetricType::Counter => format!("{}_total", family.name),
-        MetricType::Info => format!("{}_info", family.name),
-        _ => family.name.clone(),
-    }
 }
 
 impl Selector {

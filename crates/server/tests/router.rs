@@ -1546,7 +1546,10 @@ async fn review_findings_on_names_and_selectors() {
     .unwrap();
     assert!(
         names
-            .conflict("tidegauge_build_info", tidegauge_core::MetricType::Counter)
+            .conflict(&tidegauge_core::MetricFamily::counter(
+                "tidegauge_build_info",
+                ""
+            ))
             .is_some()
     );
 }
