@@ -206,7 +206,13 @@ pub fn parse_create(body: &Json) -> Result<CreateRequest, Rejection> {
             "msg": "Input should be a valid dictionary or object to extract fields from", "input": body})]));
     };
     let mut errors = Vec::new();
-    let kind = match obj.get("metric_type") {
+    // Release 2.0.1 of the original names the field `type`; its README and the clients written
+    // from it send `metric_type`. Both are read, `metric_type` first.
+    let (type_field, type_value) = match obj.get("metric_type") {
+        Some(v) => ("metric_type", Some(v)),
+        None => ("type", obj.get("type")),
+    };
+    let kind = match type_value {
         None => {
             errors.push(schema_error(
                 "missing",
@@ -216,7 +222,8 @@ pub fn parse_create(body: &Json) -> Result<CreateRequest, Rejection> {
             ));
             None
         }
-        // pydantic's lax mode: numeric strings, integral floats (2.0) and booleans pass.
+        // pydantic's lax mode: integral floats (2.0) and booleans pass; strings ("2") do not
+        // (measured against the original).
         Some(v) => match v
             .as_i64()
             .or_else(|| {
@@ -225,14 +232,13 @@ pub fn parse_create(body: &Json) -> Result<CreateRequest, Rejection> {
                     .map(|f| f as i64)
             })
             .or_else(|| v.as_bool().map(i64::from))
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
             .and_then(Kind::from_number)
         {
             Some(k) => Some(k),
             _ => {
                 errors.push(schema_error(
                     "enum",
-                    "metric_type",
+                    type_field,
                     "Input should be 1, 2, 3 or 4",
                     v,
                 ));
@@ -288,12 +294,19 @@ pub fn parse_create(body: &Json) -> Result<CreateRequest, Rejection> {
             Some(Json::Object(m.clone()))
         }
         Some(v) => {
-            errors.push(schema_error(
-                "union_tag_invalid",
-                "value",
-                "Input should be a valid number, a valid string, or a dictionary of strings or numbers",
-                v,
-            ));
+            // As pydantic reports a union: one error per member.
+            for (kind, member, msg) in [
+                ("float_type", "float", "Input should be a valid number"),
+                ("string_type", "str", "Input should be a valid string"),
+                (
+                    "dict_type",
+                    "dict[str,union[str,float]]",
+                    "Input should be a valid dictionary",
+                ),
+            ] {
+                errors.push(serde_json::json!({
+                    "type": kind, "loc": ["body", "value", member], "msg": msg, "input": v}));
+            }
             None
         }
     };
@@ -354,8 +367,9 @@ pub fn parse_create(body: &Json) -> Result<CreateRequest, Rejection> {
     }
 }
 
-/// Validates the body of `unregister_metric`: `(type, name)`.
-pub fn parse_unregister(body: &Json) -> Result<(Kind, String), Rejection> {
+/// Validates the body of `unregister_metric`: `(type, name)`; release 2.0.1 of the original
+/// sends the name alone, which unregisters the metric of that name whatever its type.
+pub fn parse_unregister(body: &Json) -> Result<(Option<Kind>, String), Rejection> {
     let Json::Object(obj) = body else {
         return Err(Rejection::Schema(vec![serde_json::json!({
             "type": "model_attributes_type", "loc": ["body"],
@@ -365,9 +379,14 @@ pub fn parse_unregister(body: &Json) -> Result<(Kind, String), Rejection> {
     // `unregister_metric` does not have are dropped.
     let mut probe = obj.clone();
     probe.insert("value".into(), Json::from(0));
-    probe.retain(|k, _| matches!(k.as_str(), "metric_type" | "metric_name" | "value"));
+    probe.retain(|k, _| matches!(k.as_str(), "metric_type" | "type" | "metric_name" | "value"));
+    let typed = probe.contains_key("metric_type") || probe.contains_key("type");
+    if !typed {
+        // Any valid type stands in, so the name is validated alone.
+        probe.insert("metric_type".into(), Json::from(2));
+    }
     match parse_create(&Json::Object(probe)) {
-        Ok(r) => Ok((r.kind, r.name)),
+        Ok(r) => Ok((typed.then_some(r.kind), r.name)),
         Err(Rejection::Schema(errors)) => Err(Rejection::Schema(
             errors
                 .into_iter()
@@ -743,11 +762,11 @@ impl Registry {
     }
 
     /// Applies `unregister_metric`.
-    pub fn unregister(&mut self, kind: Kind, name: &str) -> Result<Change, Rejection> {
+    pub fn unregister(&mut self, kind: Option<Kind>, name: &str) -> Result<Change, Rejection> {
         let name = name.trim();
         match self.owner_of(name) {
             None => Ok(Change::None),
-            Some(m) if m.kind != kind => {
+            Some(m) if kind.is_some_and(|k| k != m.kind) => {
                 bad("Metric name matches an already registered metric with different type.")
             }
             Some(m) => {

@@ -37,7 +37,7 @@ pub fn document() -> Value {
             "states": {"type": "array", "items": {"type": "string"}, "description": "Enum states, needed when the Enum is created"}
         }
     });
-    let unregister = json!({"type": "object", "required": ["metric_type", "metric_name"], "properties": {"metric_type": metric_type, "metric_name": {"type": "string"}}});
+    let unregister = json!({"type": "object", "required": ["metric_name"], "properties": {"metric_type": metric_type, "metric_name": {"type": "string"}}, "description": "Without metric_type, the metric of that name is unregistered whatever its type (release 2.0.1 of the original sends the name alone)."});
     let group = |summary: &str, ok: &str| {
         json!({
             "summary": summary,

@@ -285,6 +285,16 @@ const CASES: &[(&str, &str)] = &[
         r#"{"metric_type": 2, "metric_name": "bar_total"}"#,
     ),
     ("unregister_metric", r#"{"metric_name": "x"}"#),
+    // Release 2.0.1 of the original: the type field is `type`; unregister takes the name alone.
+    (
+        "create_metric",
+        r#"{"type": 2, "metric_name": "release_201", "value": 1}"#,
+    ),
+    (
+        "create_metric",
+        r#"{"type": "2", "metric_name": "release_201", "value": 1}"#,
+    ),
+    ("unregister_metric", r#"{"metric_name": "release_201"}"#),
     // Limits of the Pushgateway path apply here too: label counts and label-name lengths.
     (
         "create_metric",
