@@ -617,6 +617,30 @@ push_to_gateway(addr, job="c2", registry=gauges)
     ] {
         assert!(om.contains(want), "{want:?} in\n{om}");
     }
+    // The Python client's OpenMetrics parser, which refuses a family named twice or a counter
+    // sample without `_total`, reads the whole exposition.
+    let mut parse = Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nprint(len(list(p(sys.stdin.read()))))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    parse
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(om.as_bytes())
+        .unwrap();
+    let out = parse.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "OpenMetrics parser: {}\n{om}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

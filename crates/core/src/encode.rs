@@ -8,7 +8,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::snapshot::{MetricFamily, MetricType, Snapshot, Value};
+use crate::snapshot::{MetricFamily, MetricType, Naming, Snapshot, Value};
 
 /// An exposition format the host can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,21 +50,33 @@ pub fn encode_part(format: Format, part: &Arc<Snapshot>) -> String {
     }
 }
 
-/// prometheus-client has no summary type: runs of other families go through it, summaries are
-/// written here in the same syntax.
+/// Whether OpenMetrics needs this family written here rather than by prometheus-client: it
+/// has no summary type and no `_created` samples.
+fn by_hand(f: &MetricFamily) -> bool {
+    f.kind == MetricType::Summary
+        || f.naming == Naming::ExactFolded
+        || (f.naming.is_exact() && f.samples.iter().any(|s| s.created.is_some()))
+}
+
+/// prometheus-client has no summary type and no `_created` samples: runs of other families go
+/// through it, the rest are written here in the same syntax.
 fn encode_part_om(out: &mut String, part: &Arc<Snapshot>) {
     let families = &part.families;
     let mut start = 0;
     while start < families.len() {
-        if families[start].kind == MetricType::Summary {
-            // Writing into a String cannot fail.
-            let _ = write_family_text(out, &families[start], Format::OpenMetrics);
+        let f = &families[start];
+        if by_hand(f) {
+            // Folded families are another family's `_created` samples in OpenMetrics.
+            if f.naming != Naming::ExactFolded {
+                // Writing into a String cannot fail.
+                let _ = write_family_text(out, f, Format::OpenMetrics);
+            }
             start += 1;
             continue;
         }
         let end = families[start..]
             .iter()
-            .position(|f| f.kind == MetricType::Summary)
+            .position(by_hand)
             .map_or(families.len(), |n| start + n);
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Adapter(Arc::clone(part), start..end)));
@@ -206,10 +218,12 @@ pub fn encode_text(parts: &[Arc<Snapshot>]) -> String {
     out
 }
 
-/// One family in text 0.0.4 (every type), or in OpenMetrics (summaries only, which
-/// prometheus-client cannot write; the two syntaxes agree for them but for HELP escaping and
-/// the `# UNIT` line).
+/// One family in text 0.0.4 (every type), or in OpenMetrics (summaries, and exact counters,
+/// histograms and summaries with `_created` samples, which prometheus-client cannot write; the
+/// two syntaxes agree for them but for the counter's family name, HELP escaping, the `# UNIT`
+/// line and `_created`).
 fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt::Result {
+    let om = format == Format::OpenMetrics;
     let type_word = match f.kind {
         MetricType::Counter => "counter",
         MetricType::Gauge | MetricType::StateSet | MetricType::Info => "gauge",
@@ -217,8 +231,23 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
         MetricType::Histogram => "histogram",
         MetricType::Summary => "summary",
     };
-    let type_name = f.text_name();
-    let sample_name = &type_name;
+    let sample_name = f.text_name();
+    // `by_hand` sends only counters OpenMetrics can write as counters here.
+    let type_name = match f.om_counter_stem() {
+        Some(stem) if om => stem.to_owned(),
+        _ => sample_name.clone(),
+    };
+    // The family's `_created` sample, after the rest of a series (OpenMetrics only).
+    let created = |out: &mut String, s: &crate::snapshot::Sample| {
+        if let Some(c) = s.created.filter(|_| om && f.naming.is_exact()) {
+            out.push_str(&type_name);
+            out.push_str("_created");
+            write_labels(out, &s.labels, None);
+            out.push(' ');
+            push_float(out, c);
+            out.push('\n');
+        }
+    };
     if format == Format::OpenMetrics {
         writeln!(
             out,
@@ -246,11 +275,12 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
         match &s.value {
             Value::Number(v) => {
                 let v = if f.kind == MetricType::Info { 1.0 } else { *v };
-                out.push_str(sample_name);
+                out.push_str(&sample_name);
                 write_labels(out, &s.labels, None);
                 out.push(' ');
                 push_float(out, v);
                 out.push('\n');
+                created(out, s);
             }
             Value::Histogram {
                 buckets,
@@ -260,6 +290,9 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
                 for (le, cum) in buckets {
                     let mut le_s = String::new();
                     push_float(&mut le_s, *le);
+                    if om && !le_s.contains(['.', 'e', 'I', 'N']) {
+                        le_s.push_str(".0");
+                    }
                     write!(out, "{}_bucket", f.name)?;
                     write_labels(out, &s.labels, Some(("le", &le_s)));
                     writeln!(out, " {cum}")?;
@@ -268,6 +301,7 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
                 write_labels(out, &s.labels, Some(("le", "+Inf")));
                 writeln!(out, " {count}")?;
                 write_sum_count(out, &f.name, &s.labels, *sum, *count)?;
+                created(out, s);
             }
             Value::Summary {
                 quantiles,
@@ -279,7 +313,7 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
                     push_float(&mut q_s, *q);
                     // OpenMetrics writes label floats with a fraction (`1.0`), as
                     // prometheus-client does for `le`.
-                    if format == Format::OpenMetrics && !q_s.contains(['.', 'e']) {
+                    if om && !q_s.contains(['.', 'e']) {
                         q_s.push_str(".0");
                     }
                     out.push_str(&f.name);
@@ -289,6 +323,7 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
                     out.push('\n');
                 }
                 write_sum_count(out, &f.name, &s.labels, *sum, *count)?;
+                created(out, s);
             }
         }
     }
@@ -560,6 +595,69 @@ mod tests {
             om.contains("# TYPE rpc summary\nrpc_sum 1\nrpc_count 1\n"),
             "{om}"
         );
+    }
+
+    /// Families as a Python client pushes them: a counter and a histogram with their
+    /// `_created` gauges, a gauge `b` beside a counter `b_total`, a counter without `_total`.
+    #[test]
+    fn exact_families_in_both_formats() {
+        let exact = |mut f: MetricFamily| {
+            f.naming = Naming::Exact;
+            f
+        };
+        let l = labels([("job", "j")]);
+        let mut s = Snapshot::new();
+        s.push(exact(MetricFamily::gauge("b", "A gauge")).with(l.clone(), 5.0));
+        s.push(exact(MetricFamily::counter("b_total", "A counter")).with(l.clone(), 1.0));
+        s.push(exact(MetricFamily::gauge("b_created", "A counter")).with(l.clone(), 1.7e9));
+        s.push(exact(MetricFamily::counter("jobs_total", "Jobs")).with(l.clone(), 3.0));
+        s.push(exact(MetricFamily::gauge("jobs_created", "Jobs")).with(l.clone(), 1.5e9));
+        let mut h = exact(MetricFamily::new("rows", "Rows", MetricType::Histogram));
+        h.samples.push(Sample {
+            labels: l.clone(),
+            value: Value::Histogram {
+                buckets: vec![(10.0, 0), (100.0, 1)],
+                sum: 42.0,
+                count: 1,
+            },
+            created: None,
+        });
+        s.push(h);
+        s.push(exact(MetricFamily::gauge("rows_created", "Rows")).with(l.clone(), 1.6e9));
+        // A `_created` series without its own stays a family of its own; the counter is then
+        // written as `unknown`, so the two do not clash.
+        s.push(exact(MetricFamily::counter("lone_total", "")).with(l.clone(), 1.0));
+        s.push(
+            exact(MetricFamily::gauge("lone_created", "")).with(labels([("job", "other")]), 1.0),
+        );
+        s.push(exact(MetricFamily::counter("go_ops", "Go")).with(vec![], 9.0));
+        s.settle_exact();
+        let namings: Vec<_> = s
+            .families
+            .iter()
+            .map(|f| (f.name.as_str(), f.naming))
+            .collect();
+        assert_eq!(
+            namings,
+            [
+                ("b", Naming::Exact),
+                ("b_total", Naming::ExactUnknown),
+                ("b_created", Naming::Exact),
+                ("jobs_total", Naming::Exact),
+                ("jobs_created", Naming::ExactFolded),
+                ("rows", Naming::Exact),
+                ("rows_created", Naming::ExactFolded),
+                ("lone_total", Naming::ExactUnknown),
+                ("lone_created", Naming::Exact),
+                ("go_ops", Naming::Exact),
+            ]
+        );
+        let parts = [Arc::new(s)];
+        insta::assert_snapshot!(format!(
+            "## text 0.0.4\n{}## OpenMetrics 1.0.0\n{}",
+            encode_text(&parts),
+            encode_openmetrics(&parts)
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! client pushed it ([`Naming::Exact`]) keeps the name it was sent with. No unit is ever appended
 //! implicitly.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// The type of a metric family.
@@ -47,6 +48,11 @@ pub enum Naming {
     /// ends with `_total`: another family of the exposition is called `<stem>`
     /// ([`Snapshot::settle_exact`] decides).
     ExactUnknown,
+    /// As [`Naming::Exact`] in text 0.0.4; OpenMetrics writes no family of this name, its series
+    /// being the `_created` samples of the counter, histogram or summary it names (a Python
+    /// client's `x_created` gauge beside its `x`), with which a family of this name would clash
+    /// ([`Snapshot::settle_exact`] decides).
+    ExactFolded,
 }
 
 impl Naming {
@@ -99,7 +105,8 @@ pub struct Sample {
     pub labels: Labels,
     /// The value.
     pub value: Value,
-    /// For counters: creation time in seconds since the epoch (kept, not yet exposed).
+    /// Creation time in seconds since the epoch: written (as a `_created` sample, in OpenMetrics
+    /// only) for exact families, kept but not written for canonical ones.
     pub created: Option<f64>,
 }
 
@@ -229,15 +236,20 @@ impl Snapshot {
         self.families.iter().find(|f| f.name == name)
     }
 
-    /// Decides how OpenMetrics writes each exact counter: as the counter family `<stem>` of its
-    /// `<stem>_total` name, unless another family of this snapshot occupies `<stem>` (a gauge
-    /// `b` pushed beside a counter `b_total`); then as `unknown` under its pushed name, so
-    /// neither family is lost.
+    /// Decides how OpenMetrics writes the exact families. An exact counter is the counter family
+    /// `<stem>` of its `<stem>_total` name, unless another family of this snapshot occupies
+    /// `<stem>` (a gauge `b` pushed beside a counter `b_total`); then it is `unknown` under its
+    /// pushed name, so neither family is lost. An exact gauge or untyped family `<x>_created`
+    /// whose series match those of the counter, histogram or summary `<x>` becomes their
+    /// `_created` samples, since OpenMetrics reserves that name to them.
     pub fn settle_exact(&mut self) {
-        let mut firm: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut firm: HashSet<String> = HashSet::new();
         for f in &mut self.families {
-            if f.naming == Naming::ExactUnknown {
+            if f.naming.is_exact() {
                 f.naming = Naming::Exact;
+                for s in &mut f.samples {
+                    s.created = None;
+                }
             }
             let stem = f.om_counter_stem().filter(|_| f.naming.is_exact());
             firm.extend(
@@ -250,6 +262,59 @@ impl Snapshot {
             if f.naming == Naming::Exact && f.om_counter_stem().is_some_and(|s| firm.contains(s)) {
                 f.naming = Naming::ExactUnknown;
             }
+        }
+        // OpenMetrics family name → index, for the exact families `_created` samples can join.
+        let bases: HashMap<String, usize> = self
+            .families
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.naming == Naming::Exact)
+            .filter_map(|(i, f)| match f.kind {
+                MetricType::Counter => f.om_counter_stem().map(|s| (s.to_owned(), i)),
+                MetricType::Histogram | MetricType::Summary => Some((f.name.clone(), i)),
+                _ => None,
+            })
+            .collect();
+        for c in 0..self.families.len() {
+            let created = &self.families[c];
+            if created.naming != Naming::Exact
+                || !matches!(created.kind, MetricType::Gauge | MetricType::Untyped)
+            {
+                continue;
+            }
+            let Some(&b) = created
+                .name
+                .strip_suffix("_created")
+                .and_then(|base| bases.get(base))
+            else {
+                continue;
+            };
+            let by_labels: HashMap<&Labels, usize> = self.families[b]
+                .samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (&s.labels, i))
+                .collect();
+            // Every series must find its own, or the family stays rather than losing one; a
+            // counter then steps aside as `unknown` (a histogram or summary cannot).
+            let Some(pairs) = created
+                .samples
+                .iter()
+                .map(|s| match s.value {
+                    Value::Number(v) => by_labels.get(&s.labels).map(|&i| (i, v)),
+                    _ => None,
+                })
+                .collect::<Option<Vec<(usize, f64)>>>()
+            else {
+                if self.families[b].kind == MetricType::Counter {
+                    self.families[b].naming = Naming::ExactUnknown;
+                }
+                continue;
+            };
+            for (i, v) in pairs {
+                self.families[b].samples[i].created = Some(v);
+            }
+            self.families[c].naming = Naming::ExactFolded;
         }
     }
 }
@@ -394,7 +459,7 @@ impl MetricFamily {
         match self.naming {
             Naming::Canonical => Some(&self.name),
             Naming::Exact => self.name.strip_suffix("_total").filter(|s| !s.is_empty()),
-            Naming::ExactUnknown => None,
+            Naming::ExactUnknown | Naming::ExactFolded => None,
         }
     }
 
