@@ -671,7 +671,7 @@ async fn web_config_file_serves_tls_with_basic_auth() {
         &[("TARGET_PORT", "1")],
     );
     let port = host.addr.rsplit(':').next().unwrap().to_owned();
-    tidegauge_core::http::client().unwrap();
+    tidegauge_testkit::http_client();
     let ca = std::fs::read(fixtures.join("ca.pem")).unwrap();
     let https = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())

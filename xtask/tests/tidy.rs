@@ -1,6 +1,6 @@
 //! Invariants of the workspace's shape, checked on every test run (as rust-analyzer's tidy
-//! tests do): the host crates name no collector, collectors do not depend on each other, and
-//! the binary reaches each collector through exactly one factory line.
+//! tests do): the host crates name no collector, collectors do not depend on each other, the
+//! binary reaches each collector through exactly one factory line, and tests reach only loopback.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -131,4 +131,30 @@ fn bin_reaches_each_collector_through_one_factory_line() {
             "bin/ must name {krate} in exactly one factory line and nowhere else"
         );
     }
+}
+
+/// Tests reach only loopback: their HTTP clients come from `tidegauge_testkit::http_client()`,
+/// whose resolver knows only `localhost`, never from the production client, which would send a
+/// DNS query for any name a test (or a redirect) gives it.
+#[test]
+fn tests_use_the_loopback_client() {
+    let mut all = Vec::new();
+    for dir in ["crates", "bin"] {
+        files(&root().join(dir), &mut all);
+    }
+    let offenders: Vec<String> = all
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .filter(|p| p.components().any(|c| c.as_os_str() == "tests"))
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains("http::client()")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "tests must use tidegauge_testkit::http_client(): {offenders:?}"
+    );
 }

@@ -416,7 +416,7 @@ mod tests {
     fn services(dir: std::path::PathBuf, env: Environment) -> tidegauge_core::HostServices {
         tidegauge_core::HostServices {
             env,
-            ..tidegauge_core::HostServices::new(tidegauge_core::http::client().unwrap(), dir)
+            ..tidegauge_core::HostServices::new(tidegauge_testkit::http_client(), dir)
         }
     }
 

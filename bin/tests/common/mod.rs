@@ -101,7 +101,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 pub fn client() -> reqwest::Client {
-    tidegauge_core::http::client().unwrap()
+    tidegauge_testkit::http_client()
 }
 
 pub async fn get_text(http: &reqwest::Client, url: &str) -> String {

@@ -674,7 +674,7 @@ async fn fault_matrix() {
             .collect();
         let want = match fault {
             Fault::NoAnswer | Fault::SlowDrip => "timeout",
-            Fault::ResetMidBody | Fault::Refused => "connect",
+            Fault::ResetMidBody | Fault::Refused | Fault::UnknownHost => "connect",
             Fault::Http500 => "http_status",
             Fault::Html | Fault::TruncatedJson => "invalid_json",
             Fault::HugeBody => "body_too_large",

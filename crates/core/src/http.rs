@@ -25,7 +25,12 @@ pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
 /// is sent to a host its configuration does not name. A collector that must allow other hops
 /// follows them itself, checking each.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    builder()
+    client_from(builder())
+}
+
+/// [`client`] from another builder ([`builder`] with changes, such as tests' own resolver).
+pub fn client_from(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, reqwest::Error> {
+    builder
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             let first = attempt.previous().first().cloned();
             if attempt.previous().len() > 10 {

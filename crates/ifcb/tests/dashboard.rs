@@ -29,7 +29,7 @@ impl Rig {
             ..Config::default()
         };
         tweak(&mut cfg);
-        let ifcb = Ifcb::new(&cfg, tidegauge_core::http::client().unwrap()).unwrap();
+        let ifcb = Ifcb::new(&cfg, tidegauge_testkit::http_client()).unwrap();
         Rig {
             fake,
             ifcb,
@@ -647,7 +647,7 @@ async fn two_dashboards_with_the_same_dataset() {
         ],
         ..Config::default()
     };
-    let ifcb = Ifcb::new(&cfg, tidegauge_core::http::client().unwrap()).unwrap();
+    let ifcb = Ifcb::new(&cfg, tidegauge_testkit::http_client()).unwrap();
     let ctx = context(Duration::from_secs(10), FakeClock::at(NOW as u64));
     let snap = ifcb.collect(&ctx).await.unwrap();
     insta::assert_snapshot!(render(&snap));
@@ -724,7 +724,7 @@ async fn at_the_deadline_finished_datasets_are_served_and_the_rest_complete_in_t
 
 #[test]
 fn bad_configuration_names_the_problem() {
-    let http = tidegauge_core::http::client().unwrap();
+    let http = tidegauge_testkit::http_client();
     let base = |f: &dyn Fn(&mut Config)| {
         let mut c = Config {
             dashboards: vec![DashboardConfig::from_flag("http://127.0.0.1:1/api")],
@@ -770,7 +770,7 @@ async fn fault_matrix() {
             request_timeout: Duration::from_secs(1),
             ..Config::default()
         };
-        let ifcb = Ifcb::new(&cfg, tidegauge_core::http::client().unwrap()).unwrap();
+        let ifcb = Ifcb::new(&cfg, tidegauge_testkit::http_client()).unwrap();
         let ctx = context(budget, FakeClock::at(NOW as u64));
         let started = std::time::Instant::now();
         let snap = tokio::time::timeout(budget + Duration::from_secs(1), ifcb.collect(&ctx))

@@ -92,7 +92,7 @@ fn auth_config(
 fn app(verifier: Arc<Verifier>, protect_reads: bool) -> axum::Router {
     let engine = Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .access(AccessPolicy {
         verifier: Some(verifier),
@@ -116,7 +116,7 @@ async fn rig(tag: &str, jwks: &MockServer, role: Option<&str>, tokens: Option<&s
     });
     let cfg = auth_config(jwks, role, tokens_file);
     let verifier = Arc::new(
-        Verifier::new(&cfg, tidegauge_core::http::client().unwrap(), None)
+        Verifier::new(&cfg, tidegauge_testkit::http_client(), None)
             .unwrap()
             .unwrap(),
     );
@@ -390,13 +390,9 @@ async fn reads_need_a_credential_only_when_protected_and_reloads_keep_the_keys()
 
     // The reloaded configuration protects reads; its verifier is built from the running one.
     let cfg = auth_config(&jwks, Some("writer"), None);
-    let next = Verifier::new(
-        &cfg,
-        tidegauge_core::http::client().unwrap(),
-        Some(&r.verifier),
-    )
-    .unwrap()
-    .unwrap();
+    let next = Verifier::new(&cfg, tidegauge_testkit::http_client(), Some(&r.verifier))
+        .unwrap()
+        .unwrap();
     let app = app(Arc::new(next), true);
     assert_eq!(read(&app, None).await.unwrap().status(), 401);
     assert_eq!(
@@ -431,7 +427,7 @@ async fn a_jwks_fetch_never_holds_up_known_keys() {
     let verifier = Arc::new(
         Verifier::new(
             &auth_config(&jwks, None, None),
-            tidegauge_core::http::client().unwrap(),
+            tidegauge_testkit::http_client(),
             None,
         )
         .unwrap()
@@ -487,7 +483,7 @@ async fn a_failed_jwks_fetch_is_retried_soon() {
     if let Some(k) = cfg.keycloak.as_mut() {
         k.jwks_min_refresh = Duration::from_secs(3600);
     }
-    let verifier = Verifier::new(&cfg, tidegauge_core::http::client().unwrap(), None)
+    let verifier = Verifier::new(&cfg, tidegauge_testkit::http_client(), None)
         .unwrap()
         .unwrap();
     let issuer = format!("{}/realms/{REALM}", jwks.uri());

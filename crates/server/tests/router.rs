@@ -130,7 +130,7 @@ impl Prober for Fake {
 fn engine(collectors: Vec<(Fake, CollectorSettings)>) -> Engine {
     let mut b = Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .disabled("sleepy");
     for (c, s) in collectors {
@@ -233,7 +233,7 @@ async fn metrics_default_is_text_004() {
     // Without exporter metrics the process series are left out.
     let engine = Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .process_metrics(false)
     .build();
@@ -656,7 +656,7 @@ async fn constant_labels_and_match_selectors() {
     ];
     let engine = Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .const_labels(vec![("site".into(), "north".into())])
     .collector(Arc::new(a), CollectorSettings::default())
@@ -1062,7 +1062,7 @@ async fn shared_snapshots_are_reused_until_they_change() {
     let collector = Arc::new(Shared(std::sync::Mutex::new(pushed(1.0))));
     let engine = Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .collector(collector.clone(), CollectorSettings::default())
     .build();
@@ -1108,7 +1108,7 @@ async fn collector_routes_by_access_level() {
     let build = |fakes: Vec<Fake>| {
         let mut b = Engine::builder(
             Arc::new(tidegauge_core::SystemClock),
-            tidegauge_core::http::client().unwrap(),
+            tidegauge_testkit::http_client(),
         )
         .host_paths(tidegauge_server::router::host_paths("/metrics"));
         for f in fakes {
@@ -1144,7 +1144,7 @@ async fn collector_routes_by_access_level() {
     }
     let err = Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .host_paths(tidegauge_server::router::host_paths("/metrics"))
     .collector(Arc::new(Greedy), CollectorSettings::default())
@@ -1172,7 +1172,7 @@ async fn bearer_tokens_by_access_level() {
         AccessPolicy {
             verifier: tidegauge_server::bearer::Verifier::new(
                 &cfg,
-                tidegauge_core::http::client().unwrap(),
+                tidegauge_testkit::http_client(),
                 None,
             )
             .unwrap()
@@ -1184,7 +1184,7 @@ async fn bearer_tokens_by_access_level() {
     let app_with = |p: AccessPolicy| {
         let engine = Engine::builder(
             Arc::new(tidegauge_core::SystemClock),
-            tidegauge_core::http::client().unwrap(),
+            tidegauge_testkit::http_client(),
         )
         .access(p)
         .collector(Arc::new(Fake::new("routes")), CollectorSettings::default())
@@ -1413,16 +1413,13 @@ async fn basic_auth_beside_bearer_tokens() {
         tokens_file: Some(tokens),
         ..Default::default()
     };
-    let verifier = tidegauge_server::bearer::Verifier::new(
-        &cfg,
-        tidegauge_core::http::client().unwrap(),
-        None,
-    )
-    .unwrap()
-    .map(Arc::new);
+    let verifier =
+        tidegauge_server::bearer::Verifier::new(&cfg, tidegauge_testkit::http_client(), None)
+            .unwrap()
+            .map(Arc::new);
     let engine = Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .access(AccessPolicy {
         verifier,
@@ -1511,7 +1508,7 @@ async fn review_findings_on_names_and_selectors() {
     pushy.extra = vec![pushed, xg];
     let engine = Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .const_labels(vec![("site".into(), "north".into())])
     .collector(Arc::new(pushy), CollectorSettings::default())
@@ -1539,7 +1536,7 @@ async fn review_findings_on_names_and_selectors() {
     let names = Arc::new(tidegauge_core::names::Names::new());
     let _engine = Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .names(Arc::clone(&names))
     .build()

@@ -70,7 +70,7 @@ async fn server(tag: &str, yaml: &str) -> Server {
 
 fn client(identity: Option<&str>) -> reqwest::Client {
     // Installs the ring provider the host uses.
-    tidegauge_core::http::client().unwrap();
+    tidegauge_testkit::http_client();
     let mut b = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&read("ca.pem")).unwrap());
     if let Some(name) = identity {
@@ -102,7 +102,7 @@ async fn serves_tls_over_http1() {
         "ALPN offers HTTP/1.1 only"
     );
     // A client that does not trust the CA fails the handshake.
-    tidegauge_core::http::client().unwrap();
+    tidegauge_testkit::http_client();
     let untrusting = reqwest::Client::builder().build().unwrap();
     assert!(status(&untrusting, &s.url).await.is_err());
     // A client that insists on HTTP/2 gets no answer in it.
@@ -197,7 +197,7 @@ async fn a_file_with_an_invalid_tls_part_is_refused_whole() {
     .await;
     let engine = tidegauge_server::Engine::builder(
         Arc::new(tidegauge_core::SystemClock),
-        tidegauge_core::http::client().unwrap(),
+        tidegauge_testkit::http_client(),
     )
     .build()
     .unwrap();

@@ -27,11 +27,14 @@ pub enum Fault {
     Refused,
     /// Answers 302 to itself, forever.
     RedirectLoop,
+    /// A host name that does not resolve (`*.invalid`, refused by the tests' resolver without a
+    /// DNS query).
+    UnknownHost,
 }
 
 impl Fault {
     /// Every fault, in table order.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::NoAnswer,
         Fault::SlowDrip,
         Fault::ResetMidBody,
@@ -41,13 +44,14 @@ impl Fault {
         Fault::HugeBody,
         Fault::Refused,
         Fault::RedirectLoop,
+        Fault::UnknownHost,
     ];
 }
 
 /// A running faulty upstream; stops when dropped.
 #[derive(Debug)]
 pub struct FaultServer {
-    /// Base URL, `http://127.0.0.1:PORT`.
+    /// Base URL, `http://127.0.0.1:PORT` (a name that does not resolve for `UnknownHost`).
     pub url: String,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -65,6 +69,12 @@ impl FaultServer {
     pub async fn start(fault: Fault) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
+        if fault == Fault::UnknownHost {
+            return Ok(Self {
+                url: "http://no-such-host.invalid:9".to_owned(),
+                task: None,
+            });
+        }
         if fault == Fault::Refused {
             // The port was free a moment ago and nobody listens on it now.
             drop(listener);
@@ -109,7 +119,7 @@ async fn answer(mut stream: TcpStream, fault: Fault) {
         format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n{len}Connection: close\r\n\r\n")
     };
     let _ = match fault {
-        Fault::NoAnswer | Fault::Refused => {
+        Fault::NoAnswer | Fault::Refused | Fault::UnknownHost => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(())
         }

@@ -53,10 +53,40 @@ impl Clock for FakeClock {
 /// 2024-05-01T12:00:00Z, the instant fixtures are written against.
 pub const FIXTURE_EPOCH: u64 = 1_714_564_800;
 
-/// A scrape context with `budget`, the given clock and a fresh HTTP client.
+/// Resolves only `localhost`, so tests reach only loopback: any other name, `*.invalid`
+/// (the unknown host of the fault matrix) among them, fails at once without a DNS query.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoopbackResolver;
+
+impl reqwest::dns::Resolve for LoopbackResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let result: Result<reqwest::dns::Addrs, Box<dyn std::error::Error + Send + Sync>> =
+            if name.as_str().eq_ignore_ascii_case("localhost") {
+                Ok(Box::new(
+                    vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))].into_iter(),
+                ))
+            } else {
+                Err(format!(
+                    "no such host: {} (tests resolve only localhost)",
+                    name.as_str()
+                )
+                .into())
+            };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// The HTTP client collectors get in production, with [`LoopbackResolver`].
+pub fn http_client() -> reqwest::Client {
+    tidegauge_core::http::client_from(
+        tidegauge_core::http::builder().dns_resolver(LoopbackResolver),
+    )
+    .unwrap_or_else(|e| panic!("HTTP client: {e}"))
+}
+
+/// A scrape context with `budget`, the given clock and a fresh HTTP client ([`http_client`]).
 pub fn context(budget: Duration, clock: Arc<dyn Clock>) -> ScrapeContext {
-    let http = tidegauge_core::http::client().unwrap_or_else(|e| panic!("HTTP client: {e}"));
-    ScrapeContext::new(budget, clock, http)
+    ScrapeContext::new(budget, clock, http_client())
 }
 
 /// Host services for tests: a fresh HTTP client, `clock`, `data_dir`, and an empty environment.
@@ -64,10 +94,7 @@ pub fn services(clock: Arc<dyn Clock>, data_dir: PathBuf) -> tidegauge_core::Hos
     tidegauge_core::HostServices {
         clock,
         env: tidegauge_core::Environment::from_pairs::<&str, &str>([]),
-        ..tidegauge_core::HostServices::new(
-            tidegauge_core::http::client().unwrap_or_else(|e| panic!("HTTP client: {e}")),
-            data_dir,
-        )
+        ..tidegauge_core::HostServices::new(http_client(), data_dir)
     }
 }
 
@@ -136,6 +163,22 @@ pub fn drop_families(exposition: &str, prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name other than `localhost` fails in the resolver itself: no DNS query leaves the
+    /// machine.
+    #[tokio::test]
+    async fn the_test_client_resolves_only_localhost() {
+        let e = http_client()
+            .get("http://example.com/")
+            .send()
+            .await
+            .unwrap_err();
+        let chain = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ");
+        assert!(chain.contains("tests resolve only localhost"), "{chain}");
+    }
 
     #[test]
     fn redacts_only_elapsed_values() {
