@@ -425,10 +425,10 @@ fn push_rate(base: &str, script: &std::path::Path) -> Result<f64, String> {
         .ok_or_else(|| format!("wrk printed no rate:\n{text}"))
 }
 
-/// Fills 100 groups x 100 series (10,000 series).
-async fn fill(base: &str) -> Result<(), String> {
+/// Fills groups `i<from>` to `i<to - 1>` of job `bench` with 100 series each.
+async fn fill(base: &str, groups: std::ops::Range<usize>) -> Result<(), String> {
     let http = tidegauge_core::http::client().map_err(|e| e.to_string())?;
-    for g in 0..100 {
+    for g in groups {
         let r = http
             .put(format!("{base}/metrics/job/bench/instance/i{g}"))
             .body(push_body(100, g))
@@ -472,7 +472,7 @@ fn push(cargo: &str) -> Result<(), String> {
     std::fs::write(
         &cfg,
         format!(
-            "[collectors.app-status]\nenabled = false\n[collectors.icos-push]\ndata_dir = \"{}\"\n",
+            "[collectors.app-status]\nenabled = false\n[collectors.icos-push]\ndata_dir = \"{}\"\nmax_series = 200000\n",
             dir.join("data").display()
         ),
     )
@@ -486,6 +486,8 @@ fn push(cargo: &str) -> Result<(), String> {
         .args([
             format!("--web.listen-address=127.0.0.1:{pg_port}"),
             "--log.level=warn".into(),
+            // Debian's build persists to /var/lib/prometheus by default.
+            "--persistence.file=".into(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -526,8 +528,8 @@ fn push(cargo: &str) -> Result<(), String> {
             seconds / commits * 1000.0
         );
     }
-    rt.block_on(fill(&tg_base))?;
-    rt.block_on(fill(&pg_base))?;
+    rt.block_on(fill(&tg_base, 0..100))?;
+    rt.block_on(fill(&pg_base, 0..100))?;
     let tg_rps = wrk_rps(&format!("{tg_base}/metrics"))?;
     let pg_rps = wrk_rps(&format!("{pg_base}/metrics"))?;
     let ratio = match (tg_rps.parse::<f64>(), pg_rps.parse::<f64>()) {
@@ -547,12 +549,38 @@ fn push(cargo: &str) -> Result<(), String> {
         "  durable pushes/s as above, into 100 other groups while holding those 10,000 series: tidegauge {tg_held:.0}, pushgateway {pg_held:.0} (ratio {:.1})",
         tg_held / pg_held
     );
+    let memory = |held: &str| {
+        println!(
+            "  resident memory holding {held} series: tidegauge {} KiB (peak {} KiB), pushgateway {} KiB (peak {} KiB)",
+            rss_kib(tg.0.id()).map_or("?".into(), |v| v.to_string()),
+            peak_rss_kib(tg.0.id()).map_or("?".into(), |v| v.to_string()),
+            rss_kib(pg.0.id()).map_or("?".into(), |v| v.to_string()),
+            peak_rss_kib(pg.0.id()).map_or("?".into(), |v| v.to_string()),
+        );
+    };
+    memory("11,000");
+    // 100,000 series more: 1,000 groups of 100.
+    let started = std::time::Instant::now();
+    rt.block_on(fill(&tg_base, 100..1100))?;
+    let tg_fill = started.elapsed();
+    let started = std::time::Instant::now();
+    rt.block_on(fill(&pg_base, 100..1100))?;
+    let pg_fill = started.elapsed();
     println!(
-        "  resident memory after the runs: tidegauge {} KiB (peak {} KiB), pushgateway {} KiB (peak {} KiB)",
-        rss_kib(tg.0.id()).map_or("?".into(), |v| v.to_string()),
-        peak_rss_kib(tg.0.id()).map_or("?".into(), |v| v.to_string()),
-        rss_kib(pg.0.id()).map_or("?".into(), |v| v.to_string()),
-        peak_rss_kib(pg.0.id()).map_or("?".into(), |v| v.to_string()),
+        "  1,000 pushes of 100 series one after another, up to 111,000 series: tidegauge {:.1} s, pushgateway {:.1} s",
+        tg_fill.as_secs_f64(),
+        pg_fill.as_secs_f64()
     );
+    for (name, base) in [("tidegauge", &tg_base), ("pushgateway", &pg_base)] {
+        // One scrape each, so both have built their exposition once.
+        let started = std::time::Instant::now();
+        let (_, body) = http_get(base.trim_start_matches("http://"), "/metrics")?;
+        println!(
+            "  {name}: one /metrics of {} bytes in {:.0} ms",
+            body.len(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    memory("111,000");
     Ok(())
 }
