@@ -2,27 +2,30 @@
 
 use super::*;
 
+/// Why a push body is not used.
+pub(crate) enum BodyError {
+    /// Too large, badly encoded or not the format at all: the Pushgateway records nothing.
+    Unread(Response),
+    /// Well-formed but refused content (timestamps, repeated series, reserved names, limits):
+    /// recorded as a failed push, as the Pushgateway records it.
+    Refused(Response),
+}
+
+impl From<Response> for BodyError {
+    fn from(r: Response) -> Self {
+        Self::Unread(r)
+    }
+}
+
 #[allow(clippy::result_large_err)]
 /// Reads a pushed body within the size limit, undoes its `Content-Encoding` (gzip, snappy) and
-/// parses it as the text format or, by `Content-Type`, delimited protobuf; the error is the
-/// answer to send and whether it refuses content, which the Pushgateway records as a failed
-/// push (a body that does not parse is not recorded).
+/// parses it as the text format or, by `Content-Type`, delimited protobuf; the error carries
+/// the answer to send.
 pub(crate) async fn push_body(
     inner: &Inner,
     headers: &axum::http::HeaderMap,
     body: Body,
-) -> Result<Vec<textformat::ParsedFamily>, (Response, bool)> {
-    read_body(inner, headers, body)
-        .await
-        .map_err(|r| (r, false))?
-}
-
-#[allow(clippy::result_large_err)]
-async fn read_body(
-    inner: &Inner,
-    headers: &axum::http::HeaderMap,
-    body: Body,
-) -> Result<Result<Vec<textformat::ParsedFamily>, (Response, bool)>, Response> {
+) -> Result<Vec<textformat::ParsedFamily>, BodyError> {
     let (max_body, max_samples) = {
         let s = inner.settings;
         (s.max_body, s.max_group_series)
@@ -71,19 +74,23 @@ async fn read_body(
             return Err(text_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("unsupported Content-Encoding {other:?}; use gzip, snappy or none"),
-            ));
+            )
+            .into());
+        }
+    };
+    let refusal = |reason: String, syntax: bool| {
+        let r = text_response(StatusCode::BAD_REQUEST, reason);
+        if syntax {
+            BodyError::Unread(r)
+        } else {
+            BodyError::Refused(r)
         }
     };
     if protobuf {
-        return Ok(protobuf::parse_limited(&bytes, max_samples)
-            .map_err(|e| (text_response(StatusCode::BAD_REQUEST, e.reason), !e.syntax)));
+        return protobuf::parse_limited(&bytes, max_samples)
+            .map_err(|e| refusal(e.reason, e.syntax));
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| text_response(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))?;
-    Ok(textformat::parse_limited(&text, max_samples).map_err(|e| {
-        (
-            text_response(StatusCode::BAD_REQUEST, e.to_string()),
-            !e.syntax,
-        )
-    }))
+    textformat::parse_limited(&text, max_samples).map_err(|e| refusal(e.to_string(), e.syntax))
 }

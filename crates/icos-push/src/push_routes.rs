@@ -202,8 +202,8 @@ pub(crate) async fn push(
     };
     let parsed = match push_body(inner, headers, body).await {
         Ok(p) => p,
-        Err((r, true)) => return failed(inner, &key, r).await,
-        Err((r, false)) => return r,
+        Err(body::BodyError::Refused(r)) => return failed(inner, &key, r).await,
+        Err(body::BodyError::Unread(r)) => return r,
     };
     let settings = inner.settings;
     let families = pushgateway::decorate(&labels, parsed);
