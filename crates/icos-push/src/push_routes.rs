@@ -229,13 +229,14 @@ pub(crate) async fn push(
         .map(tidegauge_core::MetricFamily::series_count)
         .sum();
     if new_series > settings.max_group_series {
-        return text_response(
+        let refusal = text_response(
             StatusCode::BAD_REQUEST,
             format!(
                 "push of {new_series} series exceeds the limit of {} series per group",
                 settings.max_group_series
             ),
         );
+        return failed(inner, &key, refusal).await;
     }
     let max_len = settings.limits.max_label_length;
     for f in &families {
@@ -270,7 +271,8 @@ pub(crate) async fn push(
         }
     };
     let now = unix_seconds(inner.services.clock.now());
-    let (seq, pending, outcome) = {
+    // Refused for a limit: answered after the lock is released, with the failure recorded.
+    let decided = 'decide: {
         let mut state = lock(&inner.durable.state);
         // Expired groups go first: they must not count in limits or consistency checks.
         let seq = state.begin();
@@ -302,7 +304,7 @@ pub(crate) async fn push(
             None
         };
         if let Some(reason) = refusal {
-            return over_limit(inner, state.epoch, writes, reason);
+            break 'decide Err(over_limit(inner, state.epoch, writes, reason));
         }
         let candidate = state.groups.candidate(&key, method, families, now, &taken);
         let (group, outcome) = match candidate {
@@ -334,7 +336,7 @@ pub(crate) async fn push(
                     None
                 };
                 if let Some(reason) = over {
-                    return over_limit(inner, state.epoch, writes, reason);
+                    break 'decide Err(over_limit(inner, state.epoch, writes, reason));
                 }
                 g.expires = ttl.map(|d| now + d.as_secs_f64());
                 (g, Ok(()))
@@ -354,7 +356,11 @@ pub(crate) async fn push(
         state.note_group(&key, seq);
         state.groups.put(group);
         state.generation += 1;
-        (seq, pending, outcome)
+        Ok((seq, pending, outcome))
+    };
+    let (seq, pending, outcome) = match decided {
+        Ok(d) => d,
+        Err(refusal) => return failed(inner, &key, refusal).await,
     };
     let committed = matches!(pending.await, Ok(Ok(())));
     if committed {

@@ -2,7 +2,7 @@
 //! the resync after a failed commit.
 
 use super::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Everything pushed: ICOS metrics and Pushgateway groups share one lock, so their writes reach
 /// the store in the order they were decided.
@@ -14,9 +14,11 @@ pub(crate) struct Pushed {
     pub(crate) epoch: u64,
     /// Bumped by every change, so an unchanged exposition can be handed out again.
     pub(crate) generation: u64,
-    /// Records changed in memory whose commit has not been confirmed, by store key: the change's
-    /// sequence number and the record's last committed value. The exposition shows those.
-    pub(crate) pending: HashMap<String, (u64, Before)>,
+    /// Records changed in memory whose commit has not been confirmed, by store key: each
+    /// pending change's sequence number with the record's value before it, oldest first. The
+    /// front is the last committed value, which the exposition shows; as commits are confirmed
+    /// (in order), the value before the oldest unconfirmed change takes its place.
+    pub(crate) pending: HashMap<String, VecDeque<(u64, Before)>>,
     /// Last sequence number handed out by [`Pushed::begin`].
     pub(crate) seq: u64,
 }
@@ -48,24 +50,29 @@ impl Pushed {
         self.seq
     }
 
-    /// Notes, before it changes under `seq`, the group of `key` as it is now (committed, unless
-    /// an earlier change is pending: then that change's committed value stays).
+    /// Notes, before it changes under `seq`, the group of `key` as it is now.
     pub(crate) fn note_group(&mut self, key: &tidegauge_core::Labels, seq: u64) {
         let before = Before::Group(key.clone(), self.groups.get(key).cloned());
         self.note(pushgateway::store_key(key), before, seq);
     }
 
-    /// Notes the committed value of a record about to change under `seq`.
+    /// Notes the value of a record about to change under `seq` (the first note of a `seq`
+    /// holds the value before all of its changes).
     pub(crate) fn note(&mut self, store_key: String, before: Before, seq: u64) {
-        self.pending
-            .entry(store_key)
-            .and_modify(|(s, _)| *s = seq)
-            .or_insert((seq, before));
+        let changes = self.pending.entry(store_key).or_default();
+        if changes.back().is_none_or(|(s, _)| *s != seq) {
+            changes.push_back((seq, before));
+        }
     }
 
     /// The changes up to `seq` are on disk (the writer commits in order).
     pub(crate) fn settle(&mut self, seq: u64) {
-        self.pending.retain(|_, (s, _)| *s > seq);
+        self.pending.retain(|_, changes| {
+            while changes.front().is_some_and(|(s, _)| *s <= seq) {
+                changes.pop_front();
+            }
+            !changes.is_empty()
+        });
     }
 
     /// The committed state: the state itself when nothing is pending, else a copy with the
@@ -79,7 +86,7 @@ impl Pushed {
         }
         let mut registry = self.registry.clone();
         let mut groups = self.groups.clone();
-        for (_, before) in self.pending.values() {
+        for (_, before) in self.pending.values().filter_map(VecDeque::front) {
             match before {
                 Before::Metric(name, m) => registry.revert(name, m.clone()),
                 Before::Group(_, Some(g)) => groups.put(g.clone()),
@@ -238,7 +245,8 @@ mod tests {
     }
 
     /// What a scrape sees is what is on disk: a change shows once its commit is confirmed, and
-    /// a later pending change to the same group keeps the committed value.
+    /// while a later change to the same group is pending, the group is served as the last
+    /// confirmed commit left it (never older: scrapes then mix states that never coexisted).
     #[test]
     fn only_committed_changes_are_exposed() {
         let mut state = Pushed::restored(Vec::new(), vec![group("a", 1.0)], 0);
@@ -255,8 +263,8 @@ mod tests {
         state.settle(first);
         assert_eq!(
             served(&state),
-            ["g{job=\"a\"} 1", "g{job=\"b\"} 5"],
-            "a's second change is still pending: its committed value stays 1"
+            ["g{job=\"a\"} 2", "g{job=\"b\"} 5"],
+            "a's first change is committed, its second still pending: a is served at 2"
         );
         state.settle(second);
         assert_eq!(served(&state), ["g{job=\"a\"} 3", "g{job=\"b\"} 5"]);

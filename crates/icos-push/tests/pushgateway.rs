@@ -837,8 +837,39 @@ async fn refused_pushes_record_their_failure_time() {
         .send("PUT", "/metrics/job/reserved", "x{__a=\"1\"} 1\n", &[])
         .await;
     assert_eq!(status, 400);
+    // The group limit (5 series in this rig), whether one push passes it or the group would.
+    let (status, _) = rig
+        .send("PUT", "/metrics/job/limited", "a 1\nb 1\nc 1\n", &[])
+        .await;
+    assert_eq!(status, 200);
+    rig.clock.advance(Duration::from_secs(5));
+    let (status, _) = rig
+        .send("POST", "/metrics/job/limited", "d 1\ne 1\nf 1\n", &[])
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = rig
+        .send(
+            "PUT",
+            "/metrics/job/limited_new",
+            // Five lines, six series: three buckets, +Inf, _sum and _count.
+            "# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400);
     let out = rig.exposition().await;
     assert!(!out.contains("job=\"syntax\""), "{out}");
+    assert!(
+        out.contains(&format!(
+            "push_failure_time_seconds{{instance=\"\",job=\"limited\"}} {}",
+            at + 15.0
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("push_failure_time_seconds{instance=\"\",job=\"limited_new\"}"),
+        "{out}"
+    );
     assert!(
         out.contains("push_failure_time_seconds{instance=\"\",job=\"reserved\"}"),
         "{out}"
