@@ -236,14 +236,17 @@ impl Snapshot {
         self.families.iter().find(|f| f.name == name)
     }
 
-    /// Decides how OpenMetrics writes the exact families. An exact counter is the counter family
-    /// `<stem>` of its `<stem>_total` name, unless another family of this snapshot occupies
-    /// `<stem>` (a gauge `b` pushed beside a counter `b_total`); then it is `unknown` under its
-    /// pushed name, so neither family is lost. An exact gauge or untyped family `<x>_created`
-    /// whose series match those of the counter, histogram or summary `<x>` becomes their
-    /// `_created` samples, since OpenMetrics reserves that name to them.
+    /// Decides how OpenMetrics writes the exact families, so that no two families of the
+    /// snapshot clash there and no accepted series is lost:
+    /// - an exact gauge or untyped `<x>_created` whose series match those of the exact counter
+    ///   `<x>_total`, histogram or summary `<x>` becomes their `_created` samples (a Python
+    ///   client pushes these beside each counter, histogram and summary); against a histogram
+    ///   or summary, whose samples cannot move, the series without a match are left out of
+    ///   OpenMetrics;
+    /// - an exact counter `<x>_total` is the counter family `<x>` (with `<x>_created` reserved
+    ///   to it) unless another family holds either name, say a gauge `<x>`: then it is `unknown`
+    ///   under its pushed name.
     pub fn settle_exact(&mut self) {
-        let mut firm: HashSet<String> = HashSet::new();
         for f in &mut self.families {
             if f.naming.is_exact() {
                 f.naming = Naming::Exact;
@@ -251,30 +254,16 @@ impl Snapshot {
                     s.created = None;
                 }
             }
-            let stem = f.om_counter_stem().filter(|_| f.naming.is_exact());
-            firm.extend(
-                f.exposed_names()
-                    .into_iter()
-                    .filter(|n| Some(n.as_str()) != stem),
-            );
         }
-        for f in &mut self.families {
-            if f.naming == Naming::Exact && f.om_counter_stem().is_some_and(|s| firm.contains(s)) {
-                f.naming = Naming::ExactUnknown;
-            }
-        }
-        // OpenMetrics family name → index, for the exact families `_created` samples can join.
         let bases: HashMap<String, usize> = self
             .families
             .iter()
             .enumerate()
             .filter(|(_, f)| f.naming == Naming::Exact)
-            .filter_map(|(i, f)| match f.kind {
-                MetricType::Counter => f.om_counter_stem().map(|s| (s.to_owned(), i)),
-                MetricType::Histogram | MetricType::Summary => Some((f.name.clone(), i)),
-                _ => None,
-            })
+            .filter_map(|(i, f)| f.created_base().map(|b| (b.to_owned(), i)))
             .collect();
+        // Folds, by base.
+        let mut folded: HashMap<usize, usize> = HashMap::new();
         for c in 0..self.families.len() {
             let created = &self.families[c];
             if created.naming != Naming::Exact
@@ -295,26 +284,62 @@ impl Snapshot {
                 .enumerate()
                 .map(|(i, s)| (&s.labels, i))
                 .collect();
-            // Every series must find its own, or the family stays rather than losing one; a
-            // counter then steps aside as `unknown` (a histogram or summary cannot).
-            let Some(pairs) = created
+            let pairs: Vec<Option<(usize, f64)>> = created
                 .samples
                 .iter()
                 .map(|s| match s.value {
                     Value::Number(v) => by_labels.get(&s.labels).map(|&i| (i, v)),
                     _ => None,
                 })
-                .collect::<Option<Vec<(usize, f64)>>>()
-            else {
-                if self.families[b].kind == MetricType::Counter {
-                    self.families[b].naming = Naming::ExactUnknown;
-                }
+                .collect();
+            let whole = pairs.iter().all(Option::is_some);
+            if !whole && self.families[b].kind == MetricType::Counter {
+                // The counter steps aside instead (below): the gauge stays a family.
                 continue;
-            };
-            for (i, v) in pairs {
+            }
+            for (i, v) in pairs.into_iter().flatten() {
                 self.families[b].samples[i].created = Some(v);
             }
             self.families[c].naming = Naming::ExactFolded;
+            folded.insert(b, c);
+        }
+        // What the other families hold in OpenMetrics; exact counters hold their pushed name
+        // until they are placed, folded families nothing of their own.
+        let mut taken: HashSet<String> = HashSet::new();
+        for f in &self.families {
+            match f.naming {
+                Naming::ExactFolded => {}
+                Naming::Exact if f.kind == MetricType::Counter => {
+                    taken.insert(f.name.clone());
+                }
+                _ => taken.extend(f.exposed_names()),
+            }
+        }
+        let mut counters: Vec<usize> = (0..self.families.len())
+            .filter(|&i| {
+                let f = &self.families[i];
+                f.naming == Naming::Exact && f.kind == MetricType::Counter
+            })
+            .collect();
+        counters.sort_by(|a, b| self.families[*a].name.cmp(&self.families[*b].name));
+        for i in counters {
+            let Some(stem) = self.families[i].om_counter_stem().map(str::to_owned) else {
+                continue;
+            };
+            let created = format!("{stem}_created");
+            if taken.contains(&stem) || taken.contains(&created) {
+                self.families[i].naming = Naming::ExactUnknown;
+                for s in &mut self.families[i].samples {
+                    s.created = None;
+                }
+                if let Some(c) = folded.remove(&i) {
+                    self.families[c].naming = Naming::Exact;
+                    taken.insert(self.families[c].name.clone());
+                }
+            } else {
+                taken.insert(stem);
+                taken.insert(created);
+            }
         }
     }
 }
@@ -479,8 +504,18 @@ impl MetricFamily {
         }
     }
 
+    /// The OpenMetrics family name under which this family may write `_created` samples (a
+    /// counter written as a counter, a histogram, a summary): `<that>_created` is reserved to it.
+    pub fn created_base(&self) -> Option<&str> {
+        match self.kind {
+            MetricType::Counter => self.om_counter_stem(),
+            MetricType::Histogram | MetricType::Summary => Some(&self.name),
+            _ => None,
+        }
+    }
+
     /// The names this family occupies in either format (`x`, `x_total`, `x_info`, `x_bucket`,
-    /// ...), used to detect clashes between families.
+    /// `x_created` ...), used to detect clashes between families.
     pub fn exposed_names(&self) -> Vec<String> {
         let mut names = self.text_names();
         let om = match self.kind {
@@ -490,6 +525,9 @@ impl MetricFamily {
         };
         if let Some(om) = om {
             names.insert(0, om.to_owned());
+        }
+        if let Some(base) = self.created_base() {
+            names.push(format!("{base}_created"));
         }
         names
     }

@@ -283,9 +283,20 @@ impl Groups {
         self.groups.is_empty()
     }
 
-    /// Whether a pushed family exposes `name`.
+    /// Whether a pushed family exposes `name`, in text or, as `<x>_created` of a pushed counter
+    /// `<x>_total`, histogram or summary `<x>`, in OpenMetrics.
     pub fn occupies(&self, name: &str) -> bool {
+        let holds = |n: &str, kinds: &[MetricType]| {
+            self.index
+                .exposed
+                .get(n)
+                .is_some_and(|h| h.keys().any(|(_, k)| kinds.contains(k)))
+        };
         self.index.exposed.contains_key(name)
+            || name.strip_suffix("_created").is_some_and(|x| {
+                holds(x, &[MetricType::Histogram, MetricType::Summary])
+                    || holds(&format!("{x}_total"), &[MetricType::Counter])
+            })
     }
 
     /// The group of a key.
@@ -378,6 +389,12 @@ impl Groups {
                 if let Some(reason) = taken(&n, f) {
                     return Err(reason);
                 }
+            }
+            // A histogram's or summary's `_created` samples cannot step aside in OpenMetrics.
+            if matches!(f.kind, MetricType::Histogram | MetricType::Summary)
+                && let Some(reason) = taken(&format!("{}_created", f.name), f)
+            {
+                return Err(reason);
             }
             let held = self.index.series.get(&f.name);
             for l in f.samples.iter().map(|s| &s.labels) {

@@ -611,7 +611,16 @@ impl Engine {
                 continue;
             }
             let names = family.exposed_names();
-            match names.iter().find_map(|n| index.get(n)).copied() {
+            // Guest families of one part are kept apart by their collector (a folded
+            // `x_created` shares its name with the `_created` samples of its `x`).
+            let same_part_guests = |&(op, of): &(usize, usize)| {
+                op == p && family.guest && parts[op].families[of].guest
+            };
+            match names
+                .iter()
+                .find_map(|n| index.get(n).filter(|o| !same_part_guests(o)))
+                .copied()
+            {
                 None => {
                     for n in names {
                         index.insert(n, (p, f));
