@@ -876,6 +876,7 @@ async fn openmetrics_stays_valid_whatever_the_pushed_names() {
             "g",
             "# TYPE w_total counter\nw_total{k=\"1\"} 1\n# TYPE w_created gauge\nw_created{k=\"1\"} 1.7e9\n",
         ),
+        ("k", "# TYPE neg_total counter\nneg_total -1\n"),
     ];
     for (job, body) in pushes {
         let resp = http
@@ -926,6 +927,7 @@ async fn openmetrics_stays_valid_whatever_the_pushed_names() {
     // The folded w_created is w's `_created` sample; the unmatched z_created stays a gauge.
     assert!(om.contains("# TYPE w counter\nw_total{instance=\"\",job=\"g\",k=\"1\"} 1\nw_created{instance=\"\",job=\"g\",k=\"1\"} 1700000000\n"), "{om}");
     assert!(om.contains("# TYPE z_total unknown\n"), "{om}");
+    assert!(om.contains("# TYPE neg_total unknown\n"), "{om}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

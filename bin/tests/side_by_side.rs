@@ -379,6 +379,43 @@ fn cases() -> Vec<Case> {
         // chosen anew at each scrape (Go's map order); tidegauge the last non-empty one in the
         // groups' order.
         case(
+            "a TYPE line for a histogram's _count",
+            vec![req(
+                "PUT",
+                "/metrics/job/tc",
+                "# TYPE a histogram\na_bucket{le=\"+Inf\"} 4\na_sum 2\na_count 4\n# TYPE a_count counter\na_count{x=\"1\"} 4\n",
+            )],
+        ),
+        Case {
+            name: "a bucket at -Inf",
+            requests: vec![req(
+                "PUT",
+                "/metrics/job/bk",
+                "# TYPE b histogram\nb_bucket{le=\"-Inf\"} 0\nb_bucket{le=\"1\"} 1\nb_bucket{le=\"+Inf\"} 2\nb_sum 1\nb_count 2\n",
+            )],
+            differs: Some(
+                "tidegauge leaves out a bucket at -Inf (it can count only observations of -Inf)",
+            ),
+        },
+        Case {
+            name: "a +Inf bucket that disagrees with _count",
+            requests: vec![req(
+                "PUT",
+                "/metrics/job/bi",
+                "# TYPE c histogram\nc_bucket{le=\"+Inf\"} 5\nc_sum 1\nc_count 2\n",
+            )],
+            differs: Some("tidegauge serves the +Inf bucket as _count, which it must equal"),
+        },
+        case(
+            "a negative counter",
+            vec![req(
+                "PUT",
+                "/metrics/job/neg",
+                "# TYPE n_total counter\nn_total -1\n",
+            )],
+        ),
+        case("PUT /metrics", vec![req("PUT", "/metrics", "x 1\n")]),
+        case(
             "a label other than job repeated in the URL",
             vec![req("PUT", "/metrics/job/j/a/1/a/2", "r 1\n")],
         ),
@@ -390,7 +427,7 @@ fn cases() -> Vec<Case> {
                 "# TYPE lh histogram\nlh_bucket{le=\"+Inf\"} 1\nlh_sum 1\nlh_count 1\n",
             )],
             differs: Some(
-                "tidegauge answers 400; the Pushgateway accepts the push and then fails every scrape of /metrics",
+                "tidegauge answers 400; the Pushgateway accepts it and serves every bucket with two `le` labels",
             ),
         },
     ]

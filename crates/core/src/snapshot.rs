@@ -244,8 +244,8 @@ impl Snapshot {
     ///   or summary, whose samples cannot move, the series without a match are left out of
     ///   OpenMetrics;
     /// - an exact counter `<x>_total` is the counter family `<x>` (with `<x>_created` reserved
-    ///   to it) unless another family holds either name, say a gauge `<x>`: then it is `unknown`
-    ///   under its pushed name.
+    ///   to it) unless another family holds either name, say a gauge `<x>`, or a value is
+    ///   negative or NaN: then it is `unknown` under its pushed name.
     pub fn settle_exact(&mut self) {
         for f in &mut self.families {
             if f.naming.is_exact() {
@@ -327,7 +327,12 @@ impl Snapshot {
                 continue;
             };
             let created = format!("{stem}_created");
-            if taken.contains(&stem) || taken.contains(&created) {
+            // OpenMetrics counters are never negative or NaN; the text format takes any value.
+            let countable = self.families[i]
+                .samples
+                .iter()
+                .all(|s| matches!(s.value, Value::Number(v) if v >= 0.0));
+            if !countable || taken.contains(&stem) || taken.contains(&created) {
                 self.families[i].naming = Naming::ExactUnknown;
                 for s in &mut self.families[i].samples {
                     s.created = None;

@@ -244,12 +244,12 @@ pub(crate) async fn push(
             || f.help.len() > max_len
             || f.samples
                 .iter()
-                .any(|s| s.labels.iter().any(|(_, v)| v.len() > max_len))
+                .any(|s| s.labels.iter().any(|(k, v)| k.len().max(v.len()) > max_len))
         {
             let refusal = text_response(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "{}: names, label values and help texts are limited to {max_len} bytes",
+                    "{}: names, label names and values and help texts are limited to {max_len} bytes",
                     f.name
                 ),
             );

@@ -20,9 +20,9 @@ pub struct ParsedFamily {
 
 /// Why a body does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("text format parsing error in line {line}: {reason}")]
+#[error("{}", self.describe())]
 pub struct ParseError {
-    /// 1-based line number.
+    /// 1-based line number; 0 for what is found after reading the whole body.
     pub line: usize,
     /// What is wrong.
     pub reason: String,
@@ -37,6 +37,15 @@ pub const MAX_LABELS: usize = 64;
 
 /// Thrown for samples with timestamps.
 pub const TIMESTAMP_ERROR: &str = "pushed metrics must not have timestamps";
+
+impl ParseError {
+    fn describe(&self) -> String {
+        match self.line {
+            0 => format!("text format parsing error: {}", self.reason),
+            n => format!("text format parsing error in line {n}: {}", self.reason),
+        }
+    }
+}
 
 fn err<T>(line: usize, reason: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError {
@@ -211,6 +220,26 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
                     let (name, arg) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
                     if !is_valid_metric_name(name) {
                         return err(line, format!("invalid metric name {name:?}"));
+                    }
+                    // As the Pushgateway's parser: the samples of a histogram's or summary's
+                    // parts belong to it, so a TYPE of their own is refused.
+                    if word == "TYPE"
+                        && let Some((base, kind)) =
+                            ["_bucket", "_sum", "_count"].iter().find_map(|sfx| {
+                                let base = name.strip_suffix(sfx)?;
+                                match families.get(base)?.kind? {
+                                    MetricType::Histogram => Some((base, "histogram")),
+                                    MetricType::Summary if *sfx != "_bucket" => {
+                                        Some((base, "summary"))
+                                    }
+                                    _ => None,
+                                }
+                            })
+                    {
+                        return err(
+                            line,
+                            format!("TYPE line for {name:?}, a part of the {kind} {base:?}"),
+                        );
                     }
                     let key = family_of(&mut families, name);
                     let f = families.get_mut(&key).ok_or_else(|| ParseError {

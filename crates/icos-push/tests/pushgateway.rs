@@ -832,6 +832,11 @@ async fn refused_pushes_record_their_failure_time() {
         )
         .await;
     assert_eq!(status, 400);
+    // A label name over the length limit (default 4,096 bytes) is refused content too.
+    let long = format!("x{{{}=\"1\"}} 1\n", "k".repeat(5000));
+    let (status, body) = rig.send("PUT", "/metrics/job/long_name", &long, &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("label names"), "{body}");
     // A reserved label name in a well-formed body is refused content: recorded.
     let (status, _) = rig
         .send("PUT", "/metrics/job/reserved", "x{__a=\"1\"} 1\n", &[])
