@@ -193,8 +193,12 @@ struct Index {
     /// as the Pushgateway tells them apart: a gauge `b` and a counter `b_total` are two families
     /// (OpenMetrics then writes the counter as `unknown`, see [`Snapshot::settle_exact`]).
     exposed: HashMap<String, HashMap<(String, MetricType), usize>>,
-    /// Family name → labels → how many groups hold that series.
-    series: HashMap<String, HashMap<Labels, usize>>,
+    /// Hash of (family name, labels) → how many groups hold that series. A hash, not a copy
+    /// of every label set: a hit is confirmed against the groups themselves (see
+    /// [`Groups::held_elsewhere`]).
+    series: HashMap<u64, u32>,
+    /// The hasher of `series`.
+    hasher: std::hash::RandomState,
     /// Series over all groups.
     total: usize,
     /// No group expires before this (a lower bound; `None`: no group has a time-to-live).
@@ -202,6 +206,11 @@ struct Index {
 }
 
 impl Index {
+    fn series_key(&self, family: &str, labels: &Labels) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((family, labels))
+    }
+
     fn add(&mut self, g: &Group) {
         for f in &g.families {
             for n in f.text_names() {
@@ -212,9 +221,8 @@ impl Index {
                     .entry((f.name.clone(), f.kind))
                     .or_default() += 1;
             }
-            let by_labels = self.series.entry(f.name.clone()).or_default();
             for l in f.samples.iter().map(|s| &s.labels) {
-                *by_labels.entry(l.clone()).or_default() += 1;
+                *self.series.entry(self.series_key(&f.name, l)).or_default() += 1;
             }
             self.total += f.series_count();
         }
@@ -239,17 +247,13 @@ impl Index {
                     }
                 }
             }
-            if let Some(by_labels) = self.series.get_mut(&f.name) {
-                for l in f.samples.iter().map(|s| &s.labels) {
-                    if let Some(c) = by_labels.get_mut(l) {
-                        *c -= 1;
-                        if *c == 0 {
-                            by_labels.remove(l);
-                        }
+            for l in f.samples.iter().map(|s| &s.labels) {
+                let key = self.series_key(&f.name, l);
+                if let Some(c) = self.series.get_mut(&key) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.series.remove(&key);
                     }
-                }
-                if by_labels.is_empty() {
-                    self.series.remove(&f.name);
                 }
             }
             self.total -= f.series_count();
@@ -396,7 +400,6 @@ impl Groups {
             {
                 return Err(reason);
             }
-            let held = self.index.series.get(&f.name);
             for l in f.samples.iter().map(|s| &s.labels) {
                 if !own_series.insert((f.name.as_str(), l)) {
                     return Err(format!(
@@ -404,9 +407,14 @@ impl Groups {
                         f.name
                     ));
                 }
-                let elsewhere = held.and_then(|h| h.get(l)).copied().unwrap_or(0);
+                let hashed = self
+                    .index
+                    .series
+                    .get(&self.index.series_key(&f.name, l))
+                    .copied()
+                    .unwrap_or(0) as usize;
                 let here = old_series.get(&(f.name.as_str(), l)).copied().unwrap_or(0);
-                if elsewhere > here {
+                if hashed > here && self.held_elsewhere(&f.name, l, &group.key) {
                     return Err(format!(
                         "collected metric {:?} with labels {l:?} was already pushed in another group",
                         f.name
@@ -415,6 +423,18 @@ impl Groups {
             }
         }
         Ok(())
+    }
+
+    /// Whether a group other than `key` holds the series (`family`, `labels`): the exact check
+    /// behind a hit in the hashed index, which costs a scan but only on a hit (a repeated
+    /// series, which refuses the push, or a hash collision).
+    fn held_elsewhere(&self, family: &str, labels: &Labels, key: &Labels) -> bool {
+        self.groups
+            .values()
+            .filter(|g| &g.key != key)
+            .flat_map(|g| &g.families)
+            .filter(|f| f.name == family)
+            .any(|f| f.samples.iter().any(|s| &s.labels == labels))
     }
 
     /// Stores a group.
@@ -595,6 +615,43 @@ mod tests {
 #[cfg(test)]
 mod index_tests {
     use super::*;
+
+    fn family(name: &str, labels: Labels) -> MetricFamily {
+        let mut f = MetricFamily::gauge(name, "");
+        f.naming = Naming::Exact;
+        f.push(labels, 1.0);
+        f
+    }
+
+    /// A hit in the hashed series index is confirmed against the groups: a repeated series is
+    /// refused, a hash collision (simulated) is not.
+    #[test]
+    fn hashed_series_hits_are_confirmed() {
+        let a: Labels = vec![("job".into(), "a".into())];
+        let b: Labels = vec![("job".into(), "b".into())];
+        let mut groups = Groups::default();
+        groups.put(Group {
+            key: a.clone(),
+            families: vec![family("x", vec![("s".into(), "1".into())])],
+            push_time: 0.0,
+            failure_time: 0.0,
+            expires: None,
+        });
+        let collision: Labels = vec![("s".into(), "2".into())];
+        let key = groups.index.series_key("x", &collision);
+        *groups.index.series.entry(key).or_default() += 1;
+        let push = |labels: Labels| {
+            groups.candidate(&b, Method::Put, vec![family("x", labels)], 1.0, &|_, _| {
+                None
+            })
+        };
+        assert!(push(collision.clone()).is_ok());
+        let err = push(vec![("s".into(), "1".into())])
+            .map(|_| ())
+            .unwrap_err()
+            .0;
+        assert!(err.contains("already pushed in another group"), "{err}");
+    }
 
     /// The definition of consistency, by scanning everything.
     fn reference(groups: &Groups, group: &Group) -> bool {
