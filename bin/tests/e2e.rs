@@ -930,30 +930,3 @@ async fn openmetrics_stays_valid_whatever_the_pushed_names() {
     assert!(om.contains("# TYPE neg_total unknown\n"), "{om}");
     std::fs::remove_dir_all(&dir).ok();
 }
-
-/// The Python client's strict OpenMetrics parser reads `om` whole (it refuses a family named
-/// twice, a counter sample without `_total`, or a family named like another's samples).
-fn strict_openmetrics_check(om: &str) {
-    let mut parse = Command::new("python3")
-        .args([
-            "-c",
-            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nprint(len(list(p(sys.stdin.read()))))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    parse
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(om.as_bytes())
-        .unwrap();
-    let out = parse.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "OpenMetrics parser: {}\n{om}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}

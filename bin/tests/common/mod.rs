@@ -108,12 +108,14 @@ pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
     http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
-pub fn promtool_check(exposition: &str) {
-    let promtool = which("promtool").unwrap_or_else(|| {
-        panic!("promtool not found: run scripts/install-test-deps.sh (or `cargo xtask test`, which runs it)")
-    });
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
+/// Runs `program` with `args`, `input` on its standard input; what it printed and its status.
+pub fn run_with_stdin(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    input: &str,
+) -> std::process::Output {
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -123,13 +125,38 @@ pub fn promtool_check(exposition: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(exposition.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn promtool_check(exposition: &str) {
+    let promtool = which("promtool").unwrap_or_else(|| {
+        panic!("promtool not found: run scripts/install-test-deps.sh (or `cargo xtask test`, which runs it)")
+    });
+    let out = run_with_stdin(promtool, &["check", "metrics"], exposition);
     assert!(
         out.status.success(),
         "promtool rejected the exposition:\n{}{}\n---\n{exposition}",
         String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Python client's strict OpenMetrics parser reads `om` whole (it refuses a family named
+/// twice, a counter sample without `_total`, or a family named like another's samples).
+pub fn strict_openmetrics_check(om: &str) {
+    let out = run_with_stdin(
+        "python3",
+        &[
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nprint(len(list(p(sys.stdin.read()))))",
+        ],
+        om,
+    );
+    assert!(
+        out.status.success(),
+        "OpenMetrics parser: {}\n{om}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
