@@ -600,15 +600,7 @@ push_to_gateway(addr, job="c2", registry=gauges)
     let body = get_text(&client(), &host.url("/metrics")).await;
     assert!(body.contains("# TYPE go_ops counter\n"), "{body}");
     assert_eq!(value(&body, "go_ops{instance=\"\",job=\"go\"}"), Some(9.0));
-    let om = client()
-        .get(host.url("/metrics"))
-        .header("accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let om = get_openmetrics(&client(), &host.url("/metrics")).await;
     for want in [
         "# TYPE shared gauge\nshared{instance=\"\",job=\"c2\"} 5.0\n",
         "# TYPE shared_total unknown\nshared_total{instance=\"\",job=\"c1\"} 1.0\n",
@@ -914,15 +906,7 @@ async fn openmetrics_stays_valid_whatever_the_pushed_names() {
             .await
             .unwrap();
     }
-    let om = http
-        .get(host.url("/metrics"))
-        .header("accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let om = get_openmetrics(&http, &host.url("/metrics")).await;
     strict_openmetrics_check(&om);
     // The folded w_created is w's `_created` sample; the unmatched z_created stays a gauge.
     assert!(om.contains("# TYPE w counter\nw_total{instance=\"\",job=\"g\",k=\"1\"} 1\nw_created{instance=\"\",job=\"g\",k=\"1\"} 1700000000\n"), "{om}");

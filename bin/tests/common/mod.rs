@@ -108,6 +108,18 @@ pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
     http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
+/// The body of `url` asked for as OpenMetrics, as Prometheus asks.
+pub async fn get_openmetrics(http: &reqwest::Client, url: &str) -> String {
+    http.get(url)
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Runs `program` with `args`, `input` on its standard input; what it printed and its status.
 pub fn run_with_stdin(
     program: impl AsRef<std::ffi::OsStr>,
