@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs the external tools the tests and benchmarks use when missing: promtool (Debian's
 # package prometheus), the real Pushgateway (prometheus-pushgateway, run side by side with
-# tidegauge) and Python's prometheus_client (PyPI) always; extra Debian packages named as
+# tidegauge), Python's prometheus_client and the prometheus_express board SDK (PyPI) always; extra Debian packages named as
 # arguments (e.g. wrk). Needs root for apt-get; does nothing when everything is already there.
 set -euo pipefail
 
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   echo "install-test-deps: installing the Python prometheus_client (a real push client for the tests)" >&2
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus-client
+fi
+if ! python3 -c 'import prometheus_express' 2>/dev/null; then
+  echo "install-test-deps: installing prometheus_express 0.0.4 (the board SDK, run on CPython by the tests)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus-express==0.0.4
 fi
 
 need=()

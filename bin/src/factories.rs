@@ -11,6 +11,8 @@ pub fn all() -> Vec<Box<dyn DynFactory>> {
         Box::new(tidegauge_icos_push::Factory),
         #[cfg(feature = "ifcb")]
         Box::new(tidegauge_ifcb::Factory),
+        #[cfg(feature = "sensor-bridge")]
+        Box::new(tidegauge_sensor_bridge::Factory),
         // new-collector: factories
     ]
 }
@@ -73,5 +75,18 @@ mod tests {
         for f in super::all() {
             assert!(features.iter().any(|x| x == f.name()), "{}", f.name());
         }
+    }
+
+    #[test]
+    fn a_collector_left_out_is_named_with_its_feature() {
+        let catalog = super::Catalog {
+            factories: Vec::new(),
+            features: vec!["sensor-bridge".into()],
+        };
+        assert_eq!(
+            catalog.missing("sensor-bridge"),
+            "the sensor-bridge collector is not compiled into this binary (rebuild with --features sensor-bridge)"
+        );
+        assert!(catalog.missing("nope").starts_with("unknown collector"));
     }
 }

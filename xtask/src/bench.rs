@@ -36,6 +36,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if which == "all" || which == "push" {
         push(&cargo)?;
     }
+    if which == "all" || which == "sensors" {
+        crate::sensors::run(&cargo)?;
+    }
     Ok(())
 }
 

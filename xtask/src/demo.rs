@@ -76,6 +76,26 @@ pub fn run() -> Result<(), String> {
         .block_on(FakeDashboard::start(model))
         .map_err(|e| format!("cannot start the sample dashboard: {e}"))?;
 
+    // Three boards running the SDK (emulated), one of which keeps failing, and the fake sysfs
+    // tree of the tests: sensor-bridge's sources without hardware.
+    use tidegauge_testkit::board::{BoardEmulator, Mode};
+    let boards: Vec<BoardEmulator> = (0..3)
+        .map(|_| rt.block_on(BoardEmulator::start()))
+        .collect();
+    boards[2].set_mode(Mode::Reset);
+    let sysfs = crate::root().join("fixtures/sensor-bridge/sysfs");
+    let board_tables: String = ["greenhouse", "shed", "flaky"]
+        .iter()
+        .zip(&boards)
+        .map(|(name, b)| {
+            format!(
+                "[[collectors.sensor-bridge.boards]]\nname = \"{name}\"\nurl = \"{}\"\n\
+                 map = [{{ series = \"prom_express_pressure\", quantity = \"pressure\", unit = \"hectopascals\" }}]\n\n",
+                b.url
+            )
+        })
+        .collect();
+
     let dir = crate::root().join("target/demo");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cfg = dir.join("tidegauge.toml");
@@ -87,8 +107,11 @@ pub fn run() -> Result<(), String> {
              [collectors.app-status]\nmin_interval = \"1s\"\n\n\
              [[collectors.app-status.targets]]\nname = \"sample\"\nurl = \"http://{app_addr}/status\"\n\n\
              [collectors.ifcb]\ninterval = \"1m\"\n\n\
-             [[collectors.ifcb.dashboards]]\nname = \"sample\"\nurl = \"{}\"\n",
-            dashboard.url
+             [[collectors.ifcb.dashboards]]\nname = \"sample\"\nurl = \"{}\"\n\n\
+             [collectors.sensor-bridge]\nsysfs = {:?}\n\n\
+             [collectors.sensor-bridge.iio.devices.\"1-0040\"]\nchip = \"si7021\"\n\n{board_tables}",
+            dashboard.url,
+            sysfs.display().to_string(),
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -96,6 +119,15 @@ pub fn run() -> Result<(), String> {
         "xtask: sample status application on http://{app_addr}/status (visit http://{app_addr}/ to count requests)"
     );
     eprintln!("xtask: sample IFCB dashboard on {}", dashboard.url);
+    eprintln!(
+        "xtask: emulated sensor boards on {} (the last one resets every connection) and a fake sysfs tree in {}",
+        boards
+            .iter()
+            .map(|b| b.url.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        sysfs.display()
+    );
     eprintln!(
         "xtask: tidegauge on http://127.0.0.1:9877/ with {}",
         cfg.display()

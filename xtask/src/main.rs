@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod scaffold;
+mod sensors;
 mod soak;
 
 use std::path::{Path, PathBuf};
@@ -13,8 +14,8 @@ fn usage() -> ExitCode {
         "usage: cargo xtask <command>\n\n\
          commands:\n  \
          test                 install test tools when missing (promtool), then run every test\n  \
-         demo                 start a sample status application and the host configured for it\n  \
-         bench [host]         measure scrape latency, cached throughput and idle memory (release build)\n  \
+         demo                 start sample upstreams (status app, IFCB dashboard, sensor boards, sysfs) and the host\n  \
+         bench [WHAT]         criterion and end-to-end benchmarks (release build); WHAT: encode, host, ifcb, push, sensors\n  \
          soak                 100,000 scrapes and pushes with probes and reloads: memory, files, no lost push\n  \
          new-collector NAME   scaffold a collector crate wired behind a feature in bin/"
     );

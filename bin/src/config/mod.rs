@@ -513,10 +513,6 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         for (args, want) in [
-            (
-                &["--collector.sensor-bridge"][..],
-                "--collector.sensor-bridge",
-            ),
             (&["--datasets", "a,b"][..], "--base-url"),
             (
                 &["--collector.app-status", "--no-collector.app-status"][..],
@@ -578,10 +574,6 @@ mod tests {
         for (text, want) in [
             ("[web]\nmax_requests = \"many\"\n", "max_requests"),
             ("[webb]\n", "webb"),
-            (
-                "[collectors.sensor-bridge]\nboards = []\n",
-                "unknown collector",
-            ),
             ("[collectors.nope]\n", "unknown collector"),
             (
                 "[collectors.app-status]\nenabled = \"yes\"\n",

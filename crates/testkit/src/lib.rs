@@ -1,6 +1,7 @@
 //! Helpers for testing tidegauge collectors: a settable clock, scrape contexts, fixture paths
 //! and filters that make encoded output deterministic for snapshots.
 
+pub mod board;
 pub mod faults;
 pub mod ifcb;
 
