@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the external tools the tests and benchmarks use when missing: promtool (Debian's
 # package prometheus), the real Pushgateway (prometheus-pushgateway, run side by side with
-# tidegauge), Python's prometheus_client and the prometheus_express board SDK (PyPI) always; extra Debian packages named as
+# tidegauge), the mosquitto MQTT broker (started by the tests on a loopback port), Python's
+# prometheus_client and the prometheus_express board SDK (PyPI) always; extra Debian packages named as
 # arguments (e.g. wrk). Needs root for apt-get; does nothing when everything is already there.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ fi
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || need+=(prometheus-pushgateway)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 for tool in "$@"; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
@@ -34,5 +36,6 @@ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 if command -v service >/dev/null 2>&1; then
   service prometheus stop >/dev/null 2>&1 || true
   service prometheus-pushgateway stop >/dev/null 2>&1 || true
+  service mosquitto stop >/dev/null 2>&1 || true
 fi
 command -v promtool >/dev/null

@@ -98,6 +98,31 @@ pub fn run() -> Result<(), String> {
 
     let dir = crate::root().join("target/demo");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // With mosquitto installed: a broker on a loopback port and a device publishing to it.
+    let mqtt = match start_mosquitto(&dir) {
+        Some((broker, port)) => {
+            rt.spawn(publish_readings(port));
+            eprintln!(
+                "xtask: mosquitto on 127.0.0.1:{port}, a device publishing to devices/home/livingroom every 5 s"
+            );
+            Some((
+                broker,
+                format!(
+                    "[collectors.sensor-bridge.mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n\n\
+                 [[collectors.sensor-bridge.mqtt.subscriptions]]\ntopic = \"devices/home/+\"\n\
+                 fields.temperature = {{ quantity = \"temperature\", unit = \"celsius\" }}\n\
+                 fields.humidity = {{ quantity = \"humidity\", unit = \"percent\" }}\n\n"
+                ),
+            ))
+        }
+        None => {
+            eprintln!(
+                "xtask: mosquitto is not installed: the demo runs without MQTT (scripts/install-test-deps.sh installs it)"
+            );
+            None
+        }
+    };
+    let mqtt_table = mqtt.as_ref().map_or(String::new(), |(_, t)| t.clone());
     let cfg = dir.join("tidegauge.toml");
     std::fs::write(
         &cfg,
@@ -109,7 +134,7 @@ pub fn run() -> Result<(), String> {
              [collectors.ifcb]\ninterval = \"1m\"\n\n\
              [[collectors.ifcb.dashboards]]\nname = \"sample\"\nurl = \"{}\"\n\n\
              [collectors.sensor-bridge]\nsysfs = {:?}\n\n\
-             [collectors.sensor-bridge.iio.devices.\"1-0040\"]\nchip = \"si7021\"\n\n{board_tables}",
+             [collectors.sensor-bridge.iio.devices.\"1-0040\"]\nchip = \"si7021\"\n\n{board_tables}{mqtt_table}",
             dashboard.url,
             sysfs.display().to_string(),
         ),
@@ -142,4 +167,55 @@ pub fn run() -> Result<(), String> {
             .args(["run", "--release", "-p", "tidegauge", "--", "--config"])
             .arg(&cfg),
     )
+}
+
+/// mosquitto on a free loopback port, when installed: the process (killed on drop) and the port.
+fn start_mosquitto(dir: &std::path::Path) -> Option<(crate::bench::Host, u16)> {
+    let bin = ["/usr/sbin/mosquitto", "mosquitto"]
+        .into_iter()
+        .find(|b| std::path::Path::new(b).is_file() || crate::has(b))?;
+    let port = crate::bench::free_port().ok()?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .ok()?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    Some((crate::bench::Host(child), port))
+}
+
+/// A device publishing a reading every 5 s, reconnecting as needed.
+async fn publish_readings(port: u16) {
+    let mut o = rumqttc::MqttOptions::new("tidegauge-demo-device", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = rumqttc::AsyncClient::new(o, 16);
+    tokio::spawn(async move {
+        loop {
+            if events.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    let mut n = 0u64;
+    loop {
+        let t = 21.0 + (n % 10) as f64 / 10.0;
+        let payload = format!("{{\"temperature\": {t:.1}, \"humidity\": 48.5}}");
+        let _ = client
+            .publish(
+                "devices/home/livingroom",
+                rumqttc::QoS::AtMostOnce,
+                false,
+                payload,
+            )
+            .await;
+        n += 1;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }

@@ -41,6 +41,8 @@ pub struct Config {
     /// Microcontroller boards serving Prometheus text.
     #[serde(default)]
     pub boards: Vec<BoardConfig>,
+    /// Readings published to an MQTT broker.
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
 fn default_sysfs() -> PathBuf {

@@ -47,11 +47,17 @@ impl tidegauge_core::Factory for Factory {
     fn build(
         &self,
         config: Config,
-        _services: &HostServices,
+        services: &HostServices,
         previous: Option<&Arc<SensorBridge>>,
     ) -> Result<Arc<SensorBridge>, BuildError> {
-        SensorBridge::with_reader(config, Arc::new(crate::sysfs::Fs), previous.map(|p| &**p))
-            .map(Arc::new)
-            .map_err(|e| BuildError(e.to_string()))
+        SensorBridge::from_parts(
+            config,
+            Arc::new(crate::sysfs::Fs),
+            &services.env,
+            Arc::clone(&services.clock),
+            previous.map(|p| &**p),
+        )
+        .map(Arc::new)
+        .map_err(|e| BuildError(e.to_string()))
     }
 }

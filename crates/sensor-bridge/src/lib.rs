@@ -5,6 +5,7 @@
 pub mod board;
 pub mod config;
 mod factory;
+pub mod mqtt;
 pub mod parse;
 pub mod sysfs;
 pub mod units;
@@ -22,6 +23,7 @@ pub use config::{BoardConfig, Config, ConfigError, MapEntry, SysfsConfig};
 pub use factory::Factory;
 
 use board::{Board, View};
+use mqtt::Mqtt;
 use sysfs::{Device, Reader, Reading, Rules, Source};
 use units::Quantity;
 
@@ -92,6 +94,8 @@ pub struct SensorBridge {
     reader: Arc<dyn Reader>,
     trees: Vec<(Source, Arc<Rules>)>,
     boards: Vec<Arc<Board>>,
+    mqtt: Option<Arc<Mqtt>>,
+    clock: Arc<dyn tidegauge_core::Clock>,
     errors: Arc<Errors>,
     /// One lock per device directory: reads of a device never overlap, even when a scrape gave
     /// up on an earlier one that is still running.
@@ -114,7 +118,37 @@ impl SensorBridge {
         reader: Arc<dyn Reader>,
         previous: Option<&SensorBridge>,
     ) -> Result<Self, ConfigError> {
+        Self::from_parts(
+            config,
+            reader,
+            &tidegauge_core::Environment::from_pairs::<&str, &str>([]),
+            Arc::new(tidegauge_core::SystemClock),
+            previous,
+        )
+    }
+
+    /// [`SensorBridge::with_reader`] with the environment MQTT passwords are read from and the
+    /// clock of `sensor_mqtt_last_seen_timestamp_seconds`. From `previous` it also keeps the
+    /// MQTT readings.
+    pub fn from_parts(
+        config: Config,
+        reader: Arc<dyn Reader>,
+        env: &tidegauge_core::Environment,
+        clock: Arc<dyn tidegauge_core::Clock>,
+        previous: Option<&SensorBridge>,
+    ) -> Result<Self, ConfigError> {
         let addresses = config::validate(&config)?;
+        let mqtt = match config.mqtt.clone() {
+            None => None,
+            Some(m) => {
+                let table = previous
+                    .and_then(|p| p.mqtt.as_ref())
+                    .map(|m| Arc::clone(&m.table));
+                let m = Mqtt::new(m, env, &OWN, table)?;
+                m.check()?;
+                Some(Arc::new(m))
+            }
+        };
         let mut quirks = config::builtin_quirks();
         quirks.extend(config.quirks.clone());
         let mut trees = Vec::new();
@@ -150,10 +184,17 @@ impl SensorBridge {
             reader,
             trees,
             boards,
+            mqtt,
+            clock,
             errors,
             device_locks: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The MQTT part, when configured (tests feed it messages without a broker).
+    pub fn mqtt(&self) -> Option<&Mqtt> {
+        self.mqtt.as_deref()
     }
 
     /// Reads every sysfs device, each serialised with its earlier reads, until `deadline`.
@@ -285,6 +326,7 @@ impl SensorBridge {
             for family in &parsed.families {
                 let clash = OWN.contains(&family.name.as_str())
                     || family.name.starts_with("sensor_mqtt_")
+                    || self.mqtt.as_ref().is_some_and(|m| m.owns(&family.name))
                     || exported
                         .get(&family.name)
                         .is_some_and(|f| f.kind != family.kind);
@@ -349,6 +391,7 @@ struct Families {
     duration: MetricFamily,
     age: MetricFamily,
     boards: Vec<MetricFamily>,
+    mqtt: Vec<MetricFamily>,
 }
 
 impl Families {
@@ -382,6 +425,7 @@ impl Families {
             duration,
             age,
             boards: Vec::new(),
+            mqtt: Vec::new(),
         }
     }
 
@@ -406,7 +450,7 @@ impl Families {
         ] {
             snap.push(f);
         }
-        for f in self.boards {
+        for f in self.mqtt.into_iter().chain(self.boards) {
             snap.push(f);
         }
         snap
@@ -426,7 +470,20 @@ impl Collector for SensorBridge {
         let mut out = Families::new();
         self.add_sysfs(&readings, &mut out);
         self.add_boards(&views, &mut out);
+        if let Some(m) = &self.mqtt {
+            m.expire(tokio::time::Instant::now());
+            out.mqtt = m.families(&mut |q, labels, v| {
+                out.canonical[Quantity::ALL.iter().position(|x| *x == q).unwrap_or(0)]
+                    .push(labels, v);
+            });
+        }
         Ok(Arc::new(out.into_snapshot(self.errors.family())))
+    }
+
+    async fn run(&self, shutdown: tidegauge_core::CancellationToken) {
+        if let Some(m) = &self.mqtt {
+            mqtt::run(Arc::clone(m), Arc::clone(&self.clock), shutdown).await;
+        }
     }
 }
 
