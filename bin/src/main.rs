@@ -128,7 +128,11 @@ fn main() -> ExitCode {
         instances: Mutex::new(instances),
         conn_stats,
     };
-    match runtime.block_on(serve(topology, cfg, engine)) {
+    let served = runtime.block_on(serve(topology, cfg, engine));
+    // A blocking read that never returns (a hanging sysfs driver) must not keep the process
+    // from exiting: what it would have produced is not needed any more.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "tidegauge stopped");

@@ -234,6 +234,72 @@ fn sigterm_stops_gracefully() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A sysfs attribute whose read never returns (a FIFO nobody writes, as a hanging driver):
+/// scrapes still answer, and SIGTERM still ends the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_sysfs_read_neither_holds_scrapes_nor_the_exit() {
+    let dir = temp_dir("fifo");
+    let dev = dir.join("bus/iio/devices/iio:device0");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("name"), "bme280\n").unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(dev.join("in_temp_input"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let host = Host::start(
+        &[
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--collector.sensor-bridge",
+            "--path.sysfs",
+            dir.to_str().unwrap(),
+        ],
+        &[("TARGET_PORT", "1")],
+    );
+    let http = client();
+    for _ in 0..2 {
+        let body = tokio::time::timeout(
+            Duration::from_secs(30),
+            http.get(host.url("/metrics"))
+                .header("X-Prometheus-Scrape-Timeout-Seconds", "3600")
+                .send(),
+        )
+        .await
+        .expect("a scrape waited for the hanging read")
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        assert!(
+            body.contains("sensor_read_errors_total{source=\"iio\",device=\"iio:device0\",sensor=\"\",reason=\"timeout\"}"),
+            "{body}"
+        );
+    }
+    let pid = host.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut host = host;
+    let mut exited = None;
+    for _ in 0..300 {
+        if let Some(status) = host.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = exited.expect("still running 30 s after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Seconds since the Unix epoch, for the fake dashboards' timelines.
 fn unix_now() -> i64 {
     std::time::SystemTime::now()

@@ -64,7 +64,15 @@ pub fn backoff(failures: u32, initial: Duration, max: Duration, jitter: f64) -> 
         .checked_mul(1u32 << doublings)
         .unwrap_or(max)
         .min(max);
-    base.mul_f64(jitter.clamp(0.8, 1.2))
+    Duration::try_from_secs_f64(base.as_secs_f64() * jitter.clamp(0.8, 1.2))
+        .unwrap_or(max)
+        .min(max)
+}
+
+/// `now + d`, or a day from now when that cannot be represented.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400))
 }
 
 /// A good answer and when it arrived.
@@ -95,8 +103,17 @@ pub struct View {
     pub up: bool,
     /// Duration of the last request, if one was made.
     pub duration: Option<Duration>,
-    /// The fresh sample served, and its age.
-    pub sample: Option<(Arc<Parsed>, Duration)>,
+    /// The fresh sample served, its age, and when it arrived (which tells samples apart).
+    pub sample: Option<(Arc<Parsed>, Duration, Instant)>,
+}
+
+/// What keeps one board's requests apart: the request in flight, the interval and backoff, the
+/// sample held. Shared by every configuration of the same address, so that a reload that
+/// changes a board's settings neither opens a second connection nor hurries a request.
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: Mutex<State>,
+    flight: SingleFlight<()>,
 }
 
 /// One board.
@@ -104,21 +121,34 @@ pub struct View {
 pub struct Board {
     config: BoardConfig,
     address: BoardAddress,
-    state: Mutex<State>,
-    flight: SingleFlight<()>,
+    gate: Arc<Gate>,
     errors: Arc<Errors>,
 }
 
 impl Board {
-    /// A board not yet contacted.
-    pub fn new(config: BoardConfig, address: BoardAddress, errors: Arc<Errors>) -> Self {
+    /// A board behind `gate` (a new one when the address was not configured before).
+    pub fn new(
+        config: BoardConfig,
+        address: BoardAddress,
+        errors: Arc<Errors>,
+        gate: Option<Arc<Gate>>,
+    ) -> Self {
         Self {
             config,
             address,
-            state: Mutex::new(State::default()),
-            flight: SingleFlight::new(),
+            gate: gate.unwrap_or_default(),
             errors,
         }
+    }
+
+    /// Where the board is reached.
+    pub fn address(&self) -> &BoardAddress {
+        &self.address
+    }
+
+    /// The board's gate, for the board's next configuration.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
     }
 
     /// The board's name.
@@ -135,15 +165,16 @@ impl Board {
     /// flight, or starts one when the minimum interval and any backoff have passed, and waits
     /// for it until the deadline; otherwise serves what it holds.
     pub async fn scrape(self: &Arc<Self>, deadline: Instant) -> View {
+        let gate = &self.gate;
         let flight = {
-            let mut st = lock(&self.state);
+            let mut st = lock(&gate.state);
             let now = Instant::now();
-            if self.flight.in_flight() {
-                Some(self.flight.run(|| async {}.boxed()))
+            if gate.flight.in_flight() {
+                Some(gate.flight.run(|| async {}.boxed()))
             } else if st.next_allowed.is_none_or(|t| now >= t) {
-                st.next_allowed = Some(now + self.config.min_interval);
+                st.next_allowed = Some(later(now, self.config.min_interval));
                 let board = Arc::clone(self);
-                Some(self.flight.run(move || board.request().boxed()))
+                Some(gate.flight.run(move || board.request().boxed()))
             } else {
                 None
             }
@@ -156,13 +187,19 @@ impl Board {
     }
 
     fn view(&self) -> View {
-        let st = lock(&self.state);
+        let st = lock(&self.gate.state);
         let now = Instant::now();
         let sample = st
             .held
             .as_ref()
-            .map(|h| (Arc::clone(&h.parsed), now.saturating_duration_since(h.at)))
-            .filter(|(_, age)| *age < self.config.stale_after);
+            .map(|h| {
+                (
+                    Arc::clone(&h.parsed),
+                    now.saturating_duration_since(h.at),
+                    h.at,
+                )
+            })
+            .filter(|(_, age, _)| *age < self.config.stale_after);
         View {
             name: self.config.name.clone(),
             up: st.last_ok && sample.is_some(),
@@ -188,7 +225,7 @@ impl Board {
             }
         });
         let now = Instant::now();
-        let mut st = lock(&self.state);
+        let mut st = lock(&self.gate.state);
         st.last_duration = Some(now - started);
         match result {
             Ok(parsed) => {
@@ -218,7 +255,7 @@ impl Board {
                     self.config.backoff_max,
                     0.8 + 0.4 * fastrand::f64(),
                 );
-                let retry = now + wait;
+                let retry = later(now, wait);
                 st.next_allowed = Some(st.next_allowed.map_or(retry, |t| t.max(retry)));
                 tracing::warn!(board = %self.config.name, error = %failure, retry_in = ?wait, "board request failed");
                 self.errors
@@ -310,5 +347,10 @@ mod tests {
         assert_eq!(backoff(1, s(5), s(300), 1.2), s(6));
         assert_eq!(backoff(1, s(5), s(300), 9.0), s(6));
         assert_eq!(backoff(u32::MAX, s(5), s(300), 1.0), s(300));
+        // Jitter never takes a wait past the cap.
+        assert_eq!(backoff(7, s(5), s(300), 1.2), s(300));
+        assert_eq!(backoff(2, s(5), s(8), 1.2), s(8));
+        let huge = Duration::from_secs(u64::MAX / 2);
+        assert_eq!(backoff(3, huge, huge, 1.2), huge);
     }
 }

@@ -35,6 +35,10 @@ pub struct Config {
     /// Linux hwmon devices.
     #[serde(default)]
     pub hwmon: SysfsConfig,
+    /// Blocking sysfs reads at once. A read that never returns (a hanging driver) keeps its
+    /// thread, so this bounds what hanging devices can take from the process.
+    #[serde(default = "max_parallel_reads")]
+    pub max_parallel_reads: usize,
     /// Quirk entries by chip, replacing the built-in ones.
     #[serde(default)]
     pub quirks: BTreeMap<String, Quirk>,
@@ -43,6 +47,10 @@ pub struct Config {
     pub boards: Vec<BoardConfig>,
     /// Readings published to an MQTT broker.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
+}
+
+fn max_parallel_reads() -> usize {
+    64
 }
 
 fn default_sysfs() -> PathBuf {
@@ -230,6 +238,9 @@ impl BoardConfig {
             .and_then(|r| r.split(['/', '?', '#']).next())
             .is_some_and(|authority| authority.ends_with(":80"));
         let port = url.port().unwrap_or(if explicit_80 { 80 } else { 8080 });
+        if port == 0 {
+            return Err(at("url", format!("{:?}: port 0", self.url)));
+        }
         let host_header = format!("{host_str}:{port}");
         let host = host_str
             .trim_start_matches('[')
@@ -239,15 +250,21 @@ impl BoardConfig {
             "" | "/" => "/metrics".to_owned(),
             p => p.to_owned(),
         };
-        for (key, d) in [
-            ("min_interval", self.min_interval),
-            ("connect_timeout", self.connect_timeout),
-            ("request_timeout", self.request_timeout),
-            ("backoff_initial", self.backoff_initial),
-            ("stale_after", self.stale_after),
+        let day = Duration::from_secs(86_400);
+        let hour = Duration::from_secs(3_600);
+        for (key, d, most) in [
+            ("min_interval", self.min_interval, day),
+            ("connect_timeout", self.connect_timeout, hour),
+            ("request_timeout", self.request_timeout, hour),
+            ("backoff_initial", self.backoff_initial, day),
+            ("backoff_max", self.backoff_max, day),
+            ("stale_after", self.stale_after, day),
         ] {
             if d.is_zero() && key != "min_interval" {
                 return Err(at(key, "must be more than zero".into()));
+            }
+            if d > most {
+                return Err(at(key, format!("{d:?} is more than {most:?}")));
             }
         }
         if self.backoff_max < self.backoff_initial {
@@ -262,6 +279,12 @@ impl BoardConfig {
             return Err(at(key, "must be more than zero".into()));
         }
         for (j, m) in self.map.iter().enumerate() {
+            if self.map[..j].iter().any(|o| o.series == m.series) {
+                return Err(at(
+                    &format!("map[{j}].series"),
+                    format!("{:?} is mapped twice", m.series),
+                ));
+            }
             if m.unit.quantity() != m.quantity {
                 return Err(at(
                     &format!("map[{j}].unit"),
@@ -303,7 +326,18 @@ pub fn validate(c: &Config) -> Result<Vec<BoardAddress>, ConfigError> {
     let mut names = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for (i, b) in c.boards.iter().enumerate() {
-        out.push(b.address(i)?);
+        let address = b.address(i)?;
+        // One board, one connection at a time: two entries would each open one.
+        if let Some(j) = out
+            .iter()
+            .position(|o: &BoardAddress| (&o.host, o.port) == (&address.host, address.port))
+        {
+            return Err(ConfigError(format!(
+                "boards[{i}].url: {:?} is the board of boards[{j}]",
+                b.url
+            )));
+        }
+        out.push(address);
         if !names.insert(b.name.as_str()) {
             return Err(ConfigError(format!(
                 "boards[{i}].name: {:?} is used by another board",

@@ -47,6 +47,12 @@ const OWN: [&str; 13] = [
     "sensor_read_errors_total",
 ];
 
+/// Longest wait for a device whose previous read still runs.
+const SYSFS_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Longest wait for one device's read (a DHT11 read with its retries takes about 2 s).
+const SYSFS_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `(source, device, sensor, reason)`.
 type ErrorKey = (String, String, String, &'static str);
 
@@ -102,6 +108,11 @@ pub struct SensorBridge {
     device_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     /// Devices already warned about for percent-looking humidity.
     warned: Mutex<HashSet<PathBuf>>,
+    /// Per board, the answer whose conflicts were counted.
+    conflicts_counted: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// Blocking sysfs reads in flight: a read that never returns (a driver that hangs) holds
+    /// one permit, and the blocking pool the rest of the process needs stays free.
+    readers: Arc<tokio::sync::Semaphore>,
 }
 
 impl SensorBridge {
@@ -169,12 +180,16 @@ impl SensorBridge {
             .into_iter()
             .zip(addresses)
             .map(|(b, a)| {
-                previous
-                    .and_then(|p| p.boards.iter().find(|old| *old.config() == b))
-                    .map_or_else(
-                        || Arc::new(Board::new(b, a, Arc::clone(&errors))),
-                        Arc::clone,
-                    )
+                let old = previous.and_then(|p| p.boards.iter().find(|old| *old.address() == a));
+                match old {
+                    Some(old) if *old.config() == b => Arc::clone(old),
+                    _ => Arc::new(Board::new(
+                        b,
+                        a,
+                        Arc::clone(&errors),
+                        old.map(|o| Arc::clone(o.gate())),
+                    )),
+                }
             })
             .collect();
         // The first board by name wins a family whose type boards disagree on.
@@ -189,6 +204,10 @@ impl SensorBridge {
             errors,
             device_locks: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
+            conflicts_counted: Mutex::new(HashMap::new()),
+            readers: Arc::new(tokio::sync::Semaphore::new(
+                config.max_parallel_reads.max(1),
+            )),
         })
     }
 
@@ -230,18 +249,31 @@ impl SensorBridge {
                     .or_default(),
             );
             let reader = Arc::clone(&self.reader);
+            let readers = Arc::clone(&self.readers);
             Some(async move {
                 let source = device.source;
                 let name = device.dir_name.clone();
+                let started = tokio::time::Instant::now();
+                let read_by = deadline.min(started + SYSFS_READ_WAIT);
+                // A device whose last read still runs after a second is hanging: skipped.
+                let Ok(guard) = tokio::time::timeout_at(
+                    deadline.min(started + SYSFS_LOCK_WAIT),
+                    gate.lock_owned(),
+                )
+                .await
+                else {
+                    self.errors.add(source.as_str(), &name, "", "timeout", 1);
+                    return None;
+                };
                 let read = async move {
-                    let guard = gate.lock_owned().await;
+                    let permit = readers.acquire_owned().await;
                     tokio::task::spawn_blocking(move || {
-                        let _serialised = guard;
+                        let _serialised = (guard, permit);
                         sysfs::read(&*reader, &device, &rules)
                     })
                     .await
                 };
-                match tokio::time::timeout_at(deadline, read).await {
+                match tokio::time::timeout_at(read_by, read).await {
                     Ok(Ok(r)) => Some((source, r)),
                     Ok(Err(e)) => {
                         tracing::warn!(device = %name, error = %e, "sysfs read failed");
@@ -319,10 +351,16 @@ impl SensorBridge {
             if let Some(d) = view.duration {
                 out.duration.push(l.clone(), d.as_secs_f64());
             }
-            let Some((parsed, age)) = &view.sample else {
+            let Some((parsed, age, arrived)) = &view.sample else {
                 continue;
             };
             out.age.push(l, age.as_secs_f64());
+            // Conflicts are counted once per answer, as parse errors are, not at every scrape
+            // that serves it.
+            let first_serving = {
+                let mut counted = lock(&self.conflicts_counted);
+                counted.insert(name.to_owned(), *arrived) != Some(*arrived)
+            };
             for family in &parsed.families {
                 let clash = OWN.contains(&family.name.as_str())
                     || family.name.starts_with("sensor_mqtt_")
@@ -331,9 +369,9 @@ impl SensorBridge {
                         .get(&family.name)
                         .is_some_and(|f| f.kind != family.kind);
                 if clash {
-                    // Counted at every scrape that serves the sample: a standing conflict keeps
-                    // counting, as a failing sensor does.
-                    self.errors.add("board", name, &family.name, "conflict", 1);
+                    if first_serving {
+                        self.errors.add("board", name, &family.name, "conflict", 1);
+                    }
                     continue;
                 }
                 let target = exported.entry(family.name.clone()).or_insert_with(|| {

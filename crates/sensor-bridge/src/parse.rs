@@ -47,7 +47,7 @@ const MAX_LINE: usize = 4096;
 /// Reads a board's answer.
 pub fn parse(text: &str) -> Parsed {
     let mut types: HashMap<&str, Declared> = HashMap::default();
-    let mut helps: HashMap<&str, &str> = HashMap::default();
+    let mut helps: HashMap<&str, std::borrow::Cow<'_, str>> = HashMap::default();
     let mut rows: Vec<Row<'_>> = Vec::new();
     let mut skipped = 0;
     let lines: Vec<&str> = text
@@ -68,7 +68,9 @@ pub fn parse(text: &str) -> Parsed {
                     types.entry(name).or_insert(Declared::of(kind.trim()));
                 }
                 (Some("HELP"), Some(name), help) => {
-                    helps.entry(name).or_insert(help.unwrap_or("").trim_end());
+                    helps
+                        .entry(name)
+                        .or_insert_with(|| unescape_help(help.unwrap_or("").trim_end()));
                 }
                 _ => {}
             }
@@ -126,7 +128,10 @@ pub fn parse(text: &str) -> Parsed {
                             families.push(Family {
                                 name: exported,
                                 kind,
-                                help: helps.get(help_of).copied().unwrap_or("").to_owned(),
+                                help: helps
+                                    .get(help_of)
+                                    .map(|h| h.to_string())
+                                    .unwrap_or_default(),
                                 samples: Vec::new(),
                             });
                             families.len() - 1
@@ -215,6 +220,29 @@ impl Declared {
             Declared::Other
         }
     }
+}
+
+/// HELP text as the format escapes it (`\\` and `\n`); other backslashes are kept.
+fn unescape_help(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('\\') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some('\\')) => {
+                out.push('\\');
+                chars.next();
+            }
+            ('\\', Some('n')) => {
+                out.push('\n');
+                chars.next();
+            }
+            (c, _) => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The label pairs in name order (hashed as an owned `Labels` would be).
@@ -549,6 +577,99 @@ mod tests {
                 .map(|_| alphabet[rng.usize(0..alphabet.len())])
                 .collect();
             let _ = parse(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
+#[cfg(test)]
+mod round_trip {
+    use std::sync::Arc;
+
+    use tidegauge_core::{MetricFamily, Snapshot};
+
+    use super::*;
+
+    fn word(rng: &mut fastrand::Rng, alphabet: &[u8], len: std::ops::Range<usize>) -> String {
+        let n = rng.usize(len);
+        (0..n)
+            .map(|_| alphabet[rng.usize(0..alphabet.len())] as char)
+            .collect()
+    }
+
+    fn value(rng: &mut fastrand::Rng) -> String {
+        let pool = [
+            "a", "\"", "\\", "\n", ",", "}", "{", "=", " ", "é", "x\",y=\"", "None ", "0",
+        ];
+        (0..rng.usize(0..6))
+            .map(|_| pool[rng.usize(0..pool.len())])
+            .collect()
+    }
+
+    /// Valid text 0.0.4, as core's encoder writes it (escaped label values, any order of
+    /// families), reads back as the same families, series and values.
+    #[test]
+    fn valid_exposition_round_trips() {
+        let mut rng = fastrand::Rng::with_seed(10);
+        for case in 0..2_000 {
+            let mut snap = Snapshot::new();
+            let mut names = std::collections::BTreeSet::new();
+            for _ in 0..rng.usize(1..5) {
+                let name = format!("m_{}", word(&mut rng, b"abcxyz_:", 1..8));
+                if !names.insert(name.clone()) {
+                    continue;
+                }
+                let kind = if rng.bool() {
+                    MetricType::Gauge
+                } else {
+                    MetricType::Untyped
+                };
+                let help = word(&mut rng, b"ab \\\n", 0..10);
+                let mut f = MetricFamily::new(name, help.trim_end(), kind);
+                let mut sets = std::collections::BTreeSet::new();
+                for _ in 0..rng.usize(1..4) {
+                    let mut labels = Labels::new();
+                    for _ in 0..rng.usize(0..3) {
+                        let n = word(&mut rng, b"abl_", 1..5);
+                        if n.starts_with("__") || labels.iter().any(|(k, _)| *k == n) {
+                            continue;
+                        }
+                        labels.push((n, value(&mut rng)));
+                    }
+                    if !labels.is_empty() && labels.iter().all(|(_, v)| v == "None") {
+                        continue;
+                    }
+                    let mut key = labels.clone();
+                    key.sort();
+                    if !sets.insert(key) {
+                        continue;
+                    }
+                    let v = [0.0, -1.5, 1e-5, 123456789.0, 3.25e300, -0.0][rng.usize(0..6)];
+                    f.push(labels, v);
+                }
+                snap.push(f);
+            }
+            let text = tidegauge_core::encode::encode_text(&[Arc::new(snap.clone())]);
+            let parsed = parse(&text);
+            assert_eq!(parsed.skipped, 0, "case {case}:\n{text}\n{parsed:?}");
+            let mut want: Vec<Family> = snap
+                .families
+                .iter()
+                .map(|f| Family {
+                    name: f.name.clone(),
+                    kind: f.kind,
+                    help: f.help.clone(),
+                    samples: f
+                        .samples
+                        .iter()
+                        .map(|s| match s.value {
+                            tidegauge_core::Value::Number(v) => (s.labels.clone(), v),
+                            _ => unreachable!(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            want.sort_by(|a, b| a.name.cmp(&b.name));
+            assert_eq!(parsed.families, want, "case {case}:\n{text}");
         }
     }
 }

@@ -30,8 +30,15 @@ impl Reader for Fs {
     fn read(&self, path: &Path) -> std::io::Result<String> {
         let mut s = String::new();
         std::fs::File::open(path)?
-            .take(MAX_ATTRIBUTE)
+            .take(MAX_ATTRIBUTE + 1)
             .read_to_string(&mut s)?;
+        if s.len() as u64 > MAX_ATTRIBUTE {
+            // Not an attribute: a value cut short would read as another number.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("more than {MAX_ATTRIBUTE} bytes"),
+            ));
+        }
         Ok(s)
     }
 
@@ -168,7 +175,12 @@ fn attribute(reader: &dyn Reader, path: &Path) -> std::io::Result<Option<String>
 fn number(reader: &dyn Reader, path: &Path) -> Result<Option<f64>, &'static str> {
     match attribute(reader, path).map_err(|e| reason(&e))? {
         None => Ok(None),
-        Some(s) => s.parse::<f64>().map(Some).map_err(|_| "parse"),
+        Some(s) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(Some)
+            .ok_or("parse"),
     }
 }
 

@@ -248,6 +248,8 @@ async fn type_conflicts_keep_the_first_board_by_name() {
     b.set_body(Some("x{k=\"v\"} 2\ny 3".into()));
     // Listed out of order: the order of the configuration does not decide.
     let c = bridge(&[board("beta", &b.url, ""), board("alpha", &a.url, "")]);
+    // Counted once per answer, not at every scrape that serves it.
+    scrape(&c).await;
     let out = scrape(&c).await;
     assert!(out.contains("x{board=\"alpha\"} 1"), "{out}");
     assert!(!out.contains("x{k=\"v\",board=\"beta\"}"), "{out}");
@@ -305,11 +307,21 @@ fn bad_board_settings_are_named() {
             .to_string();
         assert!(err.contains(want), "{extra}: {err}");
     }
-    let twice = "[[boards]]\nname = \"b\"\nurl = \"http://a\"\n[[boards]]\nname = \"b\"\nurl = \"http://c\"";
-    let err = SensorBridge::new(toml::from_str::<Config>(twice).unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("boards[1].name"), "{err}");
+    for (twice, want) in [
+        (
+            "[[boards]]\nname = \"b\"\nurl = \"http://a\"\n[[boards]]\nname = \"b\"\nurl = \"http://c\"",
+            "boards[1].name",
+        ),
+        (
+            "[[boards]]\nname = \"a\"\nurl = \"http://h:8080/metrics\"\n[[boards]]\nname = \"b\"\nurl = \"http://h/other\"",
+            "is the board of boards[0]",
+        ),
+    ] {
+        let err = SensorBridge::new(toml::from_str::<Config>(twice).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{err}");
+    }
 }
 
 /// The fault matrix: every fault of an upstream against one board, beside a healthy one. The
@@ -357,4 +369,37 @@ async fn fault_matrix() {
         ));
     }
     println!("{}", table.join("\n"));
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_a_board_keeps_its_one_connection() {
+    let e = BoardEmulator::start().await;
+    e.set_delay(Duration::from_millis(500));
+    let before = toml::from_str::<Config>(&format!(
+        "[iio]\nenabled = false\n[hwmon]\nenabled = false\n[[boards]]\n{}",
+        board("b", &e.url, "request_timeout = \"5s\"")
+    ))
+    .unwrap();
+    let old = SensorBridge::new(before).unwrap();
+    // A scrape that gives up leaves its request running.
+    scrape_within(&old, Duration::from_millis(100)).await;
+    let after = toml::from_str::<Config>(&format!(
+        "[iio]\nenabled = false\n[hwmon]\nenabled = false\n[[boards]]\n{}",
+        board(
+            "renamed",
+            &e.url,
+            "request_timeout = \"4s\"\nmin_interval = \"10s\""
+        )
+    ))
+    .unwrap();
+    let new = SensorBridge::with_reader(
+        after,
+        Arc::new(tidegauge_sensor_bridge::sysfs::Fs),
+        Some(&old),
+    )
+    .unwrap();
+    let out = scrape(&new).await;
+    assert!(up(&out, "renamed"), "{out}");
+    assert_eq!(e.requests(), 1);
+    assert_eq!(e.max_open(), 1);
 }

@@ -157,3 +157,142 @@ fn bad_settings_are_named() {
         assert!(err.contains(want), "{toml}: {err}");
     }
 }
+
+/// Blocks reads of `in_temp_input` until the test ends, as a hanging driver (or a FIFO) does;
+/// counts how many reads block at once.
+#[derive(Debug, Default)]
+struct Hanging {
+    blocked: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    gate: std::sync::Mutex<()>,
+}
+
+impl Reader for Hanging {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        if path.file_name().is_some_and(|n| n == "in_temp_input") {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.blocked.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            // Every blocked reader waits on the same gate, opened when the test drops it.
+            let _g = self.gate.lock();
+            if let Some(rx) = self.release.lock().unwrap().as_ref() {
+                let _ = rx.recv();
+            }
+        }
+        Fs.read(path)
+    }
+
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        Fs.list(dir)
+    }
+}
+
+fn temp_tree(name: &str, devices: usize) -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("tidegauge-sysfs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for i in 0..devices {
+        let d = root.join(format!("bus/iio/devices/iio:device{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("name"), "bme280\n").unwrap();
+        std::fs::write(d.join("in_temp_input"), "21450\n").unwrap();
+        std::fs::write(d.join("in_pressure_input"), "101.325\n").unwrap();
+    }
+    let h = root.join("class/hwmon/hwmon0");
+    std::fs::create_dir_all(&h).unwrap();
+    std::fs::write(h.join("name"), "sht3x\n").unwrap();
+    std::fs::write(h.join("temp1_input"), "31500\n").unwrap();
+    root
+}
+
+fn hanging_bridge(
+    root: &Path,
+    extra: &str,
+) -> (SensorBridge, Arc<Hanging>, std::sync::mpsc::Sender<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let reader = Arc::new(Hanging {
+        release: std::sync::Mutex::new(Some(rx)),
+        ..Hanging::default()
+    });
+    let c = SensorBridge::with_reader(
+        toml::from_str(&format!(
+            "sysfs = {:?}\n{extra}",
+            root.display().to_string()
+        ))
+        .unwrap(),
+        Arc::clone(&reader) as Arc<dyn Reader>,
+        None,
+    )
+    .unwrap();
+    (c, reader, tx)
+}
+
+async fn scrape_with_margin(c: &SensorBridge) -> String {
+    // A minute of budget: the scrape still ends once the reads it waits for are given up (the
+    // bound here is a margin against hanging, not a speed check).
+    let ctx = context(Duration::from_secs(60), FakeClock::at(FIXTURE_EPOCH));
+    let snap = tokio::time::timeout(Duration::from_secs(30), c.collect(&ctx))
+        .await
+        .expect("a scrape waited for a hanging read")
+        .unwrap();
+    render(&snap)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_reads_do_not_hold_scrapes() {
+    let root = temp_tree("hang", 3);
+    let (c, _reader, release) = hanging_bridge(&root, "");
+    for _ in 0..2 {
+        let out = scrape_with_margin(&c).await;
+        // hwmon is unaffected; the hanging IIO devices are counted.
+        assert!(
+            out.contains("chip=\"sht3x\",sensor=\"temp1\"} 31.5"),
+            "{out}"
+        );
+        assert!(
+            out.contains("device=\"iio:device2\",sensor=\"\",reason=\"timeout\"}"),
+            "{out}"
+        );
+    }
+    drop(release);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_reads_hold_at_most_max_parallel_reads_threads() {
+    let root = temp_tree("many", 10);
+    let (c, reader, release) = hanging_bridge(&root, "max_parallel_reads = 4");
+    for _ in 0..2 {
+        scrape_with_margin(&c).await;
+    }
+    let most = reader.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=4).contains(&most), "{most} reads blocked at once");
+    drop(release);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn an_attribute_too_large_to_be_one_is_a_parse_error() {
+    let root = temp_tree("large", 1);
+    let d = root.join("bus/iio/devices/iio:device0");
+    // Cut at 4 KiB this would read as 1 (m°C).
+    std::fs::write(
+        d.join("in_temp_input"),
+        format!("1{}garbage", " ".repeat(5000)),
+    )
+    .unwrap();
+    std::fs::write(d.join("in_pressure_input"), "1".repeat(5000)).unwrap();
+    let c = SensorBridge::new(
+        toml::from_str(&format!("sysfs = {:?}", root.display().to_string())).unwrap(),
+    )
+    .unwrap();
+    let out = render(&*collect(&c).await);
+    assert!(!out.contains("_celsius{source=\"iio\""), "{out}");
+    assert!(!out.contains("_pascals{source=\"iio\""), "{out}");
+    assert!(out.contains("sensor=\"temp\",reason=\"parse\"} 1"), "{out}");
+    assert!(
+        out.contains("sensor=\"pressure\",reason=\"parse\"} 1"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
