@@ -474,12 +474,21 @@ impl Groups {
 
     /// Pushed families merged across groups (sorted by name), then the push times.
     pub fn snapshot(&self) -> Snapshot {
+        // Sized first: growing by doubling would leave up to half of each merged family unused.
+        let mut sizes: HashMap<&str, usize> = HashMap::new();
+        for g in self.groups.values() {
+            for fam in &g.families {
+                *sizes.entry(fam.name.as_str()).or_default() += fam.samples.len();
+            }
+        }
         let mut merged: BTreeMap<String, MetricFamily> = BTreeMap::new();
         for g in self.groups.values() {
             for fam in &g.families {
                 let entry = merged.entry(fam.name.clone()).or_insert_with(|| {
                     let mut f = MetricFamily::new(fam.name.clone(), fam.help.clone(), fam.kind);
                     f.naming = fam.naming;
+                    f.samples
+                        .reserve_exact(sizes.get(fam.name.as_str()).copied().unwrap_or(0));
                     f
                 });
                 if !fam.help.is_empty() {

@@ -839,6 +839,16 @@ impl Engine {
     }
 }
 
+/// A label set's pairs in name order, borrowed.
+fn sorted_refs(labels: &Labels) -> Vec<(&str, &str)> {
+    let mut v: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 /// A label set in name order: the same series whatever order its labels were written in.
 fn sorted(labels: &Labels) -> Labels {
     let mut l = labels.clone();
@@ -903,12 +913,14 @@ fn clean(collector: &str, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
                 false
             }
         };
+        // Compared by reference: a copy of every label set of a large part (pushed groups) would
+        // be garbage the size of the part at every new snapshot.
         let mut label_sets = HashSet::with_capacity(family.samples.len());
         let unique = valid
             && family
                 .samples
                 .iter()
-                .all(|s| label_sets.insert(sorted(&s.labels)));
+                .all(|s| label_sets.insert(sorted_refs(&s.labels)));
         if valid && unique {
             if let Some(out) = out.as_mut() {
                 out.push(family.clone());
