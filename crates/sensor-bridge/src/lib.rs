@@ -180,9 +180,16 @@ impl SensorBridge {
             .into_iter()
             .zip(addresses)
             .map(|(b, a)| {
-                let old = previous.and_then(|p| p.boards.iter().find(|old| *old.address() == a));
+                // The same board: the same endpoint (a changed path or spelling of the URL), else
+                // the same name (a changed host name for one device).
+                let old = previous.and_then(|p| {
+                    p.boards
+                        .iter()
+                        .find(|old| (&old.address().host, old.address().port) == (&a.host, a.port))
+                        .or_else(|| p.boards.iter().find(|old| old.name() == b.name))
+                });
                 match old {
-                    Some(old) if *old.config() == b => Arc::clone(old),
+                    Some(old) if *old.config() == b && *old.address() == a => Arc::clone(old),
                     _ => Arc::new(Board::new(
                         b,
                         a,

@@ -47,8 +47,15 @@ pub struct MqttConfig {
     pub subscriptions: Vec<Subscription>,
 }
 
+/// Unique per host and process: two bridges left at the default never take each other's
+/// session.
 fn client_id() -> String {
-    "tidegauge-sensor-bridge".to_owned()
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    capped(&format!("tidegauge-{host}-{}", std::process::id()))
 }
 fn keep_alive() -> Duration {
     Duration::from_secs(30)
@@ -254,25 +261,36 @@ impl Mqtt {
             ));
         };
         let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => {
-                let port: u16 = p.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    err("broker", format!("{:?}: invalid port {p:?}", config.broker))
-                })?;
-                (h, port)
-            }
-            _ => (rest, if tls { 8883 } else { 1883 }),
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        if host.is_empty() || host.contains(['/', '@', '?']) {
-            return Err(err(
+        let default_port = if tls { 8883 } else { 1883 };
+        let bad = || {
+            err(
                 "broker",
-                format!("{:?}: no usable host", config.broker),
-            ));
+                format!("{:?}: no usable host and port", config.broker),
+            )
+        };
+        let port_of = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
+        let (host, port, bracketed) = match rest.strip_prefix('[') {
+            Some(after) => {
+                let (h, tail) = after.split_once(']').ok_or_else(bad)?;
+                let port = match tail {
+                    "" => default_port,
+                    t => port_of(t.strip_prefix(':').ok_or_else(bad)?)?,
+                };
+                (h, port, true)
+            }
+            None => match rest.split_once(':') {
+                Some((h, p)) => (h, port_of(p)?, false),
+                None => (rest, default_port, false),
+            },
+        };
+        if host.is_empty()
+            || host.contains(['/', '@', '?', '#', '[', ']'])
+            || (host.contains(':') && !bracketed)
+            || host.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad());
         }
+        let host = host.to_owned();
         let password = match (&config.password_file, &config.password_env) {
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -300,8 +318,11 @@ impl Mqtt {
         if config.ca_file.is_some() && !tls {
             return Err(err("ca_file", "only used with mqtts://".into()));
         }
-        if config.max_series == 0 || config.max_payload == 0 {
-            return Err(err("max_series", "limits must be more than zero".into()));
+        if config.max_series == 0 {
+            return Err(err("max_series", "must be more than zero".into()));
+        }
+        if config.max_payload == 0 {
+            return Err(err("max_payload", "must be more than zero".into()));
         }
         if config.subscriptions.is_empty() {
             return Err(err("subscriptions", "give at least one topic".into()));
@@ -310,7 +331,7 @@ impl Mqtt {
         let mut subscriptions = Vec::new();
         for (i, s) in config.subscriptions.iter().enumerate() {
             let at = |key: &str, msg: String| err(&format!("subscriptions[{i}].{key}"), msg);
-            if !valid_filter(&s.topic) {
+            if !valid_filter(&s.topic) || s.topic.chars().any(char::is_control) {
                 return Err(at("topic", format!("{:?} is not a topic filter", s.topic)));
             }
             let device_regex = match &s.device_regex {
@@ -326,6 +347,12 @@ impl Mqtt {
                     Some(re)
                 }
             };
+            if s.expire_after.is_some_and(|d| d.is_zero()) {
+                return Err(at(
+                    "expire_after",
+                    "0 would expire every reading at once; give a duration or \"never\"".into(),
+                ));
+            }
             let mut fields = Vec::new();
             for (path, f) in &s.fields {
                 let at = |msg: String| at(&format!("fields.{path}"), msg);
@@ -356,6 +383,7 @@ impl Mqtt {
                             || own.contains(&exposed.as_str())
                             || own.contains(&name.as_str())
                             || name.starts_with("sensor_mqtt_")
+                            || name.starts_with("tidegauge_")
                         {
                             return Err(at(format!(
                                 "metric {name:?} is not a valid name or is sensor-bridge's own"
@@ -388,10 +416,16 @@ impl Mqtt {
                 fields.push((path.clone(), target));
             }
             for name in s.labels.keys() {
-                if !is_label_name(name) || name == "device" {
+                if !is_label_name(name) {
                     return Err(at(
                         &format!("labels.{name}"),
-                        "not a usable label name (device is set already)".into(),
+                        "not a valid label name".into(),
+                    ));
+                }
+                if name == "device" {
+                    return Err(at(
+                        &format!("labels.{name}"),
+                        "device is set already (use device_field)".into(),
                     ));
                 }
             }
@@ -425,6 +459,28 @@ impl Mqtt {
                 export_unmapped: s.export_unmapped,
             });
         }
+        // Custom metrics must not clash as exposed: a counter `x` is `x_total` and `x_created`.
+        let mut exposed: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, (kind, _)) in &custom {
+            let names = match kind {
+                CustomKind::Gauge => vec![name.clone()],
+                CustomKind::Counter => {
+                    vec![
+                        name.clone(),
+                        format!("{name}_total"),
+                        format!("{name}_created"),
+                    ]
+                }
+            };
+            for n in names {
+                if let Some(other) = exposed.insert(n.clone(), name) {
+                    return Err(err(
+                        "subscriptions",
+                        format!("metrics {other:?} and {name:?} both expose {n:?}"),
+                    ));
+                }
+            }
+        }
         Ok(Self {
             config,
             subscriptions,
@@ -440,8 +496,12 @@ impl Mqtt {
     fn options(&self) -> Result<rumqttc::MqttOptions, String> {
         let mut o = rumqttc::MqttOptions::new(&self.config.client_id, &self.host, self.port);
         o.set_keep_alive(self.config.keep_alive.max(Duration::from_secs(1)));
-        // Room for the topic and the packet's header besides the payload.
-        o.set_max_packet_size(self.config.max_payload + 64 * 1024, 64 * 1024);
+        // Messages up to 16 MiB are read (and counted when over max_payload); a larger one ends
+        // the connection, since MQTT 3.1.1 cannot refuse a single message.
+        o.set_max_packet_size(
+            (self.config.max_payload + 64 * 1024).max(16 * 1024 * 1024),
+            64 * 1024,
+        );
         if let Some(user) = &self.config.username {
             o.set_credentials(user, self.password.clone().unwrap_or_default());
         }
@@ -466,6 +526,12 @@ impl Mqtt {
                     roots
                         .add(c)
                         .map_err(|e| format!("mqtt.ca_file {}: {e}", f.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!(
+                        "mqtt.ca_file {}: no PEM certificate in it",
+                        f.display()
+                    ));
                 }
             }
             None => {
@@ -536,7 +602,9 @@ impl Mqtt {
             // A bare word (`ON`) or number that is not JSON: a single value.
             Err(_) => {
                 let t = text.trim();
-                if t.parse::<f64>().is_ok() || lookup_value(&sub.values, t).is_some() {
+                if t.parse::<f64>().is_ok_and(f64::is_finite)
+                    || lookup_value(&sub.values, t).is_some()
+                {
                     Json::String(t.to_owned())
                 } else {
                     return "decode_error";
@@ -545,17 +613,24 @@ impl Mqtt {
         };
         let topic_device = topic_device(sub, topic);
         // The elements of the message, each with the key that tells it apart.
-        let elements: Vec<(Option<String>, &Json)> = match &doc {
+        // No more elements than the table could hold: the rest are refused unread.
+        let room = self.config.max_series;
+        let mut elements: Vec<(Option<String>, &Json)> = match &doc {
             Json::Array(items) => items
                 .iter()
+                .take(room + 1)
                 .enumerate()
                 .map(|(i, v)| (Some(i.to_string()), v))
                 .collect(),
-            Json::Object(map) if !map.is_empty() && map.values().all(Json::is_object) => {
-                map.iter().map(|(k, v)| (Some(k.clone()), v)).collect()
-            }
+            Json::Object(map) if !map.is_empty() && map.values().all(Json::is_object) => map
+                .iter()
+                .take(room + 1)
+                .map(|(k, v)| (Some(k.clone()), v))
+                .collect(),
             v => vec![(None, v)],
         };
+        let too_many = elements.len() > room;
+        elements.truncate(room);
         let mut updates: Vec<(Key, f64)> = Vec::new();
         for (key, element) in &elements {
             let wrapped;
@@ -570,10 +645,16 @@ impl Mqtt {
                 .as_deref()
                 .and_then(|f| path(element, f).or_else(|| path(&doc, f)))
                 .and_then(label_text)
+                .filter(|d| !d.is_empty())
                 .unwrap_or_else(|| match key {
-                    Some(k) => format!("{topic_device}/{k}"),
+                    Some(k) => format!("{topic_device}/{}", capped(k)),
                     None => topic_device.clone(),
                 });
+            let device = if device.is_empty() {
+                "unknown".to_owned()
+            } else {
+                device
+            };
             let mut mapped = std::collections::HashSet::new();
             for (field, target) in &sub.fields {
                 let Some(v) = path(element, field).and_then(|v| number(&sub.values, v)) else {
@@ -625,9 +706,12 @@ impl Mqtt {
                 && let Json::Object(map) = element
             {
                 for (field, v) in map {
-                    if mapped.contains(field.as_str()) {
+                    let identifies = sub.device_field.as_deref() == Some(field.as_str())
+                        || sub.labels.iter().any(|(_, p)| p == field);
+                    if mapped.contains(field.as_str()) || identifies {
                         continue;
                     }
+                    let field = &capped(field);
                     let Some(v) = number(&sub.values, v) else {
                         continue;
                     };
@@ -648,10 +732,10 @@ impl Mqtt {
             }
         }
         if updates.is_empty() {
-            return "unmapped";
+            return if too_many { "rejected" } else { "unmapped" };
         }
         let mut series = lock(&self.table.series);
-        let mut rejected = false;
+        let mut rejected = too_many;
         let mut seen: Vec<String> = Vec::new();
         for (key, value) in updates {
             let held = series.len();
@@ -788,12 +872,14 @@ impl Mqtt {
 
 /// The device of a topic: the `device` group of the subscription's regex, else the last level.
 fn topic_device(sub: &CompiledSubscription, topic: &str) -> String {
-    sub.device_regex
+    let device = sub
+        .device_regex
         .as_ref()
         .and_then(|re| re.captures(topic))
         .and_then(|c| c.name("device"))
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| topic.rsplit('/').next().unwrap_or(topic).to_owned())
+        .map(|m| m.as_str())
+        .unwrap_or_else(|| topic.rsplit('/').next().unwrap_or(topic));
+    capped(device)
 }
 
 /// The value at a dotted path (`computed.heat_index`, `readings.0.t`).
@@ -821,23 +907,36 @@ fn number(values: &BTreeMap<String, f64>, v: &Json) -> Option<f64> {
         Json::String(s) => lookup_value(values, s.trim()).or_else(|| s.trim().parse().ok()),
         _ => None,
     }
-    .filter(|f: &f64| !f.is_nan() || matches!(v, Json::String(_)))
+    .filter(|f: &f64| f.is_finite())
 }
 
 /// A JSON scalar as label text (at most 128 bytes, so a payload cannot grow labels without
 /// bound).
 fn label_text(v: &Json) -> Option<String> {
-    let s = match v {
-        Json::String(s) => s.clone(),
-        Json::Number(n) => n.to_string(),
-        Json::Bool(b) => b.to_string(),
-        _ => return None,
-    };
-    let mut end = s.len().min(128);
+    match v {
+        Json::String(s) => Some(capped(s)),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Longest label value taken from a message (a topic level, a JSON key or value).
+const MAX_LABEL: usize = 128;
+
+/// `s`, or when longer than [`MAX_LABEL`] its start and a hash of the whole, so that a device
+/// cannot grow labels without bound and two long ids stay two series.
+fn capped(s: &str) -> String {
+    if s.len() <= MAX_LABEL {
+        return s.to_owned();
+    }
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0).hash_one(s);
+    let mut end = MAX_LABEL - 17;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    Some(s[..end].to_owned())
+    format!("{}~{hash:016x}", &s[..end])
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -890,6 +989,7 @@ pub async fn run(
     let mut backoff = Duration::from_secs(1);
     let mut reported = false;
     let mut pending = 0usize;
+    let mut connected_at: Option<Instant> = None;
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => {
@@ -903,7 +1003,7 @@ pub async fn run(
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
                 // Connected counts once every subscription is acknowledged: from then on no
                 // message to a subscribed topic is missed.
-                backoff = Duration::from_secs(1);
+                connected_at = Some(Instant::now());
                 reported = false;
                 pending = 0;
                 for s in &mqtt.subscriptions {
@@ -936,6 +1036,14 @@ pub async fn run(
                 mqtt.table
                     .connected
                     .store(false, std::sync::atomic::Ordering::Relaxed);
+                // Only a connection that lasted resets the backoff: one that the broker ends at
+                // once (a message too large, a client id taken) must not become a tight loop.
+                if connected_at
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= Duration::from_secs(30))
+                {
+                    backoff = Duration::from_secs(1);
+                }
                 if !reported {
                     tracing::warn!(broker = %mqtt.config.broker, error = %e, "MQTT connection lost; reconnecting with backoff");
                     reported = true;

@@ -101,6 +101,60 @@ async fn the_spec_messages() {
     assert!(out.contains("sensor_mqtt_series 2"), "{out}");
 }
 
+#[tokio::test]
+async fn what_a_hostile_device_sends_stays_bounded() {
+    let toml = "[iio]\nenabled = false\n[hwmon]\nenabled = false\n[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\nmax_series = 10\n\
+        [[mqtt.subscriptions]]\ntopic = \"d/+\"\ndevice_field = \"id\"\nlabels = { model = \"model\" }\nexport_unmapped = true\n\
+        fields.t = { quantity = \"temperature\", unit = \"celsius\" }\nfields.s = { metric = \"m_s\" }";
+    let c = SensorBridge::new(toml::from_str::<Config>(toml).unwrap()).unwrap();
+    let m = c.mqtt().unwrap();
+    let now = Instant::now();
+    let long = "H".repeat(60_000);
+    // Long ids from the topic or the payload are cut, and two of them stay two series.
+    for end in ["1", "2"] {
+        m.ingest(&format!("d/{long}{end}"), br#"{"t": 1}"#, now, 0.0);
+        m.ingest(
+            "d/x",
+            format!(r#"{{"id": "{long}{end}", "t": 2}}"#).as_bytes(),
+            now,
+            0.0,
+        );
+    }
+    // Long JSON keys, exported unmapped, are cut too; the id and label fields are not values.
+    m.ingest(
+        "d/k",
+        format!(r#"{{"id": "k", "model": 7, "{long}": 3}}"#).as_bytes(),
+        now,
+        0.0,
+    );
+    // Non-finite strings are no readings; an empty id falls back to the topic's.
+    assert_eq!(
+        m.ingest("d/n", br#"{"t": "NaN", "s": "inf"}"#, now, 0.0),
+        "unmapped"
+    );
+    m.ingest("d/e", br#"{"id": "", "t": 5}"#, now, 0.0);
+    let out = scrape(&c).await;
+    for line in out.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.len() < 400, "{line}");
+    }
+    // The same two ids from the topic and from the payload: two devices, and `e`.
+    assert_eq!(
+        out.matches("sensor_temperature_celsius{").count(),
+        3,
+        "{out}"
+    );
+    assert!(out.contains("device=\"e\""), "{out}");
+    assert!(
+        !out.contains("field=\"id\"") && !out.contains("field=\"model\""),
+        "{out}"
+    );
+    // An array larger than the table is refused past what the table can hold.
+    let big = format!("[{}]", vec![r#"{"t":1}"#; 20_000].join(","));
+    assert_eq!(m.ingest("d/big", big.as_bytes(), now, 0.0), "rejected");
+    let out = scrape(&c).await;
+    assert!(out.contains("sensor_mqtt_series 10"), "{out}");
+}
+
 #[test]
 fn bad_mqtt_settings_are_named() {
     for (mqtt, want) in [
@@ -131,6 +185,42 @@ fn bad_mqtt_settings_are_named() {
         (
             "broker = \"mqtt://b\"\n[[mqtt.subscriptions]]\ntopic = \"a\"\ndevice_regex = \"(x)\"\nexport_unmapped = true",
             "no group named device",
+        ),
+        (
+            "broker = \"mqtt://b\"\nmax_payload = 0\n[[mqtt.subscriptions]]\ntopic = \"a\"\nexport_unmapped = true",
+            "mqtt.max_payload",
+        ),
+        (
+            "broker = \"mqtt://::1:1883\"\n[[mqtt.subscriptions]]\ntopic = \"a\"\nexport_unmapped = true",
+            "mqtt.broker",
+        ),
+        (
+            "broker = \"mqtt://h h:1\"\n[[mqtt.subscriptions]]\ntopic = \"a\"\nexport_unmapped = true",
+            "mqtt.broker",
+        ),
+        (
+            "broker = \"mqtt://b\"\n[[mqtt.subscriptions]]\ntopic = \"a/\\u0000/+\"\nexport_unmapped = true",
+            "subscriptions[0].topic",
+        ),
+        (
+            "broker = \"mqtt://b\"\n[[mqtt.subscriptions]]\ntopic = \"a\"\nexpire_after = \"0s\"\nexport_unmapped = true",
+            "subscriptions[0].expire_after",
+        ),
+        (
+            "broker = \"mqtts://b\"\nca_file = \"/dev/null\"\n[[mqtt.subscriptions]]\ntopic = \"a\"\nexport_unmapped = true",
+            "no PEM certificate",
+        ),
+        (
+            "broker = \"mqtt://b\"\n[[mqtt.subscriptions]]\ntopic = \"a\"\nfields.t = { metric = \"tidegauge_x\" }",
+            "sensor-bridge's own",
+        ),
+        (
+            "broker = \"mqtt://b\"\n[[mqtt.subscriptions]]\ntopic = \"a\"\nfields.t = { metric = \"m_y\", type = \"counter\" }\nfields.u = { metric = \"m_y_total\" }",
+            "both expose \"m_y_total\"",
+        ),
+        (
+            "broker = \"mqtt://b\"\n[[mqtt.subscriptions]]\ntopic = \"a\"\nlabels = { __bad = \"x\" }\nexport_unmapped = true",
+            "not a valid label name",
         ),
     ] {
         let toml = format!("[mqtt]\n{mqtt}");
@@ -213,6 +303,7 @@ impl Drop for Broker {
 async fn publish(port: u16, messages: &[(&str, &str)]) {
     let mut o = rumqttc::MqttOptions::new("tidegauge-test-publisher", "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(5));
+    o.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut events) = rumqttc::AsyncClient::new(o, 64);
     for (topic, payload) in messages {
         client
@@ -281,6 +372,23 @@ async fn through_a_real_broker() {
     )
     .await;
     let out = scrape_until(&c, "switch_on{device=\"porch\"} 1").await;
+    // A message far over max_payload is counted, and the connection stays up.
+    let huge = "x".repeat(1_000_000);
+    publish(
+        port,
+        &[
+            ("devices/home/poison", huge.as_str()),
+            ("switches/shed/state", "ON"),
+        ],
+    )
+    .await;
+    scrape_until(&c, "switch_on{device=\"shed\"} 1").await;
+    assert!(
+        scrape(&c)
+            .await
+            .contains("sensor_mqtt_received_messages_total{subscription=\"devices/home/+\",status=\"decode_error\"} 2"),
+        "the large message was not counted"
+    );
     assert!(
         out.contains("sensor_temperature_celsius{source=\"mqtt\",device=\"livingroom\",chip=\"\",sensor=\"temperature\"} 23.2"),
         "{out}"
@@ -289,7 +397,7 @@ async fn through_a_real_broker() {
         out.contains("sensor_mqtt_received_messages_total{subscription=\"devices/home/+\",status=\"decode_error\"} 1"),
         "{out}"
     );
-    // More devices than max_series (6, three held): the excess is refused and counted.
+    // More devices than max_series (6, four held): the excess is refused and counted.
     publish(
         port,
         &[
