@@ -221,14 +221,7 @@ fn sigterm_stops_gracefully() {
         &["--web.listen-address", "127.0.0.1:0"],
         &[("TARGET_PORT", "1")],
     );
-    let pid = host.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&host);
     let mut host = host;
     let status = host.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
@@ -278,14 +271,7 @@ async fn a_hanging_sysfs_read_neither_holds_scrapes_nor_the_exit() {
             "{body}"
         );
     }
-    let pid = host.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&host);
     let mut host = host;
     let mut exited = None;
     for _ in 0..300 {
@@ -298,6 +284,17 @@ async fn a_hanging_sysfs_read_neither_holds_scrapes_nor_the_exit() {
     let status = exited.expect("still running 30 s after SIGTERM");
     assert!(status.success(), "{status:?}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn sigterm(host: &Host) {
+    let pid = host.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 /// Seconds since the Unix epoch, for the fake dashboards' timelines.

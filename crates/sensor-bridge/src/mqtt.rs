@@ -70,27 +70,22 @@ fn expire_default() -> Option<Duration> {
     Some(Duration::from_secs(300))
 }
 
-/// A duration, or `"never"`.
+/// A duration (as core reads them), or `"never"`.
 fn expiry<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
-        Int(u64),
-        Float(f64),
-        Text(String),
+        Duration(#[serde(deserialize_with = "duration::deserialize")] Duration),
+        Word(String),
     }
-    let secs = |f: f64| {
-        Duration::try_from_secs_f64(f).map_err(|e| serde::de::Error::custom(format!("{f}: {e}")))
-    };
     match Raw::deserialize(d)
         .map_err(|_| serde::de::Error::custom("expected a duration such as \"5m\", or \"never\""))?
     {
-        Raw::Int(n) => Ok(Some(Duration::from_secs(n))),
-        Raw::Float(f) => secs(f).map(Some),
-        Raw::Text(t) if t.trim().eq_ignore_ascii_case("never") => Ok(None),
-        Raw::Text(t) => duration::parse(&t)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
+        Raw::Duration(d) => Ok(Some(d)),
+        Raw::Word(w) if w.trim().eq_ignore_ascii_case("never") => Ok(None),
+        Raw::Word(w) => Err(serde::de::Error::custom(format!(
+            "{w:?}: expected a duration such as \"5m\", or \"never\""
+        ))),
     }
 }
 
