@@ -175,13 +175,7 @@ fn host(cargo: &str) -> Result<(), String> {
     let h = start_host(&bin, &cfg, port)?;
     let addr = format!("127.0.0.1:{port}");
     http_get(&addr, "/metrics")?;
-    if !crate::has("wrk") {
-        crate::run(
-            Command::new("bash")
-                .arg(crate::root().join("scripts/install-test-deps.sh"))
-                .arg("wrk"),
-        )?;
-    }
+    crate::ensure_tools(&["wrk"])?;
     let out = Command::new("wrk")
         .args(["-t2", "-c32", "-d10s", &format!("http://{addr}/metrics")])
         .output()
@@ -460,13 +454,7 @@ fn wrk_rps(url: &str) -> Result<String, String> {
 
 fn push(cargo: &str) -> Result<(), String> {
     crate::run(Command::new(cargo).args(["build", "--release", "-p", "tidegauge"]))?;
-    if !crate::has("prometheus-pushgateway") || !crate::has("wrk") {
-        crate::run(
-            Command::new("bash")
-                .arg(crate::root().join("scripts/install-test-deps.sh"))
-                .args(["prometheus-pushgateway", "wrk"]),
-        )?;
-    }
+    crate::ensure_tools(&["prometheus-pushgateway", "wrk"])?;
     let bin = crate::root().join("target/release/tidegauge");
     let dir = crate::root().join("target/bench/push");
     let _ = std::fs::remove_dir_all(&dir);

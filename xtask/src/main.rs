@@ -67,6 +67,17 @@ pub fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
+/// Installs the Debian packages of `tools` that are not on the PATH (see
+/// `scripts/install-test-deps.sh`).
+pub fn ensure_tools(tools: &[&str]) -> Result<(), String> {
+    if tools.iter().all(|t| has(t)) {
+        return Ok(());
+    }
+    run(Command::new("bash")
+        .arg(root().join("scripts/install-test-deps.sh"))
+        .args(tools))
+}
+
 /// Whether `tool` is on the PATH.
 pub fn has(tool: &str) -> bool {
     Command::new("sh")

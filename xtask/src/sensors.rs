@@ -23,6 +23,27 @@ fn board_tables(boards: &[BoardEmulator], extra: &str) -> String {
         .collect()
 }
 
+/// tidegauge reading only `boards` (each with `extra` settings), from `<dir>/<name>.toml`.
+fn start_bridge(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    boards: &[BoardEmulator],
+    extra: &str,
+) -> Result<(Host, u16), String> {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[collectors.app-status]\nenabled = false\n[collectors.sensor-bridge]\n{}",
+            board_tables(boards, extra)
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    Ok((start_host(bin, &cfg, port)?, port))
+}
+
 fn requests(boards: &[BoardEmulator]) -> usize {
     boards.iter().map(BoardEmulator::requests).sum()
 }
@@ -102,13 +123,7 @@ pub fn run(cargo: &str) -> Result<(), String> {
         "parse",
     ]))?;
     crate::run(Command::new(cargo).args(["build", "--release", "-p", "tidegauge"]))?;
-    if !crate::has("prometheus") || !crate::has("curl") {
-        crate::run(
-            Command::new("bash")
-                .arg(crate::root().join("scripts/install-test-deps.sh"))
-                .args(["prometheus", "curl"]),
-        )?;
-    }
+    crate::ensure_tools(&["prometheus", "curl"])?;
     let bin = crate::root().join("target/release/tidegauge");
     let dir = crate::root().join("target/bench/sensors");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -129,17 +144,7 @@ pub fn run(cargo: &str) -> Result<(), String> {
     );
 
     // 1. Every scrape asks every board (min_interval 1 s, scrapes 1.2 s apart).
-    let cfg = dir.join("fresh.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[collectors.app-status]\nenabled = false\n[collectors.sensor-bridge]\n{}",
-            board_tables(&boards, "min_interval = \"1s\"")
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let port = free_port()?;
-    let host = start_host(&bin, &cfg, port)?;
+    let (host, port) = start_bridge(&bin, &dir, "fresh", &boards, "min_interval = \"1s\"")?;
     let url = format!("http://127.0.0.1:{port}/metrics");
     let mut times = Vec::new();
     for _ in 0..6 {
@@ -194,17 +199,7 @@ pub fn run(cargo: &str) -> Result<(), String> {
     // 3. An HA pair of Prometheus servers (1 s interval) for 20 s: through tidegauge with the
     // default min_interval (5 s), then scraping the boards directly.
     let window = Duration::from_secs(20);
-    let cfg = dir.join("ha.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[collectors.app-status]\nenabled = false\n[collectors.sensor-bridge]\n{}",
-            board_tables(&boards, "")
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let port = free_port()?;
-    let host = start_host(&bin, &cfg, port)?;
+    let (host, port) = start_bridge(&bin, &dir, "ha", &boards, "")?;
     let since = Instant::now();
     let pair = ha_pair(
         &dir,
