@@ -19,13 +19,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let which = args.first().map(String::as_str).unwrap_or("all");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if which == "all" || which == "encode" {
-        crate::run(Command::new(&cargo).args([
-            "bench",
-            "-p",
-            "tidegauge-core",
-            "--bench",
-            "encode",
-        ]))?;
+        criterion(&cargo, "tidegauge-core", "encode")?;
+    }
+    if which == "all" || which == "models" {
+        criterion(&cargo, "tidegauge-icos-push", "forecast")?;
     }
     if which == "all" || which == "host" {
         host(&cargo)?;
@@ -40,6 +37,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         crate::sensors::run(&cargo)?;
     }
     Ok(())
+}
+
+/// Runs one criterion benchmark of a workspace package.
+pub(crate) fn criterion(cargo: &str, package: &str, bench: &str) -> Result<(), String> {
+    crate::run(Command::new(cargo).args(["bench", "-p", package, "--bench", bench]))
 }
 
 pub(crate) fn free_port() -> Result<u16, String> {

@@ -15,7 +15,7 @@ fn usage() -> ExitCode {
          commands:\n  \
          test                 install test tools when missing (promtool), then run every test\n  \
          demo                 start sample upstreams (status app, IFCB dashboard, sensor boards, sysfs) and the host\n  \
-         bench [WHAT]         criterion and end-to-end benchmarks (release build); WHAT: encode, host, ifcb, push, sensors\n  \
+         bench [WHAT]         criterion and end-to-end benchmarks (release build); WHAT: encode, models, host, ifcb, push, sensors\n  \
          soak                 100,000 scrapes and pushes with probes and reloads: memory, files, no lost push\n  \
          new-collector NAME   scaffold a collector crate wired behind a feature in bin/"
     );

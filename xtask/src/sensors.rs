@@ -115,13 +115,7 @@ fn ha_pair(
 }
 
 pub fn run(cargo: &str) -> Result<(), String> {
-    crate::run(Command::new(cargo).args([
-        "bench",
-        "-p",
-        "tidegauge-sensor-bridge",
-        "--bench",
-        "parse",
-    ]))?;
+    crate::bench::criterion(cargo, "tidegauge-sensor-bridge", "parse")?;
     crate::run(Command::new(cargo).args(["build", "--release", "-p", "tidegauge"]))?;
     crate::ensure_tools(&["prometheus", "curl"])?;
     let bin = crate::root().join("target/release/tidegauge");

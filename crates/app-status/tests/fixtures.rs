@@ -601,10 +601,7 @@ async fn redirects_are_checked_and_credentials_stay_home() {
     let redirect = errors
         .samples
         .iter()
-        .find(|s| {
-            s.labels.contains(&("target".into(), "y".into()))
-                && s.labels.contains(&("reason".into(), "redirect".into()))
-        })
+        .find(|s| s.labels.get("target") == Some("y") && s.labels.get("reason") == Some("redirect"))
         .unwrap();
     assert_eq!(redirect.value, tidegauge_core::Value::Number(1.0));
     // wiremock checks the `expect(0)`s when the servers drop.
@@ -642,7 +639,7 @@ async fn fault_matrix() {
                 .and_then(|f| {
                     f.samples
                         .iter()
-                        .find(|s| s.labels.contains(&("target".into(), target.into())))
+                        .find(|s| s.labels.get("target") == Some(target))
                 })
                 .map(|s| s.value.clone())
         };
@@ -662,15 +659,10 @@ async fn fault_matrix() {
             .samples
             .iter()
             .filter(|s| {
-                s.labels.contains(&("target".into(), "bad".into()))
+                s.labels.get("target") == Some("bad")
                     && s.value == tidegauge_core::Value::Number(1.0)
             })
-            .filter_map(|s| {
-                s.labels
-                    .iter()
-                    .find(|(k, _)| k == "reason")
-                    .map(|(_, v)| v.clone())
-            })
+            .filter_map(|s| s.labels.get("reason").map(str::to_owned))
             .collect();
         let want = match fault {
             Fault::NoAnswer | Fault::SlowDrip => "timeout",

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::snapshot::{MetricFamily, MetricType, Naming, Snapshot, Value};
+use crate::snapshot::{
+    Histogram, LabelSet, MetricFamily, MetricType, Naming, Snapshot, Summary, Value,
+};
 
 /// An exposition format the host can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +152,7 @@ fn encode_family_om(encoder: &mut DescriptorEncoder<'_>, f: &MetricFamily) -> fm
     let help = escape_help(&f.help).replace('"', "\\\"");
     let mut family = encoder.encode_descriptor(name, &help, unit.as_ref(), kind)?;
     for sample in &f.samples {
-        let labels: Vec<(&str, &str)> = sample
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let labels: Vec<(&str, &str)> = sample.labels.iter().collect();
         // An empty label set goes straight to the family encoder: through `encode_family` it
         // would print a stray `{}`.
         if f.kind == MetricType::Info {
@@ -182,14 +180,12 @@ fn encode_sample_om(
             enc.encode_counter::<NoLabelSet, f64, f64>(v, None)
         }
         (_, Value::Number(v)) => enc.encode_gauge(v),
-        (
-            _,
-            Value::Histogram {
+        (_, Value::Histogram(h)) => {
+            let Histogram {
                 buckets,
                 sum,
                 count,
-            },
-        ) => {
+            } = &**h;
             let mut plain = Vec::with_capacity(buckets.len() + 1);
             let mut prev = 0u64;
             for (le, cum) in buckets {
@@ -200,7 +196,7 @@ fn encode_sample_om(
             enc.encode_histogram::<NoLabelSet>(*sum, *count, &plain, None)
         }
         // Summaries never reach prometheus-client (see `encode_part_om`).
-        (_, Value::Summary { .. }) => Err(fmt::Error),
+        (_, Value::Summary(_)) => Err(fmt::Error),
     }
 }
 
@@ -282,11 +278,12 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
                 out.push('\n');
                 created(out, s);
             }
-            Value::Histogram {
-                buckets,
-                sum,
-                count,
-            } => {
+            Value::Histogram(h) => {
+                let Histogram {
+                    buckets,
+                    sum,
+                    count,
+                } = &**h;
                 for (le, cum) in buckets {
                     let mut le_s = String::new();
                     push_float(&mut le_s, *le);
@@ -303,11 +300,12 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
                 write_sum_count(out, &f.name, &s.labels, *sum, *count)?;
                 created(out, s);
             }
-            Value::Summary {
-                quantiles,
-                sum,
-                count,
-            } => {
+            Value::Summary(q) => {
+                let Summary {
+                    quantiles,
+                    sum,
+                    count,
+                } = &**q;
                 for (q, v) in quantiles {
                     let mut q_s = String::new();
                     push_float(&mut q_s, *q);
@@ -334,7 +332,7 @@ fn write_family_text(out: &mut String, f: &MetricFamily, format: Format) -> fmt:
 fn write_sum_count(
     out: &mut String,
     name: &str,
-    labels: &[(String, String)],
+    labels: &LabelSet,
     sum: f64,
     count: u64,
 ) -> fmt::Result {
@@ -349,17 +347,13 @@ fn write_sum_count(
 }
 
 /// Writes `{labels}` plus one label the encoder adds (`le`, `quantile`), if any.
-fn write_labels(out: &mut String, labels: &[(String, String)], extra: Option<(&str, &str)>) {
+fn write_labels(out: &mut String, labels: &LabelSet, extra: Option<(&str, &str)>) {
     if labels.is_empty() && extra.is_none() {
         return;
     }
     out.push('{');
     let mut first = true;
-    for (k, v) in labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(extra)
-    {
+    for (k, v) in labels.iter().chain(extra) {
         if !first {
             out.push(',');
         }
@@ -438,23 +432,23 @@ mod tests {
         let mut q = MetricFamily::new("rpc_seconds", "RPC \"latency\"", MetricType::Summary);
         q.unit = Some("seconds".into());
         q.samples.push(Sample {
-            labels: labels([("svc", "a")]),
-            value: Value::Summary {
+            labels: labels([("svc", "a")]).into(),
+            value: Value::Summary(Box::new(Summary {
                 quantiles: vec![(0.5, 0.25), (0.99, 1.5), (1.0, 2.0)],
                 sum: 40.0,
                 count: 100,
-            },
+            })),
             created: None,
         });
         s.push(q);
         let mut h = MetricFamily::new("req_duration_seconds", "Durations", MetricType::Histogram);
         h.samples.push(Sample {
-            labels: labels([("route", "/x")]),
-            value: Value::Histogram {
+            labels: labels([("route", "/x")]).into(),
+            value: Value::Histogram(Box::new(Histogram {
                 buckets: vec![(0.1, 2), (1.0, 5)],
                 sum: 3.5,
                 count: 6,
-            },
+            })),
             created: None,
         });
         s.push(h);
@@ -581,12 +575,12 @@ mod tests {
         let mut q = MetricFamily::new("rpc", "RPC", MetricType::Summary);
         q.unit = Some("seconds".into());
         q.samples.push(Sample {
-            labels: vec![],
-            value: Value::Summary {
+            labels: vec![].into(),
+            value: Value::Summary(Box::new(Summary {
                 quantiles: vec![],
                 sum: 1.0,
                 count: 1,
-            },
+            })),
             created: None,
         });
         let om = encode_openmetrics(&[Arc::new(Snapshot { families: vec![q] })]);
@@ -614,12 +608,12 @@ mod tests {
         s.push(exact(MetricFamily::gauge("jobs_created", "Jobs")).with(l.clone(), 1.5e9));
         let mut h = exact(MetricFamily::new("rows", "Rows", MetricType::Histogram));
         h.samples.push(Sample {
-            labels: l.clone(),
-            value: Value::Histogram {
+            labels: l.clone().into(),
+            value: Value::Histogram(Box::new(Histogram {
                 buckets: vec![(10.0, 0), (100.0, 1)],
                 sum: 42.0,
                 count: 1,
-            },
+            })),
             created: None,
         });
         s.push(h);

@@ -18,7 +18,10 @@ use std::time::{Duration, SystemTime};
 
 pub use async_trait::async_trait;
 pub use factory::{BuildError, DynFactory, Environment, Factory, Instance};
-pub use snapshot::{Labels, MetricFamily, MetricType, Naming, Sample, Snapshot, Value, labels};
+pub use snapshot::{
+    Histogram, LabelSet, Labels, MetricFamily, MetricType, Naming, Sample, Snapshot, Summary,
+    Value, labels,
+};
 pub use tokio_util::sync::CancellationToken;
 
 /// A source of wall-clock time, replaceable in tests.

@@ -67,42 +67,220 @@ impl Naming {
     }
 }
 
-/// The value of one sample.
+/// The value of one sample. Histograms and summaries are boxed: most samples are numbers, and
+/// every sample is the size of the largest variant.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Value {
     /// A single number (gauge, counter, untyped, state set, info).
     Number(f64),
-    /// A classic histogram: cumulative `(upper bound, count)` buckets, sum and count.
-    /// The `+Inf` bucket is implied by `count`.
-    Histogram {
-        /// Cumulative buckets, ascending by upper bound, without `+Inf`.
-        buckets: Vec<(f64, u64)>,
-        /// Sum of all observations.
-        sum: f64,
-        /// Number of observations.
-        count: u64,
-    },
-    /// A summary: `(quantile, value)` pairs ascending by quantile, sum and count.
-    Summary {
-        /// Quantiles, each in `[0, 1]`, ascending.
-        quantiles: Vec<(f64, f64)>,
-        /// Sum of all observations.
-        sum: f64,
-        /// Number of observations.
-        count: u64,
-    },
+    /// A classic histogram.
+    Histogram(Box<Histogram>),
+    /// A summary.
+    Summary(Box<Summary>),
 }
 
-/// Ordered label pairs of one sample.
+/// A classic histogram: cumulative `(upper bound, count)` buckets, sum and count. The `+Inf`
+/// bucket is implied by `count`.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Histogram {
+    /// Cumulative buckets, ascending by upper bound, without `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of all observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+/// A summary: `(quantile, value)` pairs ascending by quantile, sum and count.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Summary {
+    /// Quantiles, each in `[0, 1]`, ascending.
+    pub quantiles: Vec<(f64, f64)>,
+    /// Sum of all observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+/// Ordered label pairs, as collectors build them; a [`Sample`] stores them as a [`LabelSet`].
 pub type Labels = Vec<(String, String)>;
+
+/// The ordered label pairs of one sample, in one shared allocation: a clone (a pushed series
+/// in each exposition built from it, a series joining another family) shares the strings
+/// instead of copying each of them, and a series costs one allocation instead of one per name
+/// and value. Equal pairs give equal sets; it serializes as the list of pairs.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct LabelSet(Option<std::sync::Arc<str>>);
+
+impl LabelSet {
+    /// The empty set.
+    pub const fn new() -> Self {
+        Self(None)
+    }
+
+    /// The pairs in order.
+    pub fn iter(&self) -> LabelIter<'_> {
+        let (lengths, text) = match &self.0 {
+            // The lengths end at the first `;`: they are digits and commas.
+            Some(s) => s.split_once(';').unwrap_or(("", "")),
+            None => ("", ""),
+        };
+        LabelIter {
+            lengths: (!lengths.is_empty()).then(|| lengths.split(',')),
+            text,
+        }
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The value of the first pair named `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// The pairs as owned strings.
+    pub fn to_vec(&self) -> Labels {
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+impl PartialOrd for LabelSet {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Pair by pair, as the pairs' `Vec` compares.
+impl Ord for LabelSet {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for LabelSet {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        use std::fmt::Write as _;
+        let mut lengths = String::new();
+        let mut text = String::new();
+        for (k, v) in pairs {
+            for part in [k.as_ref(), v.as_ref()] {
+                if !lengths.is_empty() {
+                    lengths.push(',');
+                }
+                let _ = write!(lengths, "{}", part.len());
+                text.push_str(part);
+            }
+        }
+        if lengths.is_empty() {
+            return Self(None);
+        }
+        lengths.push(';');
+        lengths.push_str(&text);
+        Self(Some(std::sync::Arc::from(lengths)))
+    }
+}
+
+impl From<Labels> for LabelSet {
+    fn from(pairs: Labels) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl From<&[(String, String)]> for LabelSet {
+    fn from(pairs: &[(String, String)]) -> Self {
+        pairs.iter().map(|(k, v)| (k, v)).collect()
+    }
+}
+
+impl From<&Labels> for LabelSet {
+    fn from(pairs: &Labels) -> Self {
+        pairs.as_slice().into()
+    }
+}
+
+impl<'a> IntoIterator for &'a LabelSet {
+    type Item = (&'a str, &'a str);
+    type IntoIter = LabelIter<'a>;
+    fn into_iter(self) -> LabelIter<'a> {
+        self.iter()
+    }
+}
+
+impl fmt::Debug for LabelSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq<Labels> for LabelSet {
+    fn eq(&self, other: &Labels) -> bool {
+        self.iter()
+            .eq(other.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for LabelSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        // With its length first, as a `Vec` is written (CBOR would mark an unknown length).
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for pair in self.iter() {
+            seq.serialize_element(&pair)?;
+        }
+        seq.end()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for LabelSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Labels::deserialize(d)?.into())
+    }
+}
+
+/// The pairs of a [`LabelSet`].
+#[derive(Debug, Clone)]
+pub struct LabelIter<'a> {
+    lengths: Option<std::str::Split<'a, char>>,
+    text: &'a str,
+}
+
+impl<'a> LabelIter<'a> {
+    fn part(&mut self) -> Option<&'a str> {
+        let len: usize = self.lengths.as_mut()?.next()?.parse().ok()?;
+        let (part, rest) = self.text.split_at_checked(len)?;
+        self.text = rest;
+        Some(part)
+    }
+}
+
+impl<'a> Iterator for LabelIter<'a> {
+    type Item = (&'a str, &'a str);
+    fn next(&mut self) -> Option<Self::Item> {
+        Some((self.part()?, self.part()?))
+    }
+}
 
 /// One series of a family.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Sample {
     /// Label pairs, in exposition order.
-    pub labels: Labels,
+    pub labels: LabelSet,
     /// The value.
     pub value: Value,
     /// Creation time in seconds since the epoch: written (as a `_created` sample, in OpenMetrics
@@ -161,9 +339,9 @@ impl MetricFamily {
     }
 
     /// Adds a numeric sample.
-    pub fn push(&mut self, labels: Labels, value: f64) -> &mut Self {
+    pub fn push(&mut self, labels: impl Into<LabelSet>, value: f64) -> &mut Self {
         self.samples.push(Sample {
-            labels,
+            labels: labels.into(),
             value: Value::Number(value),
             created: None,
         });
@@ -171,7 +349,7 @@ impl MetricFamily {
     }
 
     /// Builder form of [`MetricFamily::push`].
-    pub fn with(mut self, labels: Labels, value: f64) -> Self {
+    pub fn with(mut self, labels: impl Into<LabelSet>, value: f64) -> Self {
         self.push(labels, value);
         self
     }
@@ -278,7 +456,7 @@ impl Snapshot {
             else {
                 continue;
             };
-            let by_labels: HashMap<&Labels, usize> = self.families[b]
+            let by_labels: HashMap<&LabelSet, usize> = self.families[b]
                 .samples
                 .iter()
                 .enumerate()
@@ -426,8 +604,8 @@ impl MetricFamily {
         };
         for s in &self.samples {
             let fits = match (&s.value, self.kind) {
-                (Value::Histogram { .. }, MetricType::Histogram)
-                | (Value::Summary { .. }, MetricType::Summary) => true,
+                (Value::Histogram(_), MetricType::Histogram)
+                | (Value::Summary(_), MetricType::Summary) => true,
                 (Value::Number(_), k) => k != MetricType::Histogram && k != MetricType::Summary,
                 _ => false,
             };
@@ -436,8 +614,8 @@ impl MetricFamily {
                     kind: self.kind,
                     value: match s.value {
                         Value::Number(_) => "number",
-                        Value::Histogram { .. } => "histogram",
-                        Value::Summary { .. } => "summary",
+                        Value::Histogram(_) => "histogram",
+                        Value::Summary(_) => "summary",
                     },
                 });
             }
@@ -448,8 +626,8 @@ impl MetricFamily {
                     return Err(NameError::Reserved(r));
                 }
                 check_label_name(k)?;
-                if s.labels[..i].iter().any(|(other, _)| other == k) {
-                    return Err(NameError::Repeated(k.clone()));
+                if s.labels.iter().take(i).any(|(other, _)| other == k) {
+                    return Err(NameError::Repeated(k.to_owned()));
                 }
             }
         }
@@ -463,8 +641,8 @@ impl MetricFamily {
             .iter()
             .map(|s| match &s.value {
                 Value::Number(_) => 1,
-                Value::Histogram { buckets, .. } => buckets.len() + 3,
-                Value::Summary { quantiles, .. } => quantiles.len() + 2,
+                Value::Histogram(h) => h.buckets.len() + 3,
+                Value::Summary(q) => q.quantiles.len() + 2,
             })
             .sum()
     }
@@ -557,6 +735,46 @@ impl fmt::Display for MetricType {
 mod tests {
     use super::*;
 
+    /// Every pair comes back as given, whatever it holds (the separators of the stored form
+    /// included), and sets compare, hash and print as their pairs' `Vec` does.
+    #[test]
+    fn label_sets_keep_every_pair_as_given() {
+        let cases: Vec<Labels> = vec![
+            vec![],
+            vec![(String::new(), String::new())],
+            labels([("a", "1")]),
+            labels([
+                ("job", "x;y,z"),
+                ("12", "3,4;"),
+                ("é", "値\n\"\n"),
+                ("", ""),
+            ]),
+            labels([("a", ""), ("b", "0"), ("a", "2")]),
+        ];
+        for pairs in &cases {
+            let set = LabelSet::from(pairs);
+            assert_eq!(set.to_vec(), *pairs);
+            assert_eq!(set.len(), pairs.len());
+            assert_eq!(set.is_empty(), pairs.is_empty());
+            assert_eq!(format!("{set:?}"), format!("{pairs:?}"));
+            assert!(set == *pairs);
+            for (k, v) in pairs {
+                let first = pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+                assert_eq!(set.get(k), first, "{k:?}={v:?}");
+            }
+            for other in &cases {
+                let o = LabelSet::from(other);
+                assert_eq!(set.cmp(&o), pairs.cmp(other), "{pairs:?} vs {other:?}");
+                assert_eq!(set == o, pairs == other);
+            }
+        }
+        assert_eq!(LabelSet::from(labels([("a", "1,2")])).get("a"), Some("1,2"));
+        assert_ne!(
+            LabelSet::from(labels([("a", "1"), ("b", "")])),
+            LabelSet::from(labels([("a", "1b"), ("", "")]))
+        );
+    }
+
     #[test]
     fn names() {
         assert!(is_valid_metric_name("app_uptime"));
@@ -587,14 +805,14 @@ mod tests {
 
     #[test]
     fn values_must_fit_the_family_type() {
-        let summary = Value::Summary {
+        let summary = Value::Summary(Box::new(Summary {
             quantiles: vec![],
             sum: 0.0,
             count: 0,
-        };
+        }));
         let mut g = MetricFamily::gauge("g", "g");
         g.samples.push(Sample {
-            labels: vec![],
+            labels: vec![].into(),
             value: summary.clone(),
             created: None,
         });
@@ -603,7 +821,7 @@ mod tests {
         assert!(matches!(s.validate(), Err(NameError::Mismatch { .. })));
         let mut q = MetricFamily::new("s", "s", MetricType::Summary);
         q.samples.push(Sample {
-            labels: labels([("quantile", "0.5")]),
+            labels: labels([("quantile", "0.5")]).into(),
             value: summary,
             created: None,
         });

@@ -29,24 +29,24 @@ pub(crate) async fn api_metrics(State(inner): State<Arc<Inner>>) -> Response {
                 .samples
                 .iter()
                 .map(|s| {
-                    let l: serde_json::Map<String, Json> = s.labels.iter().map(|(k, v)| (k.clone(), Json::from(v.clone()))).collect();
+                    let l: serde_json::Map<String, Json> = s.labels.iter().map(|(k, v)| (k.to_owned(), Json::from(v))).collect();
                     match &s.value {
                         tidegauge_core::Value::Number(v) => json!({"labels": l, "value": v.to_string()}),
-                        tidegauge_core::Value::Histogram { buckets, sum, count } => json!({
+                        tidegauge_core::Value::Histogram(h) => json!({
                             "labels": l,
-                            "buckets": buckets
+                            "buckets": h.buckets
                                 .iter()
                                 .map(|(le, c)| (le.to_string(), c.to_string()))
-                                .chain(std::iter::once(("+Inf".to_owned(), count.to_string())))
+                                .chain(std::iter::once(("+Inf".to_owned(), h.count.to_string())))
                                 .collect::<BTreeMap<_, _>>(),
-                            "count": count.to_string(),
-                            "sum": sum.to_string(),
+                            "count": h.count.to_string(),
+                            "sum": h.sum.to_string(),
                         }),
-                        tidegauge_core::Value::Summary { quantiles, sum, count } => json!({
+                        tidegauge_core::Value::Summary(q) => json!({
                             "labels": l,
-                            "quantiles": quantiles.iter().map(|(q, v)| (q.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
-                            "count": count.to_string(),
-                            "sum": sum.to_string(),
+                            "quantiles": q.quantiles.iter().map(|(q, v)| (q.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                            "count": q.count.to_string(),
+                            "sum": q.sum.to_string(),
                         }),
                     }
                 })

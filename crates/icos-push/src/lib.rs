@@ -6,6 +6,7 @@ mod api;
 mod body;
 mod collector;
 mod factory;
+pub mod forecast;
 mod icos_routes;
 pub mod model;
 pub mod openapi;
@@ -15,6 +16,7 @@ pub mod pushgateway;
 pub mod records;
 mod state;
 pub mod store;
+pub mod telemetry;
 pub mod textformat;
 
 use std::path::PathBuf;

@@ -817,7 +817,7 @@ impl Registry {
                     .collect();
                 match &s.value {
                     SeriesValue::Number(v) => f.samples.push(Sample {
-                        labels,
+                        labels: labels.into(),
                         value: Value::Number(*v),
                         created: Some(s.created),
                     }),
@@ -831,7 +831,9 @@ impl Registry {
                         );
                         // Labels in name order, the state's label among them, as the spec says.
                         for sample in &mut f.samples[from..] {
-                            sample.labels.sort();
+                            let mut sorted = sample.labels.to_vec();
+                            sorted.sort();
+                            sample.labels = sorted.into();
                         }
                     }
                     SeriesValue::Info(vals) => {

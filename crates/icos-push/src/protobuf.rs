@@ -354,11 +354,11 @@ fn convert(f: wire::MetricFamily) -> Result<ParsedFamily, String> {
                 if quantiles.windows(2).any(|w| w[0].0 == w[1].0) {
                     return Err(format!("{name}: a quantile given twice"));
                 }
-                Value::Summary {
+                Value::Summary(Box::new(tidegauge_core::Summary {
                     quantiles,
                     sum: s.sample_sum.unwrap_or(0.0),
                     count: s.sample_count.unwrap_or(0),
-                }
+                }))
             }
             _ => histogram(&name, m.histogram.ok_or_else(missing)?)?,
         };
@@ -415,11 +415,11 @@ fn histogram(name: &str, h: wire::Histogram) -> Result<Value, String> {
     if buckets.windows(2).any(|w| w[0].1 > w[1].1) || buckets.last().is_some_and(|b| b.1 > count) {
         return Err(format!("{name}: bucket counts must not decrease"));
     }
-    Ok(Value::Histogram {
+    Ok(Value::Histogram(Box::new(tidegauge_core::Histogram {
         buckets,
         sum: h.sample_sum.unwrap_or(0.0),
         count,
-    })
+    })))
 }
 
 #[cfg(test)]
@@ -583,19 +583,19 @@ mod tests {
         );
         assert_eq!(
             parsed[1].series[0].1,
-            Value::Summary {
+            Value::Summary(Box::new(tidegauge_core::Summary {
                 quantiles: vec![(0.5, 0.4), (0.9, 0.8)],
                 sum: 2.0,
                 count: 4
-            }
+            }))
         );
         assert_eq!(
             parsed[2].series[0].1,
-            Value::Histogram {
+            Value::Histogram(Box::new(tidegauge_core::Histogram {
                 buckets: vec![(1.0, 1)],
                 sum: 9.0,
                 count: 3
-            }
+            }))
         );
         assert!(matches!(parsed[3].series[0].1, Value::Number(v) if v.is_nan()));
     }

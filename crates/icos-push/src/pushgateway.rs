@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use tidegauge_core::snapshot::is_valid_label_name;
-use tidegauge_core::{Labels, MetricFamily, MetricType, Naming, Sample, Snapshot};
+use tidegauge_core::{LabelSet, Labels, MetricFamily, MetricType, Naming, Sample, Snapshot};
 
 use crate::textformat::ParsedFamily;
 
@@ -158,7 +158,7 @@ pub fn decorate(key: &Labels, parsed: Vec<ParsedFamily>) -> Vec<MetricFamily> {
                 }
                 labels.sort();
                 family.samples.push(Sample {
-                    labels,
+                    labels: labels.into(),
                     value,
                     created: None,
                 });
@@ -206,7 +206,7 @@ struct Index {
 }
 
 impl Index {
-    fn series_key(&self, family: &str, labels: &Labels) -> u64 {
+    fn series_key(&self, family: &str, labels: &LabelSet) -> u64 {
         use std::hash::BuildHasher;
         self.hasher.hash_one((family, labels))
     }
@@ -355,7 +355,7 @@ impl Groups {
     /// Checks `group` (replacing `old`) against the other groups through the index: the old
     /// group's own entries are subtracted, so the cost follows the size of this group only.
     fn check(&self, group: &Group, old: Option<&Group>, taken: &Taken<'_>) -> Result<(), String> {
-        let mut old_series: HashMap<(&str, &Labels), usize> = HashMap::new();
+        let mut old_series: HashMap<(&str, &LabelSet), usize> = HashMap::new();
         for f in old.iter().flat_map(|g| &g.families) {
             for l in f.samples.iter().map(|s| &s.labels) {
                 *old_series.entry((f.name.as_str(), l)).or_default() += 1;
@@ -369,7 +369,7 @@ impl Groups {
                 .count()
         };
         let mut own: HashMap<String, &str> = HashMap::new();
-        let mut own_series: HashSet<(&str, &Labels)> = HashSet::new();
+        let mut own_series: HashSet<(&str, &LabelSet)> = HashSet::new();
         for f in &group.families {
             for n in f.text_names() {
                 if let Some(other) = own.insert(n.clone(), &f.name) {
@@ -428,7 +428,7 @@ impl Groups {
     /// Whether a group other than `key` holds the series (`family`, `labels`): the exact check
     /// behind a hit in the hashed index, which costs a scan but only on a hit (a repeated
     /// series, which refuses the push, or a hash collision).
-    fn held_elsewhere(&self, family: &str, labels: &Labels, key: &Labels) -> bool {
+    fn held_elsewhere(&self, family: &str, labels: &LabelSet, key: &Labels) -> bool {
         self.groups
             .values()
             .filter(|g| &g.key != key)
@@ -647,7 +647,7 @@ mod index_tests {
             expires: None,
         });
         let collision: Labels = vec![("s".into(), "2".into())];
-        let key = groups.index.series_key("x", &collision);
+        let key = groups.index.series_key("x", &collision.clone().into());
         *groups.index.series.entry(key).or_default() += 1;
         let push = |labels: Labels| {
             groups.candidate(&b, Method::Put, vec![family("x", labels)], 1.0, &|_, _| {
@@ -665,7 +665,7 @@ mod index_tests {
     /// The definition of consistency, by scanning everything.
     fn reference(groups: &Groups, group: &Group) -> bool {
         let mut exposed: HashMap<String, (String, MetricType)> = HashMap::new();
-        let mut series: HashSet<(String, Labels)> = HashSet::new();
+        let mut series: HashSet<(String, LabelSet)> = HashSet::new();
         for g in groups.all().filter(|g| g.key != group.key) {
             for f in &g.families {
                 for n in f.text_names() {
@@ -677,7 +677,7 @@ mod index_tests {
             }
         }
         let mut own: HashSet<String> = HashSet::new();
-        let mut own_series: HashSet<(String, Labels)> = HashSet::new();
+        let mut own_series: HashSet<(String, LabelSet)> = HashSet::new();
         for f in &group.families {
             for n in f.text_names() {
                 if !own.insert(n.clone()) {

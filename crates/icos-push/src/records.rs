@@ -137,23 +137,23 @@ mod v0 {
                     buckets,
                     sum,
                     count,
-                } => Value::Histogram {
+                } => Value::Histogram(Box::new(tidegauge_core::Histogram {
                     buckets: buckets.into_iter().map(|(le, c)| (le.0, c)).collect(),
                     sum: sum.0,
                     count,
-                },
+                })),
                 StoredValue::Summary {
                     quantiles,
                     sum,
                     count,
-                } => Value::Summary {
+                } => Value::Summary(Box::new(tidegauge_core::Summary {
                     quantiles: quantiles.into_iter().map(|(q, v)| (q.0, v.0)).collect(),
                     sum: sum.0,
                     count,
-                },
+                })),
             };
             out.samples.push(Sample {
-                labels,
+                labels: labels.into(),
                 value,
                 created: None,
             });
@@ -166,6 +166,7 @@ mod v0 {
 mod tests {
     use super::*;
     use crate::pushgateway::Group;
+    use tidegauge_core::Value;
 
     #[test]
     fn non_finite_values_survive_a_record() {
@@ -191,5 +192,61 @@ mod tests {
             values[0].is_nan() && values[1] == f64::INFINITY,
             "{values:?}"
         );
+    }
+
+    /// Samples store their labels as a `LabelSet` and box histogram and summary values; records
+    /// keep the shapes that stores written before hold, so both read each other's.
+    #[test]
+    fn records_keep_the_shape_of_earlier_stores() {
+        let pairs: tidegauge_core::Labels = vec![
+            ("job".into(), "j;1,2".into()),
+            ("instance".into(), String::new()),
+        ];
+        let set = tidegauge_core::LabelSet::from(&pairs);
+        assert_eq!(encode(&set).unwrap(), encode(&pairs).unwrap());
+        let back: tidegauge_core::LabelSet = decode(&encode(&pairs).unwrap()).unwrap();
+        assert_eq!(back, set);
+        // Boxed histograms and summaries are recorded as the struct variants they were.
+        #[derive(serde::Serialize)]
+        enum Before {
+            Histogram {
+                buckets: Vec<(f64, u64)>,
+                sum: f64,
+                count: u64,
+            },
+            Summary {
+                quantiles: Vec<(f64, f64)>,
+                sum: f64,
+                count: u64,
+            },
+        }
+        let h = Before::Histogram {
+            buckets: vec![(0.5, 1), (1.0, 3)],
+            sum: 2.5,
+            count: 4,
+        };
+        let q = Before::Summary {
+            quantiles: vec![(0.5, 0.1)],
+            sum: 1.0,
+            count: 2,
+        };
+        let (hv, qv) = (
+            Value::Histogram(Box::new(tidegauge_core::Histogram {
+                buckets: vec![(0.5, 1), (1.0, 3)],
+                sum: 2.5,
+                count: 4,
+            })),
+            Value::Summary(Box::new(tidegauge_core::Summary {
+                quantiles: vec![(0.5, 0.1)],
+                sum: 1.0,
+                count: 2,
+            })),
+        );
+        assert_eq!(encode(&hv).unwrap(), encode(&h).unwrap());
+        assert_eq!(encode(&qv).unwrap(), encode(&q).unwrap());
+        assert_eq!(decode::<Value>(&encode(&h).unwrap()).unwrap(), hv);
+        let empty: tidegauge_core::Labels = vec![];
+        let back: tidegauge_core::LabelSet = decode(&encode(&empty).unwrap()).unwrap();
+        assert!(back.is_empty());
     }
 }

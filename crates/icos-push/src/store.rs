@@ -110,7 +110,10 @@ impl Store {
         }
         let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&repaired);
+        // Every record is also held in memory (the state): the file is read whole only at
+        // start-up, so a small page cache (redb's default is 1 GiB) is all a commit needs.
         let db = Database::builder()
+            .set_cache_size(64 << 10)
             .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
             .create(path)
             .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;

@@ -451,11 +451,11 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
             if kind == MetricType::Summary {
                 series.push((
                     labels,
-                    Value::Summary {
+                    Value::Summary(Box::new(tidegauge_core::Summary {
                         quantiles: buckets,
                         sum: sum.unwrap_or(0.0),
                         count: count.unwrap_or(0),
-                    },
+                    })),
                 ));
                 continue;
             }
@@ -475,11 +475,11 @@ pub fn parse_limited(body: &str, max_samples: usize) -> Result<Vec<ParsedFamily>
             }
             series.push((
                 labels,
-                Value::Histogram {
+                Value::Histogram(Box::new(tidegauge_core::Histogram {
                     buckets,
                     sum: sum.unwrap_or(0.0),
                     count,
-                },
+                })),
             ));
         }
         out.push((
@@ -516,11 +516,11 @@ mod tests {
         let f = parse(body).unwrap();
         assert_eq!(
             f[0].series[0].1,
-            Value::Histogram {
+            Value::Histogram(Box::new(tidegauge_core::Histogram {
                 buckets: vec![(0.1, 1), (1.0, 3)],
                 sum: 2.5,
                 count: 4
-            }
+            }))
         );
         assert_eq!(f[1].kind, MetricType::Untyped);
     }
@@ -537,11 +537,11 @@ mod tests {
             f[0].series,
             vec![(
                 vec![],
-                Value::Summary {
+                Value::Summary(Box::new(tidegauge_core::Summary {
                     quantiles: vec![],
                     sum: 0.75,
                     count: 2
-                }
+                }))
             )]
         );
         assert_eq!(f[1].name, "latency_seconds_created");
@@ -549,11 +549,11 @@ mod tests {
             f[2].series,
             vec![(
                 vec![("svc".to_owned(), "a".to_owned())],
-                Value::Summary {
+                Value::Summary(Box::new(tidegauge_core::Summary {
                     quantiles: vec![(0.5, 3.0), (0.9, 7.0)],
                     sum: 40.0,
                     count: 10
-                }
+                }))
             )]
         );
     }

@@ -255,12 +255,12 @@ impl Ifcb {
             for (route, buckets, sum, count) in stats.durations {
                 let l: Labels = labels([("dashboard", &dash.label), ("route", route)]);
                 durations.samples.push(Sample {
-                    labels: l,
-                    value: Value::Histogram {
+                    labels: l.into(),
+                    value: Value::Histogram(Box::new(tidegauge_core::Histogram {
                         buckets: api::DURATION_BUCKETS.iter().copied().zip(buckets).collect(),
                         sum,
                         count,
-                    },
+                    })),
                     created: None,
                 });
             }

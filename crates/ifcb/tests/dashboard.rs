@@ -782,7 +782,7 @@ async fn fault_matrix() {
             snap.family("ifcb_dashboard_up").and_then(|f| {
                 f.samples
                     .iter()
-                    .find(|s| s.labels.contains(&("dashboard".into(), d.into())))
+                    .find(|s| s.labels.get("dashboard") == Some(d))
                     .map(|s| s.value.clone())
             })
         };
@@ -792,7 +792,7 @@ async fn fault_matrix() {
             snap.family("ifcb_latest_bin_timestamp").is_some_and(|f| f
                 .samples
                 .iter()
-                .any(|s| s.labels.contains(&("dashboard".into(), "good".into())))),
+                .any(|s| s.labels.get("dashboard") == Some("good"))),
             "{fault:?}: the healthy dashboard's datasets are served"
         );
         table.push(format!(

@@ -662,7 +662,7 @@ mod round_trip {
                         .samples
                         .iter()
                         .map(|s| match s.value {
-                            tidegauge_core::Value::Number(v) => (s.labels.clone(), v),
+                            tidegauge_core::Value::Number(v) => (s.labels.to_vec(), v),
                             _ => unreachable!(),
                         })
                         .collect(),

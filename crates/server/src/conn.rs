@@ -253,6 +253,24 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
         r
     }
 
+    // Forwarded so hyper queues a response's chunks (shared encodings) and writes them with
+    // `writev`; without it hyper copies every body into a buffer per connection.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -298,5 +316,40 @@ impl hyper::body::Body for Deadline {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// hyper writes a response's chunks with `writev` only when the stream says it can;
+    /// otherwise it copies every body into a buffer per connection.
+    #[tokio::test]
+    async fn tracked_streams_keep_vectored_writes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        assert!(server.is_write_vectored());
+        let mut tracked = Tracked {
+            inner: server,
+            started: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        };
+        assert!(tracked.is_write_vectored());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let parts = [std::io::IoSlice::new(b"ab"), std::io::IoSlice::new(b"cd")];
+        let n = tracked.write_vectored(&parts).await.unwrap();
+        assert!(n > 0);
+        assert!(
+            tracked.last.load(Ordering::Relaxed) > 0,
+            "a write is activity"
+        );
+        let mut got = vec![0u8; n];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..], &b"abcd"[..n]);
     }
 }

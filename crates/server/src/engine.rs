@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tidegauge_core::lock;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tidegauge_core::encode::{EOF, Format, encode_part};
 use tidegauge_core::names::Names;
 use tidegauge_core::singleflight::SingleFlight;
-use tidegauge_core::{Clock, Collector, Labels, MetricFamily, ScrapeContext, Snapshot, labels};
+use tidegauge_core::{
+    Clock, Collector, LabelSet, Labels, MetricFamily, ScrapeContext, Snapshot, labels,
+};
 use tokio::time::Instant;
 
 use crate::access::AccessPolicy;
@@ -106,7 +109,7 @@ struct Slot {
 }
 
 /// A part's encodings: text 0.0.4, OpenMetrics.
-type Encodings = [Option<Arc<str>>; 2];
+type Encodings = [Option<Bytes>; 2];
 
 /// Work done on the last snapshot a collector returned, reused while it returns the same `Arc`
 /// (collectors handing out unchanged snapshots from [`Collector::collect`]).
@@ -157,7 +160,7 @@ impl Slot {
         next
     }
 
-    fn encoded(&self, format: Format, part: &Arc<Snapshot>) -> Arc<str> {
+    fn encoded(&self, format: Format, part: &Arc<Snapshot>) -> Bytes {
         let i = match format {
             Format::Text => 0,
             Format::OpenMetrics => 1,
@@ -167,19 +170,26 @@ impl Slot {
             && Arc::ptr_eq(p, part)
             && let Some(t) = &texts[i]
         {
-            return Arc::clone(t);
+            return t.clone();
         }
-        let text: Arc<str> = Arc::from(encode_part(format, part));
+        let text = encoded_bytes(format, part);
         match &mut memo.encoded {
-            Some((p, texts)) if Arc::ptr_eq(p, part) => texts[i] = Some(Arc::clone(&text)),
+            Some((p, texts)) if Arc::ptr_eq(p, part) => texts[i] = Some(text.clone()),
             slot => {
                 let mut texts = [None, None];
-                texts[i] = Some(Arc::clone(&text));
+                texts[i] = Some(text.clone());
                 *slot = Some((Arc::clone(part), texts));
             }
         }
         text
     }
+}
+
+/// A part encoded, in an allocation of its own size, shared by the responses that send it.
+fn encoded_bytes(format: Format, part: &Arc<Snapshot>) -> Bytes {
+    let mut text = encode_part(format, part);
+    text.shrink_to_fit();
+    Bytes::from(text)
 }
 
 impl std::fmt::Debug for Slot {
@@ -699,31 +709,24 @@ impl Engine {
         parts
     }
 
-    /// Encodes a scrape, reusing a collector's encoded part while it returns the same snapshot.
-    pub fn encode(&self, format: Format, gathered: &Gathered) -> String {
-        let texts: Vec<Arc<str>> = gathered
+    /// Encodes a scrape as the chunks of one exposition, reusing a collector's encoded part
+    /// while it returns the same snapshot: a response sends the shared chunks, never a copy.
+    pub fn encode(&self, format: Format, gathered: &Gathered) -> Vec<Bytes> {
+        let mut chunks: Vec<Bytes> = gathered
             .parts
             .iter()
             .zip(&gathered.owners)
             .map(
                 |(part, owner)| match owner.and_then(|i| self.slots.get(i)) {
                     Some(slot) => slot.encoded(format, part),
-                    None => Arc::from(encode_part(format, part)),
+                    None => encoded_bytes(format, part),
                 },
             )
             .collect();
-        let eof = if format == Format::OpenMetrics {
-            EOF
-        } else {
-            ""
-        };
-        let mut out =
-            String::with_capacity(texts.iter().map(|t| t.len()).sum::<usize>() + eof.len());
-        for t in &texts {
-            out.push_str(t);
+        if format == Format::OpenMetrics {
+            chunks.push(Bytes::from_static(EOF.as_bytes()));
         }
-        out.push_str(eof);
-        out
+        chunks
     }
 
     async fn run_slot(&self, slot: &Slot, budget: Duration) -> (Outcome, Option<Duration>) {
@@ -839,19 +842,24 @@ impl Engine {
     }
 }
 
-/// A label set's pairs in name order, borrowed.
-fn sorted_refs(labels: &Labels) -> Vec<(&str, &str)> {
-    let mut v: Vec<(&str, &str)> = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    v.sort_unstable();
-    v
+/// A hash of a label set's pairs in name order, whatever order they are written in; copies
+/// nothing when they are in order already (pushed series are).
+fn series_hash(hasher: &impl std::hash::BuildHasher, labels: &LabelSet) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = hasher.build_hasher();
+    if labels.iter().is_sorted() {
+        labels.iter().for_each(|pair| pair.hash(&mut h));
+    } else {
+        let mut v: Vec<(&str, &str)> = labels.iter().collect();
+        v.sort_unstable();
+        v.iter().for_each(|pair| pair.hash(&mut h));
+    }
+    h.finish()
 }
 
 /// A label set in name order: the same series whatever order its labels were written in.
-fn sorted(labels: &Labels) -> Labels {
-    let mut l = labels.clone();
+fn sorted(labels: &LabelSet) -> Labels {
+    let mut l = labels.to_vec();
     l.sort();
     l
 }
@@ -880,15 +888,17 @@ impl ConstLabels {
         let mut dropped = 0u64;
         for family in &mut out.families {
             for sample in &mut family.samples {
+                let mut labels = sample.labels.to_vec();
                 for (k, v) in self.labels.iter() {
-                    if sample.labels.iter().any(|(own, _)| own == k) {
+                    if sample.labels.get(k).is_some() {
                         if lock(&self.warned).insert((source.to_owned(), k.clone())) {
                             tracing::warn!(source, family = %family.name, label = %k, "a series has its own label of a constant label's name; its own value is kept");
                         }
                     } else {
-                        sample.labels.push((k.clone(), v.clone()));
+                        labels.push((k.clone(), v.clone()));
                     }
                 }
+                sample.labels = labels.into();
             }
         }
         for family in &mut out.families {
@@ -913,14 +923,15 @@ fn clean(collector: &str, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
                 false
             }
         };
-        // Compared by reference: a copy of every label set of a large part (pushed groups) would
-        // be garbage the size of the part at every new snapshot.
-        let mut label_sets = HashSet::with_capacity(family.samples.len());
+        // By hash, and exactly only when two hashes meet: a copy of every label set of a large
+        // part (pushed groups) would be garbage the size of the part at every new snapshot.
+        let hasher = std::hash::RandomState::new();
+        let mut hashes = HashSet::with_capacity(family.samples.len());
         let unique = valid
             && family
                 .samples
                 .iter()
-                .all(|s| label_sets.insert(sorted_refs(&s.labels)));
+                .all(|s| hashes.insert(series_hash(&hasher, &s.labels)));
         if valid && unique {
             if let Some(out) = out.as_mut() {
                 out.push(family.clone());

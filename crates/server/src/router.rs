@@ -330,8 +330,8 @@ async fn metrics(
     };
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     match engine.scrape(&selection, timeout).await {
-        Ok(g) if selectors.is_empty() => with_content_type(format, engine.encode(format, &g)),
-        Ok(g) => with_content_type(format, engine.encode(format, &g.select(&selectors))),
+        Ok(g) if selectors.is_empty() => exposition_chunks(format, engine.encode(format, &g)),
+        Ok(g) => exposition_chunks(format, engine.encode(format, &g.select(&selectors))),
         // Every refusal (bad timeout header) is the client's to fix.
         Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
     }
@@ -341,8 +341,52 @@ fn exposition(format: Format, parts: &[Arc<Snapshot>]) -> Response {
     with_content_type(format, encode(format, parts))
 }
 
-fn with_content_type(format: Format, body: String) -> Response {
-    let mut resp = Response::new(Body::from(body));
+fn exposition_chunks(format: Format, chunks: Vec<bytes::Bytes>) -> Response {
+    with_content_type(format, Body::new(Chunks::new(chunks)))
+}
+
+/// A response body of shared chunks (collectors' encoded parts), sent without copying them into
+/// one buffer; its exact length is the response's `Content-Length`.
+struct Chunks {
+    chunks: std::collections::VecDeque<bytes::Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<bytes::Bytes>) -> Self {
+        let chunks: std::collections::VecDeque<_> =
+            chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Self { chunks, remaining }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let Some(c) = &next {
+            self.remaining -= c.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+fn with_content_type(format: Format, body: impl Into<Body>) -> Response {
+    let mut resp = Response::new(body.into());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),

@@ -242,6 +242,24 @@ async fn metrics_default_is_text_004() {
     assert!(!body.contains("# EOF"));
 }
 
+/// The exposition is sent as the parts' shared chunks: its length is still known up front, so
+/// the response carries a `Content-Length`, as one buffer's would.
+#[tokio::test]
+async fn the_exposition_has_its_exact_length() {
+    let app = plain(&["alpha", "beta"]);
+    for accept in ["text/plain", "application/openmetrics-text; version=1.0.0"] {
+        let req = Request::get("/metrics")
+            .header(header::ACCEPT, accept)
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let hint = http_body::Body::size_hint(resp.body()).exact();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.len() > 100, "{accept}");
+        assert_eq!(hint, Some(body.len() as u64), "{accept}");
+    }
+}
+
 #[tokio::test]
 async fn content_negotiation() {
     let app = plain(&["alpha"]);
@@ -639,12 +657,12 @@ async fn constant_labels_and_match_selectors() {
         tidegauge_core::MetricType::Histogram,
     );
     h.samples.push(tidegauge_core::Sample {
-        labels: vec![("dataset".into(), "live-pier".into())],
-        value: tidegauge_core::Value::Histogram {
+        labels: tidegauge_core::labels([("dataset", "live-pier")]).into(),
+        value: tidegauge_core::Value::Histogram(Box::new(tidegauge_core::Histogram {
             buckets: vec![(0.1, 1), (1.0, 2)],
             sum: 0.7,
             count: 2,
-        },
+        })),
         created: None,
     });
     a.extra = vec![
