@@ -423,6 +423,104 @@ async fn icos_push_survives_sigkill() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Model metrics and a locally trained model survive SIGKILL: after the restart the trained
+/// model is listed and both metrics' tasks run again on fresh telemetry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_metrics_resume_after_sigkill() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let prom = MockServer::start().await;
+    let offset = std::sync::Arc::new(AtomicU64::new(0));
+    let served = offset.clone();
+    Mock::given(path("/api/v1/query_range"))
+        .respond_with(move |_: &wiremock::Request| {
+            let o = served.load(Ordering::SeqCst) as f64;
+            let values: Vec<serde_json::Value> = (0..30)
+                .map(|i| {
+                    serde_json::json!([1_700_000_000 + 60 * i, (o + 10.0 + i as f64).to_string()])
+                })
+                .collect();
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"status": "success",
+                "data": {"resultType": "matrix", "result": [{"metric": {}, "values": values}]}}))
+        })
+        .mount(&prom)
+        .await;
+    let dir = temp_dir("models-kill");
+    let cfg = push_config(&dir);
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}[collectors.icos-push.models]\nprometheus_url = \"{}\"\ninterval = \"1s\"\n",
+            prom.uri()
+        ),
+    )
+    .unwrap();
+    let http = client();
+    let post = |host: &Host, route: &str, body: serde_json::Value| {
+        http.post(host.url(route))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let mut host = Host::with_config(&cfg);
+    let r = post(
+        &host,
+        "/create_model_metric",
+        serde_json::json!({"metric_type": 2,
+        "metric_name": "level_forecast", "telemetry_metrics": ["level"],
+        "model_tag": "embedded:linear", "steps_back": 30, "step_in_seconds": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = post(
+        &host,
+        "/train_model_metric",
+        serde_json::json!({"model_name": "level_model",
+        "model_type": "linear", "test_size": 0.2, "steps_back": 30,
+        "telemetry_metrics": ["level"], "model_parameters": {}, "step_in_seconds": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let body = get_text(&http, &host.url("/metrics")).await;
+    assert_eq!(value(&body, "level_forecast"), Some(40.0), "{body}");
+    host.child.kill().unwrap(); // SIGKILL
+    host.child.wait().unwrap();
+    drop(host);
+
+    offset.store(1000, Ordering::SeqCst);
+    let host = Host::with_config(&cfg);
+    let r = post(&host, "/show_models", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.text().await.unwrap()).unwrap(),
+        serde_json::json!({"models_count": 1, "models_list": {"level_model:1": "level_model"}})
+    );
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = get_text(&http, &host.url("/metrics")).await;
+        if value(&body, "level_forecast") == Some(1040.0)
+            && body.contains("level_model{model_name=\"level_model\",model_type=\"LINEAR\",sequence_size=\"30\",step_in_seconds=\"1\"} 1040")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(value(&body, "level_forecast"), Some(1040.0), "{body}");
+    assert!(
+        body.contains("tidegauge_icos_push_model_metrics 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("level_model{model_name=\"level_model\",model_type=\"LINEAR\",sequence_size=\"30\",step_in_seconds=\"1\"} 1040"),
+        "{body}"
+    );
+    drop(host);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A reload hands the open store to the new icos-push instance: pushed series stay, new limits
 /// apply, and switching the collector off and on again finds the same store (a database file
 /// can be opened once per process).

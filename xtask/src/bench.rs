@@ -23,6 +23,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if which == "all" || which == "models" {
         criterion(&cargo, "tidegauge-icos-push", "forecast")?;
+        crate::models::run(&cargo)?;
     }
     if which == "all" || which == "host" {
         host(&cargo)?;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod models;
 mod scaffold;
 mod sensors;
 mod soak;

@@ -87,6 +87,9 @@ impl Collector for IcosPush {
             )
             .with(vec![], load(&stats.commit_micros) / 1e6),
         );
+        for f in self.inner.durable.models.families() {
+            snap.push(f);
+        }
         snap.settle_exact();
         let snap = Arc::new(snap);
         if settled {
@@ -97,5 +100,11 @@ impl Collector for IcosPush {
 
     fn routes(&self) -> Routes {
         IcosPush::routes(self)
+    }
+
+    /// Resumes the model metrics restored from the store; their tasks outlive a reload.
+    async fn run(&self, shutdown: tidegauge_core::CancellationToken) {
+        resume(&self.inner);
+        shutdown.cancelled().await;
     }
 }

@@ -107,8 +107,8 @@ impl tidegauge_core::Factory for Factory {
         Ok(legacy)
     }
 
-    fn check(&self, config: Config, _services: &HostServices) -> Result<(), BuildError> {
-        IcosPush::check(&config).map_err(|e| BuildError(e.to_string()))
+    fn check(&self, config: Config, services: &HostServices) -> Result<(), BuildError> {
+        IcosPush::check_with(&config, &services.env).map_err(|e| BuildError(e.to_string()))
     }
 
     fn build(

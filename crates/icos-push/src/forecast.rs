@@ -12,7 +12,8 @@ use augurs_mstl::MSTLModel;
 pub const LEVEL: f64 = 0.95;
 
 /// An embedded model, named by its tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Model {
     /// `embedded:linear`: a least-squares trend.
     Linear,
@@ -59,7 +60,7 @@ impl Model {
         match self {
             Self::Linear => 3,
             Self::Ets => 10,
-            Self::Mstl => 2 * period + 1,
+            Self::Mstl => period.saturating_mul(2).saturating_add(1),
             Self::Auto => 3,
         }
     }
@@ -136,7 +137,7 @@ pub fn forecast(
         ),
         _ => period,
     };
-    let p = predict(chosen, &y, period, 1)?;
+    let p = predict(chosen, &y, period, 1, None)?;
     Ok(Forecast {
         value: p.point[0],
         lower: p.lower[0],
@@ -158,6 +159,7 @@ fn predict(
     y: &[f64],
     period: Option<usize>,
     horizon: usize,
+    ets: Option<&EtsSpec>,
 ) -> Result<Prediction, ForecastError> {
     let need = model.needs(period.unwrap_or(0));
     if y.len() < need {
@@ -182,7 +184,8 @@ fn predict(
     };
     let forecast = match model {
         Model::Linear | Model::Auto => return Ok(linear(y, horizon)),
-        Model::Ets => AutoETS::non_seasonal()
+        Model::Ets => ets_search(ets)
+            .map_err(|e| fit_err(&e))?
             .fit(y)
             .map_err(|e| fit_err(&e))?
             .predict(horizon, LEVEL)
@@ -209,6 +212,158 @@ fn predict(
         lower,
         upper,
     })
+}
+
+/// The ETS models to search: all non-seasonal ones, or the one a training chose.
+fn ets_search(spec: Option<&EtsSpec>) -> Result<AutoETS, augurs_ets::Error> {
+    match spec {
+        None => Ok(AutoETS::non_seasonal()),
+        Some(s) => {
+            let auto = AutoETS::new(1, s.components.as_str())?;
+            if s.damped {
+                auto.damped(true)
+            } else {
+                auto.damped(false)
+            }
+        }
+    }
+}
+
+/// The ETS model a training chose: its components (`AAN`: additive error, additive trend, no
+/// season) and whether the trend is damped. Later fits only estimate its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EtsSpec {
+    /// Error, trend and season components, one letter each.
+    pub components: String,
+    /// Damped trend.
+    pub damped: bool,
+}
+
+/// A model fitted by training, as stored: what forecasts with it reuse, and how well it did on
+/// the part of the history held out.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Trained {
+    /// Linear, ETS or MSTL.
+    pub model: Model,
+    /// ETS: the model chosen on the training part.
+    pub ets: Option<EtsSpec>,
+    /// MSTL: the season, in steps.
+    pub period: Option<usize>,
+    /// `100 − error` on the test part (see [`Forecast::confidence`]): every forecast's
+    /// confidence, as the Intelligence API's is constant per model.
+    pub confidence: f64,
+    /// Values fitted.
+    pub train_points: usize,
+    /// Values held out to test.
+    pub test_points: usize,
+}
+
+/// Trains `model` (linear, ETS or MSTL) on `series`: fits the older `1 − test_size` of it,
+/// tests on the rest. ETS keeps the model it chose, MSTL the period (given, or detected).
+pub fn train(
+    model: Model,
+    series: &[f64],
+    test_size: f64,
+    period: Option<usize>,
+) -> Result<Trained, ForecastError> {
+    if let Some(p) = period.filter(|p| *p < 2) {
+        return Err(ForecastError::BadPeriod(p));
+    }
+    let model = if model == Model::Auto {
+        Model::Ets
+    } else {
+        model
+    };
+    let y = fill_gaps(series);
+    let test = ((y.len() as f64 * test_size.clamp(0.0, 1.0)).round() as usize).max(1);
+    let Some(fit_len) = y.len().checked_sub(test) else {
+        return Err(ForecastError::TooShort {
+            model: model.tag(),
+            need: model.needs(period.unwrap_or(2)) + 1,
+            got: y.len(),
+        });
+    };
+    let (fit, held) = y.split_at(fit_len);
+    let period = match model {
+        // Too short for the shortest season: say so rather than that none was found.
+        Model::Mstl if period.is_none() && fit.len() < model.needs(2) => {
+            return Err(ForecastError::TooShort {
+                model: model.tag(),
+                need: model.needs(2) + test,
+                got: y.len(),
+            });
+        }
+        Model::Mstl => Some(
+            period
+                .or_else(|| detect_period(fit))
+                .ok_or(ForecastError::NoPeriod)?,
+        ),
+        _ => None,
+    };
+    let need = model.needs(period.unwrap_or(0));
+    if fit.len() < need {
+        return Err(ForecastError::TooShort {
+            model: model.tag(),
+            need: need + test,
+            got: y.len(),
+        });
+    }
+    let fit_err = |e: &dyn std::fmt::Display| ForecastError::Fit {
+        model: model.tag(),
+        reason: e.to_string(),
+    };
+    let ets = match model {
+        Model::Ets if !fit.iter().all(|v| *v == fit[0]) => {
+            let chosen = AutoETS::non_seasonal().fit(fit).map_err(|e| fit_err(&e))?;
+            Some(EtsSpec {
+                components: chosen.model().model_type().to_string(),
+                damped: chosen.model().damped(),
+            })
+        }
+        _ => None,
+    };
+    let p = predict(model, fit, period, held.len(), ets.as_ref())?;
+    let confidence = 100.0 - error_percent(&p.point, held, &y);
+    Ok(Trained {
+        model,
+        ets,
+        period,
+        confidence: confidence.clamp(0.0, 100.0),
+        train_points: fit.len(),
+        test_points: held.len(),
+    })
+}
+
+/// Forecasts the value after the last of `series` with a trained model.
+pub fn forecast_trained(t: &Trained, series: &[f64]) -> Result<Forecast, ForecastError> {
+    let y = fill_gaps(series);
+    let p = predict(t.model, &y, t.period, 1, t.ets.as_ref())?;
+    Ok(Forecast {
+        value: p.point[0],
+        lower: p.lower[0],
+        upper: p.upper[0],
+        confidence: Some(t.confidence),
+        model: t.model,
+    })
+}
+
+/// Mean absolute error of `forecast` against `actual`, in percent of `scale`'s mean absolute
+/// value.
+fn error_percent(forecast: &[f64], actual: &[f64], scale: &[f64]) -> f64 {
+    let mae = forecast
+        .iter()
+        .zip(actual)
+        .map(|(f, t)| (f - t).abs())
+        .sum::<f64>()
+        / actual.len().max(1) as f64;
+    let scale = scale.iter().map(|v| v.abs()).sum::<f64>() / scale.len().max(1) as f64;
+    if scale > 0.0 {
+        100.0 * mae / scale
+    } else if mae == 0.0 {
+        0.0
+    } else {
+        100.0
+    }
 }
 
 /// Least squares on the step index; the interval from the residuals' spread.
@@ -252,22 +407,8 @@ fn fit_line(y: &[f64]) -> (f64, f64) {
 fn holdout_error(model: Model, y: &[f64], period: Option<usize>) -> Option<f64> {
     let held = (y.len() / 5).max(1);
     let (train, test) = y.split_at(y.len().checked_sub(held)?);
-    let p = predict(model, train, period, test.len()).ok()?;
-    let mae = p
-        .point
-        .iter()
-        .zip(test)
-        .map(|(f, t)| (f - t).abs())
-        .sum::<f64>()
-        / test.len() as f64;
-    let scale = y.iter().map(|v| v.abs()).sum::<f64>() / y.len() as f64;
-    Some(if scale > 0.0 {
-        100.0 * mae / scale
-    } else if mae == 0.0 {
-        0.0
-    } else {
-        100.0
-    })
+    let p = predict(model, train, period, test.len(), None).ok()?;
+    Some(error_percent(&p.point, test, y))
 }
 
 /// `embedded:auto`: the candidate with the smallest holdout error (the simpler on a tie).
@@ -436,6 +577,43 @@ mod tests {
             vec![1.0, 2.0, 3.0]
         );
         assert!(fill_gaps(&[f64::NAN; 4]).is_empty());
+    }
+
+    #[test]
+    fn trained_models_keep_what_they_chose_and_their_test_confidence() {
+        let t = train(Model::Linear, &ramp(200), 0.2, None).unwrap();
+        assert_eq!((t.train_points, t.test_points), (160, 40));
+        assert!(t.confidence > 99.0, "{t:?}");
+        let f = forecast_trained(&t, &ramp(50)).unwrap();
+        assert!(within(f.value, ramp(51)[50], 0.01), "{f:?}");
+        assert_eq!(f.confidence, Some(t.confidence));
+        // ETS keeps the components it chose; MSTL the period it found.
+        let noisy: Vec<f64> = (0..300)
+            .map(|i| 50.0 + 0.1 * i as f64 + ((i * 7919) % 13) as f64 / 13.0)
+            .collect();
+        let ets = train(Model::Ets, &noisy, 0.2, None).unwrap();
+        let spec = ets.ets.clone().expect("a chosen ETS model");
+        assert_eq!(spec.components.len(), 3, "{spec:?}");
+        assert!(
+            forecast_trained(&ets, &noisy[200..])
+                .unwrap()
+                .value
+                .is_finite()
+        );
+        let sine: Vec<f64> = (0..240)
+            .map(|i| 10.0 + 3.0 * (i as f64 * std::f64::consts::TAU / 24.0).sin())
+            .collect();
+        let mstl = train(Model::Mstl, &sine, 0.25, None).unwrap();
+        assert_eq!(mstl.period, Some(24));
+        assert!(mstl.confidence > 90.0, "{mstl:?}");
+        // A stored model reads back as it was written.
+        let back: Trained =
+            crate::records::decode(&crate::records::encode(&mstl).unwrap()).unwrap();
+        assert_eq!(back, mstl);
+        assert!(matches!(
+            train(Model::Ets, &ramp(8), 0.2, None),
+            Err(ForecastError::TooShort { .. })
+        ));
     }
 
     #[test]

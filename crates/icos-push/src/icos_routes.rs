@@ -177,6 +177,136 @@ pub(crate) async fn apply(
     }
 }
 
+/// Checks a `create_metric` request against the names others own, then applies it.
+fn check_create(
+    inner: &Inner,
+    reg: &mut Registry,
+    groups: &Groups,
+    req: &model::CreateRequest,
+    now: f64,
+) -> Result<Change, Rejection> {
+    let sent = req.name.trim();
+    let base = sent.strip_suffix("_total").unwrap_or(sent);
+    for n in [
+        sent.to_owned(),
+        base.to_owned(),
+        format!("{base}_total"),
+        format!("{base}_created"),
+        format!("{base}_info"),
+    ] {
+        if groups.occupies(&n) || n == "push_time_seconds" || n == "push_failure_time_seconds" {
+            return Err(Rejection::Bad(format!(
+                "Metric name {n:?} is taken by the Pushgateway routes (a pushed metric, or their push_time_seconds and push_failure_time_seconds)."
+            )));
+        }
+    }
+    let probe = tidegauge_core::MetricFamily::new(base, "", req.kind.metric_type());
+    if let Some(reason) = inner.services.names.conflict(&probe) {
+        return Err(Rejection::Bad(reason));
+    }
+    reg.create(req, now, &inner.settings.limits)
+}
+
+/// Why [`create_all`] changed nothing.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// A request was refused (400 or 422).
+    Refused(Rejection),
+    /// The change could not be encoded or committed (503).
+    Unstored(String),
+}
+
+impl WriteError {
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Self::Refused(Rejection::Bad(m)) => m.clone(),
+            Self::Refused(Rejection::Schema(e)) => Json::from(e.clone()).to_string(),
+            Self::Unstored(m) => m.clone(),
+        }
+    }
+
+    fn response(self) -> Response {
+        match self {
+            Self::Refused(r) => rejection(r),
+            Self::Unstored(m) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"detail": format!("the write could not be stored and was not applied: {m}")}),
+            ),
+        }
+    }
+}
+
+/// Applies `create_metric` requests as one change, all or none, in one commit; answers once
+/// it is on disk (a failed commit undoes it).
+pub(crate) async fn create_all(
+    inner: &Inner,
+    reqs: &[model::CreateRequest],
+) -> Result<(), WriteError> {
+    let now = unix_seconds(inner.services.clock.now());
+    let (seq, pending) = {
+        let mut state = lock(&inner.durable.state);
+        let mut done: Vec<(String, Option<Metric>)> = Vec::new();
+        let mut writes = Vec::new();
+        let mut failure = None;
+        for req in reqs {
+            let Pushed {
+                registry: reg,
+                groups,
+                ..
+            } = &mut *state;
+            let previous = reg.base_of(&req.name).and_then(|k| reg.get(&k).cloned());
+            match check_create(inner, reg, groups, req, now) {
+                Ok(Change::Put(m)) => match records::encode(&m) {
+                    Ok(bytes) => {
+                        writes.push(Write::Put(m.name.clone(), bytes));
+                        done.push((m.name, previous));
+                    }
+                    Err(e) => {
+                        reg.revert(&m.name, previous);
+                        failure = Some(WriteError::Unstored(format!(
+                            "cannot encode the metric: {e}"
+                        )));
+                        break;
+                    }
+                },
+                Ok(_) => {}
+                Err(r) => {
+                    failure = Some(WriteError::Refused(r));
+                    break;
+                }
+            }
+        }
+        if let Some(f) = failure {
+            for (name, previous) in done.into_iter().rev() {
+                state.registry.revert(&name, previous);
+            }
+            return Err(f);
+        }
+        state.generation += 1;
+        let seq = state.begin();
+        // `previous` is what the registry held: committed, or an earlier pending change whose
+        // committed value `note` keeps.
+        for (name, previous) in done {
+            state.note(name.clone(), Before::Metric(name, previous), seq);
+        }
+        (seq, inner.durable.store.submit_in(state.epoch, writes))
+    };
+    match pending.await {
+        Ok(Ok(())) => {
+            lock(&inner.durable.state).settle(seq);
+            Ok(())
+        }
+        failure => {
+            let reason = match failure {
+                Ok(Err(e)) => e,
+                _ => "the store's writer has stopped".to_owned(),
+            };
+            resync(inner);
+            Err(WriteError::Unstored(reason))
+        }
+    }
+}
+
 pub(crate) async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -> Response {
     let body = match json_body(&inner, body).await {
         Ok(b) => b,
@@ -186,28 +316,13 @@ pub(crate) async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -
         Ok(r) => r,
         Err(r) => return rejection(r),
     };
-    let now = unix_seconds(inner.services.clock.now());
-    let limits = inner.settings.limits;
-    apply(
-        &inner,
-        &req.name,
-        |reg, groups| {
-            let sent = req.name.trim();
-            let base = sent.strip_suffix("_total").unwrap_or(sent);
-            for n in [sent.to_owned(), base.to_owned(), format!("{base}_total"), format!("{base}_created"), format!("{base}_info")] {
-                if groups.occupies(&n) || n == "push_time_seconds" || n == "push_failure_time_seconds" {
-                    return Err(Rejection::Bad(format!("Metric name {n:?} is taken by the Pushgateway routes (a pushed metric, or their push_time_seconds and push_failure_time_seconds).")));
-                }
-            }
-            let probe = tidegauge_core::MetricFamily::new(base, "", req.kind.metric_type());
-            if let Some(reason) = inner.services.names.conflict(&probe) {
-                return Err(Rejection::Bad(reason));
-            }
-            reg.create(&req, now, &limits)
-        },
-        "Metric updated successfully.",
-    )
-    .await
+    match create_all(&inner, std::slice::from_ref(&req)).await {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            json!({"message": "Metric updated successfully."}),
+        ),
+        Err(e) => e.response(),
+    }
 }
 
 pub(crate) async fn unregister_metric(State(inner): State<Arc<Inner>>, body: Body) -> Response {

@@ -7,8 +7,12 @@ mod body;
 mod collector;
 mod factory;
 pub mod forecast;
+pub mod grafana;
 mod icos_routes;
+pub mod intelligence;
 pub mod model;
+mod model_routes;
+pub mod models;
 pub mod openapi;
 pub mod protobuf;
 mod push_routes;
@@ -42,7 +46,7 @@ use store::{Store, Write};
 
 pub use factory::Factory;
 
-use {api::*, body::*, icos_routes::*, push_routes::*, state::*};
+use {api::*, body::*, icos_routes::*, model_routes::*, push_routes::*, state::*};
 
 /// The collector's name in configuration, flags and filters.
 pub const NAME: &str = "icos-push";
@@ -71,6 +75,8 @@ pub struct Config {
     /// `PUT /api/v1/admin/wipe` deletes every Pushgateway group (the Pushgateway's
     /// `--web.enable-admin-api`); off by default.
     pub admin_api: bool,
+    /// Model metrics: telemetry source, remote Intelligence API, step.
+    pub models: models::ModelsConfig,
 }
 
 impl Default for Config {
@@ -85,6 +91,7 @@ impl Default for Config {
             max_groups: 10_000,
             push_ttl: None,
             admin_api: false,
+            models: models::ModelsConfig::default(),
         }
     }
 }
@@ -124,6 +131,7 @@ impl IcosPush {
         previous: Option<&IcosPush>,
     ) -> Result<Self, ConfigError> {
         let settings = Self::settings(config)?;
+        let models = Arc::new(ModelSettings::new(&config.models, &services.env)?);
         let data_dir = config
             .data_dir
             .clone()
@@ -137,13 +145,14 @@ impl IcosPush {
             }
             None => Arc::new(Durable::open(&data_dir)?),
         };
-        Ok(Self {
-            inner: Arc::new(Inner {
-                durable,
-                settings,
-                services: services.clone(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            durable,
+            settings,
+            models,
+            services: services.clone(),
+        });
+        inner.durable.models.attach(&inner);
+        Ok(Self { inner })
     }
 
     /// Makes the store's next `n` commits fail (a full disk, a failed fsync): for tests.
@@ -175,7 +184,16 @@ impl IcosPush {
     /// Checks a configuration without opening the store (for `--check-config`, which must not
     /// touch or lock the data a running instance uses).
     pub fn check(config: &Config) -> Result<(), ConfigError> {
-        Self::settings(config).map(|_| ())
+        Self::check_with(config, &tidegauge_core::factory::Environment::process())
+    }
+
+    /// [`IcosPush::check`] with the original's variables read from `env`.
+    pub fn check_with(
+        config: &Config,
+        env: &tidegauge_core::factory::Environment,
+    ) -> Result<(), ConfigError> {
+        Self::settings(config)?;
+        ModelSettings::new(&config.models, env).map(|_| ())
     }
 
     /// The HTTP routes of the push API, with the access each needs.
@@ -193,6 +211,41 @@ impl IcosPush {
                 "/unregister_metric",
                 Access::Write,
                 post(unregister_metric)
+                    .fallback(method_not_allowed)
+                    .with_state(Arc::clone(&state)),
+            )
+            .route(
+                "/create_model_metric",
+                Access::Write,
+                post(create_model_metric)
+                    .fallback(method_not_allowed)
+                    .with_state(Arc::clone(&state)),
+            )
+            .route(
+                "/stop_model_metrics",
+                Access::Write,
+                post(stop_model_metrics)
+                    .fallback(method_not_allowed)
+                    .with_state(Arc::clone(&state)),
+            )
+            .route(
+                "/train_model_metric",
+                Access::Write,
+                post(train_model_metric)
+                    .fallback(method_not_allowed)
+                    .with_state(Arc::clone(&state)),
+            )
+            .route(
+                "/show_models",
+                Access::Write,
+                post(show_models)
+                    .fallback(method_not_allowed)
+                    .with_state(Arc::clone(&state)),
+            )
+            .route(
+                "/remove_model",
+                Access::Write,
+                post(remove_model)
                     .fallback(method_not_allowed)
                     .with_state(Arc::clone(&state)),
             )

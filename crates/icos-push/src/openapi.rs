@@ -38,6 +38,53 @@ pub fn document() -> Value {
         }
     });
     let unregister = json!({"type": "object", "required": ["metric_name"], "properties": {"metric_type": metric_type, "metric_name": {"type": "string"}}, "description": "Without metric_type, the metric of that name is unregistered whatever its type (release 2.0.1 of the original sends the name alone)."});
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    let create_model = json!({
+        "type": "object",
+        "required": ["metric_type", "metric_name", "telemetry_metrics", "model_tag", "steps_back"],
+        "properties": {
+            "metric_type": metric_type,
+            "metric_name": {"type": "string"},
+            "metric_info": {"type": ["string", "null"]},
+            "labels": {"type": "object", "additionalProperties": {"type": ["string", "integer", "number"]}},
+            "telemetry_metrics": {"type": "array", "items": {"type": "string"}, "description": "PromQL expressions; embedded and locally trained models read the first only"},
+            "model_tag": {"type": "string", "description": "embedded:linear, embedded:ets, embedded:mstl, embedded:auto; <model_name>:<version> (or :latest) of a model trained here; else a tag of the Intelligence API"},
+            "steps_back": {"type": "integer", "minimum": 1, "maximum": 11000},
+            "model_states": strings,
+            "step_in_seconds": {"type": "integer", "description": "raised to INTERVAL_IN_SECONDS_FOR_METRICS_EXPORT (default 60)"},
+            "period": {"type": "integer", "minimum": 2, "description": "embedded:mstl's season in steps (detected when absent)"},
+            "history_sample_size": {"type": ["integer", "null"]},
+            "data_interruption": {"type": "boolean"},
+            "history_data": {"type": "array", "items": {"type": "array"}}
+        }
+    });
+    let train = json!({
+        "type": "object",
+        "required": ["model_name", "model_type", "test_size", "steps_back", "telemetry_metrics", "model_parameters"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_type": {"type": "string", "description": "ETS, MSTL, LINEAR (trained here); XGB, ARIMA, PYTORCH (Intelligence API); any case"},
+            "test_size": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "steps_back": {"type": "integer"},
+            "telemetry_metrics": strings,
+            "model_parameters": {"type": "object"},
+            "labels": {"type": "object"},
+            "period": {"type": "integer", "minimum": 2},
+            "dataclay": {"type": "boolean"},
+            "dataset_name": {"type": ["string", "null"]},
+            "step_in_seconds": {"type": "integer"},
+            "max_models_count": {"type": ["integer", "null"]},
+            "max_mlruns_count": {"type": ["integer", "null"]},
+            "shap_samples": {"type": ["integer", "null"]}
+        }
+    });
+    let passthrough = |summary: &str, schema: Value, required: bool| {
+        json!({"post": {"summary": summary, "security": [{"bearer": []}],
+            "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}},
+            "responses": {"200": {"description": "The models' JSON (local models merged with the Intelligence API's)"},
+                "400": {"description": "Unknown model, or the Intelligence API failed", "content": {"application/json": {"schema": error_detail()}}},
+                "422": {"description": "Schema error (FastAPI's shape)"}}}})
+    };
     let group = |summary: &str, ok: &str| {
         json!({
             "summary": summary,
@@ -64,6 +111,15 @@ pub fn document() -> Value {
                 "requestBody": json_body(create), "responses": answers("Metric updated successfully.")}},
             "/unregister_metric": {"post": {"summary": "Remove a metric with all its series", "security": [{"bearer": []}],
                 "requestBody": json_body(unregister), "responses": answers("Unregistered metric successfully.")}},
+            "/create_model_metric": {"post": {"summary": "Define a metric whose value is a model's prediction; the first cycle runs in the request", "security": [{"bearer": []}],
+                "requestBody": json_body(create_model), "responses": answers("First cycle completed successfully. Metric creation started.")}},
+            "/stop_model_metrics": {"post": {"summary": "Stop model metrics (their series stay)", "security": [{"bearer": []}],
+                "requestBody": json_body(json!({"type": "object", "required": ["metric_names"], "properties": {"metric_names": strings}})),
+                "responses": answers("Metric creation(s) stopped successfully.")}},
+            "/train_model_metric": {"post": {"summary": "Train a model and start the model metric named model_name", "security": [{"bearer": []}],
+                "requestBody": json_body(train), "responses": answers("Dataset created, model training started successfully.")}},
+            "/show_models": passthrough("List trained models", json!({"type": "object", "properties": {"model": {"type": "string", "default": "all"}}}), false),
+            "/remove_model": passthrough("Remove a trained model", json!({"type": "object", "required": ["model_tag"], "properties": {"model_tag": {"type": "string"}}}), true),
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "{\"status\": \"ok\"}"}}}},
             "/metrics/job/{grouping}": {
                 "put": group("Replace every metric of the group", "200"),

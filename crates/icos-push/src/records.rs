@@ -11,8 +11,9 @@ use crate::pushgateway::STORE_PREFIX;
 
 /// The store format this release writes. 0: JSON records with floats as text (release 0.1.0);
 /// 1: CBOR records of core's types; 2: pushed families keep the names they were pushed with
-/// (format 1 stored a counter without `_total` and served it with one).
-pub const FORMAT: u64 = 2;
+/// (format 1 stored a counter without `_total` and served it with one); 3: model-metric
+/// definitions and trained models join them (an older release must not read those as metrics).
+pub const FORMAT: u64 = 3;
 
 /// A record's bytes.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
@@ -26,9 +27,35 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     ciborium::from_reader(bytes).map_err(|e| e.to_string())
 }
 
-/// Whether a store key names a Pushgateway group (else an ICOS metric).
+/// Whether a store key names a Pushgateway group.
 pub fn is_group(key: &str) -> bool {
     key.starts_with(STORE_PREFIX)
+}
+
+/// What a store record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An ICOS metric.
+    Metric,
+    /// A Pushgateway group.
+    Group,
+    /// A model-metric definition.
+    Definition,
+    /// A locally trained model.
+    Trained,
+}
+
+/// The kind of record under a store key.
+pub fn kind(key: &str) -> Kind {
+    if is_group(key) {
+        Kind::Group
+    } else if key.starts_with(crate::models::DEFINITION_PREFIX) {
+        Kind::Definition
+    } else if key.starts_with(crate::models::TRAINED_PREFIX) {
+        Kind::Trained
+    } else {
+        Kind::Metric
+    }
 }
 
 /// Upgrades one record from format `from` to `from + 1`.
@@ -55,7 +82,7 @@ pub fn upgrade(from: u64, key: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
             }
             encode(&group)
         }
-        1 => Ok(bytes.to_vec()),
+        1 | 2 => Ok(bytes.to_vec()),
         _ => Err(format!("no upgrade from store format {from}")),
     }
 }

@@ -141,11 +141,14 @@ pub(crate) struct Durable {
     /// The data directory, canonical: a reload naming the same one keeps this store open (a
     /// database file can be opened once).
     pub(crate) dir: PathBuf,
+    /// Model metrics: definitions, trained models, their tasks.
+    pub(crate) models: ModelState,
 }
 
 pub(crate) struct Inner {
     pub(crate) durable: Arc<Durable>,
     pub(crate) settings: Settings,
+    pub(crate) models: Arc<ModelSettings>,
     pub(crate) services: HostServices,
 }
 
@@ -168,30 +171,54 @@ impl Durable {
             .map_err(|e| ConfigError(format!("data_dir {}: {e}", data_dir.display())))?;
         let (metrics, groups) =
             load_state(&store).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        tracing::info!(path = %path.display(), metrics = metrics.len(), groups = groups.len(), "icos-push store opened");
+        let (defs, trained) =
+            load_models(&store).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        tracing::info!(path = %path.display(), metrics = metrics.len(), groups = groups.len(), model_metrics = defs.len(), trained_models = trained.len(), "icos-push store opened");
         Ok(Self {
             state: Mutex::new(Pushed::restored(metrics, groups, store.epoch())),
             store,
             shared: Mutex::new(None),
             started: std::time::SystemTime::now(),
             dir: std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()),
+            models: ModelState::restored(defs, trained),
         })
     }
 }
 
-/// Every record of the store, decoded.
+/// The pushed records of the store (metrics and groups), decoded.
 pub(crate) fn load_state(store: &Store) -> Result<(Vec<Metric>, Vec<Group>), String> {
     let mut metrics = Vec::new();
     let mut groups = Vec::new();
     for (key, bytes) in store.load().map_err(|e| e.to_string())? {
         let unreadable = |e: String| format!("stored record {key:?} is unreadable: {e}");
-        if records::is_group(&key) {
-            groups.push(records::decode::<Group>(&bytes).map_err(unreadable)?);
-        } else {
-            metrics.push(records::decode::<Metric>(&bytes).map_err(unreadable)?);
+        match records::kind(&key) {
+            records::Kind::Group => {
+                groups.push(records::decode::<Group>(&bytes).map_err(unreadable)?)
+            }
+            records::Kind::Metric => {
+                metrics.push(records::decode::<Metric>(&bytes).map_err(unreadable)?)
+            }
+            records::Kind::Definition | records::Kind::Trained => {}
         }
     }
     Ok((metrics, groups))
+}
+
+/// The model records of the store: definitions and trained models.
+pub(crate) fn load_models(
+    store: &Store,
+) -> Result<(Vec<models::Definition>, Vec<models::TrainedModel>), String> {
+    let mut defs = Vec::new();
+    let mut trained = Vec::new();
+    for (key, bytes) in store.load().map_err(|e| e.to_string())? {
+        let unreadable = |e: String| format!("stored record {key:?} is unreadable: {e}");
+        match records::kind(&key) {
+            records::Kind::Definition => defs.push(records::decode(&bytes).map_err(unreadable)?),
+            records::Kind::Trained => trained.push(records::decode(&bytes).map_err(unreadable)?),
+            records::Kind::Group | records::Kind::Metric => {}
+        }
+    }
+    Ok((defs, trained))
 }
 
 /// After a failed commit the in-memory state may hold changes that never reached the disk, and

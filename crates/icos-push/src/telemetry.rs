@@ -96,12 +96,41 @@ impl PrometheusSource {
         step: Duration,
         steps_back: usize,
     ) -> Result<Vec<f64>, TelemetryError> {
+        let step_s = step.as_secs().max(1) as f64;
+        let values = self
+            .fetch(http, expr, end - steps_back as f64 * step_s, end, step)
+            .await?;
+        Ok(pad(values, steps_back))
+    }
+
+    /// Up to `points` values of `expr`'s first series, one per `step` up to `end`, oldest
+    /// first and not padded (a training's history).
+    pub async fn series(
+        &self,
+        http: &reqwest::Client,
+        expr: &str,
+        end: f64,
+        step: Duration,
+        points: usize,
+    ) -> Result<Vec<f64>, TelemetryError> {
+        let step_s = step.as_secs().max(1) as f64;
+        let start = end - points.saturating_sub(1) as f64 * step_s;
+        self.fetch(http, expr, start, end, step).await
+    }
+
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> Result<Vec<f64>, TelemetryError> {
         let fail = |reason: String| TelemetryError {
             expr: expr.to_owned(),
             reason,
         };
         let step_s = step.as_secs().max(1);
-        let start = end - (steps_back as f64) * step_s as f64;
         let mut url = self.query_range.clone();
         url.query_pairs_mut()
             .append_pair("query", expr)
@@ -147,17 +176,23 @@ impl PrometheusSource {
         if values.is_empty() {
             return Err(fail("no data".to_owned()));
         }
-        let mut out = Vec::with_capacity(steps_back);
-        let newest = &values[values.len().saturating_sub(steps_back)..];
-        out.resize(steps_back - newest.len(), 0.0);
-        for (_, v) in newest {
-            out.push(
+        values
+            .iter()
+            .map(|(_, v)| {
                 v.parse::<f64>()
-                    .map_err(|_| fail(format!("value {v:?} is not a number")))?,
-            );
-        }
-        Ok(out)
+                    .map_err(|_| fail(format!("value {v:?} is not a number")))
+            })
+            .collect()
     }
+}
+
+/// The newest `steps_back` of `values`, padded at the start with 0 when shorter (spec §4.4).
+pub fn pad(values: Vec<f64>, steps_back: usize) -> Vec<f64> {
+    let newest = &values[values.len().saturating_sub(steps_back)..];
+    let mut out = Vec::with_capacity(steps_back);
+    out.resize(steps_back - newest.len(), 0.0);
+    out.extend_from_slice(newest);
+    out
 }
 
 #[cfg(test)]
