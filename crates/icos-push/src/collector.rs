@@ -22,15 +22,13 @@ impl Collector for IcosPush {
                 )
             })
         };
-        if let Some((seq, p)) = expiry {
-            if matches!(p.await, Ok(Ok(()))) {
-                lock(&self.inner.durable.state).settle(seq);
-            } else {
-                tracing::warn!(
-                    "expired push groups could not be removed from the store; the state is reloaded and they expire again"
-                );
-                resync(&self.inner);
-            }
+        if let Some((seq, p)) = expiry
+            && self.inner.durable.settled(seq, p).await.is_err()
+        {
+            tracing::warn!(
+                "expired push groups could not be removed from the store; the state is reloaded and they expire again"
+            );
+            resync(&self.inner);
         }
         let stats = self.inner.durable.store.stats();
         let load =

@@ -158,16 +158,9 @@ pub(crate) async fn apply(
         (seq, inner.durable.store.submit_in(state.epoch, writes))
     };
     let (seq, pending) = pending;
-    match pending.await {
-        Ok(Ok(())) => {
-            lock(&inner.durable.state).settle(seq);
-            json_response(StatusCode::OK, json!({"message": ok}))
-        }
-        failure => {
-            let reason = match failure {
-                Ok(Err(e)) => e,
-                _ => "the store's writer has stopped".to_owned(),
-            };
+    match inner.durable.settled(seq, pending).await {
+        Ok(()) => json_response(StatusCode::OK, json!({"message": ok})),
+        Err(reason) => {
             resync(inner);
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -291,20 +284,10 @@ pub(crate) async fn create_all(
         }
         (seq, inner.durable.store.submit_in(state.epoch, writes))
     };
-    match pending.await {
-        Ok(Ok(())) => {
-            lock(&inner.durable.state).settle(seq);
-            Ok(())
-        }
-        failure => {
-            let reason = match failure {
-                Ok(Err(e)) => e,
-                _ => "the store's writer has stopped".to_owned(),
-            };
-            resync(inner);
-            Err(WriteError::Unstored(reason))
-        }
-    }
+    inner.durable.settled(seq, pending).await.map_err(|reason| {
+        resync(inner);
+        WriteError::Unstored(reason)
+    })
 }
 
 pub(crate) async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -> Response {

@@ -216,9 +216,26 @@ pub(crate) struct ModelState {
     instances: Mutex<Vec<Weak<Inner>>>,
     /// Orders definition changes with their commits.
     changes: tokio::sync::Mutex<()>,
-    /// Forecasts running at once, at most one per core: a burst of definitions or trainings
-    /// must not take the CPU that scrapes need.
+    /// Fits running at once (ETS, MSTL, auto: up to seconds on 11,000 points), one core fewer
+    /// than the machine has (at least one): a burst of definitions or trainings must not take
+    /// the CPU that scrapes and cheap cycles need. Linear forecasts take microseconds and
+    /// never wait.
     forecasts: tokio::sync::Semaphore,
+    /// Names whose first cycle runs now, with the names they will expose: they count toward
+    /// the limit and against collisions before they are defined.
+    reserved: Mutex<HashMap<String, Vec<String>>>,
+}
+
+/// A name reserved while its definition's first cycle runs; released when dropped.
+struct Reservation<'a> {
+    models: &'a ModelState,
+    name: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        lock(&self.models.reserved).remove(&self.name);
+    }
 }
 
 impl Drop for ModelState {
@@ -243,19 +260,62 @@ impl ModelState {
             errors: Mutex::default(),
             instances: Mutex::default(),
             changes: tokio::sync::Mutex::new(()),
-            forecasts: tokio::sync::Semaphore::new(cores),
+            forecasts: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
+            reserved: Mutex::default(),
         }
     }
 
-    /// Runs a forecast on the blocking pool, when a core is free.
+    /// Runs a forecast on the blocking pool; unless `cheap`, when a fit may start.
     async fn forecast<T: Send + 'static>(
         &self,
+        cheap: bool,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
-        let _permit = self.forecasts.acquire().await.map_err(|e| e.to_string())?;
+        let _permit = if cheap {
+            None
+        } else {
+            Some(self.forecasts.acquire().await.map_err(|e| e.to_string())?)
+        };
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| format!("the forecast failed: {e}"))
+    }
+
+    /// Reserves `def`'s name for its first cycle: refused when another request is defining it,
+    /// when the limit is reached, or when another model metric exposes one of its names.
+    fn reserve(&self, def: &Definition, max: usize) -> Result<Reservation<'_>, String> {
+        let defs = lock(&self.definitions);
+        let mut reserved = lock(&self.reserved);
+        if reserved.contains_key(&def.name) {
+            return Err(format!(
+                "model metric {} is being defined by another request; try again when it is answered",
+                def.name
+            ));
+        }
+        let count = defs.len() + reserved.len();
+        if !defs.contains_key(&def.name) && count >= max {
+            return Err(format!(
+                "{count} model metrics are defined, the limit (max_model_metrics); stop one first"
+            ));
+        }
+        let names = def.exposed_names();
+        let others = defs
+            .values()
+            .filter(|d| d.name != def.name)
+            .map(|d| (d.name.clone(), d.exposed_names()))
+            .chain(reserved.iter().map(|(n, e)| (n.clone(), e.clone())));
+        for (other, exposed) in others {
+            if let Some(n) = names.iter().find(|n| exposed.contains(n)) {
+                return Err(format!(
+                    "model metric {other} already writes {n}; two model metrics cannot share a series"
+                ));
+            }
+        }
+        reserved.insert(def.name.clone(), names);
+        Ok(Reservation {
+            models: self,
+            name: def.name.clone(),
+        })
     }
 
     pub(crate) fn attach(&self, inner: &Arc<Inner>) {
@@ -424,10 +484,15 @@ pub(crate) async fn cycle(inner: &Inner, def: &Definition) -> Result<Outcome, Cy
         local => {
             let series = inputs.into_iter().next().unwrap_or_default();
             let period = def.period;
+            let cheap = match &local {
+                Backend::Embedded(m) => *m == forecast::Model::Linear,
+                Backend::Trained(t) => t.fitted.model == forecast::Model::Linear,
+                Backend::Remote(_) => true,
+            };
             let f = inner
                 .durable
                 .models
-                .forecast(move || match local {
+                .forecast(cheap, move || match local {
                     Backend::Embedded(m) => forecast::forecast(m, &series, period),
                     Backend::Trained(t) => forecast::forecast_trained(&t.fitted, &series),
                     Backend::Remote(_) => unreachable!("handled above"),
@@ -481,7 +546,12 @@ fn start(durable: &Arc<Durable>, def: Arc<Definition>, now: bool) {
             if first {
                 first = false;
             } else {
-                next = (next + step).max(tokio::time::Instant::now());
+                let now = tokio::time::Instant::now();
+                // A step too long for the clock to add means never.
+                let Some(at) = next.checked_add(step) else {
+                    return;
+                };
+                next = at.max(now);
                 tokio::time::sleep_until(next).await;
             }
             let Some(inner) = weak.upgrade().and_then(|d| d.models.current()) else {
@@ -544,15 +614,11 @@ fn bad(detail: impl Into<String>) -> Refusal {
 /// Runs the first cycle of `def`; on success stores it and starts (or replaces) its task.
 async fn define(inner: &Arc<Inner>, def: Definition) -> Result<(), Refusal> {
     check_definition(inner, &def).map_err(bad)?;
-    {
-        let defs = lock(&inner.durable.models.definitions);
-        if !defs.contains_key(&def.name) && defs.len() >= inner.models.max_model_metrics {
-            return Err(bad(format!(
-                "{} model metrics are defined, the limit (max_model_metrics); stop one first",
-                defs.len()
-            )));
-        }
-    }
+    let _reserved = inner
+        .durable
+        .models
+        .reserve(&def, inner.models.max_model_metrics)
+        .map_err(bad)?;
     cycle(inner, &def).await.map_err(|e| bad(e.message))?;
     let bytes = records::encode(&def).map_err(unstored)?;
     let _order = inner.durable.models.changes.lock().await;
@@ -760,7 +826,9 @@ async fn train_locally(inner: &Arc<Inner>, req: &TrainRequest) -> Result<(), Ref
     let (test_size, period) = (req.test_size, req.period);
     let models = &inner.durable.models;
     let fitted = models
-        .forecast(move || forecast::train(model, &history, test_size, period))
+        .forecast(model == forecast::Model::Linear, move || {
+            forecast::train(model, &history, test_size, period)
+        })
         .await
         .map_err(bad)?
         .map_err(|e| bad(e.to_string()))?;
@@ -886,6 +954,21 @@ pub(crate) async fn remove_model(State(inner): State<Arc<Inner>>, body: Body) ->
     let local = lock(&models.trained).get(&tag).cloned();
     if let Some(t) = local {
         let _order = models.changes.lock().await;
+        let only_version = !lock(&models.trained)
+            .values()
+            .any(|o| o.name == t.name && o.version != t.version);
+        let latest = format!("{}:latest", t.name);
+        let users: Vec<String> = lock(&models.definitions)
+            .values()
+            .filter(|d| d.model_tag == tag || (only_version && d.model_tag == latest))
+            .map(|d| d.name.clone())
+            .collect();
+        if !users.is_empty() {
+            return bad_request(format!(
+                "model {tag} is used by the model metrics {}; stop them first (stop_model_metrics)",
+                users.join(", ")
+            ));
+        }
         if let Err(e) = inner
             .durable
             .store

@@ -20,6 +20,9 @@ pub const TRAINED_PREFIX: &str = "\u{0}trained:";
 /// the longest `steps_back` and training history.
 pub const MAX_POINTS: usize = 11_000;
 
+/// Longest step of a model metric, in seconds (30 days).
+pub const MAX_STEP: u64 = 30 * 24 * 3600;
+
 /// `[collectors.icos-push.models]`: where telemetry and remote predictions come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -195,10 +198,28 @@ impl Definition {
     /// The step it runs at: as requested, never below `interval`.
     pub fn step(&self, interval: Duration) -> Duration {
         self.step_in_seconds
-            .map(Duration::from_secs)
+            .map(|s| Duration::from_secs(s.min(MAX_STEP)))
             .unwrap_or(interval)
             .max(interval)
             .max(Duration::from_secs(1))
+    }
+
+    /// The names its writes expose: the metric (a counter as `<base>_total`, its base name
+    /// reserved too) and its three gauges. Two model metrics sharing one would overwrite
+    /// each other's series.
+    pub fn exposed_names(&self) -> Vec<String> {
+        let base = match self.kind {
+            Kind::Counter => self.name.strip_suffix("_total").unwrap_or(&self.name),
+            _ => &self.name,
+        };
+        let mut names = vec![base.to_owned()];
+        if self.kind == Kind::Counter {
+            names.push(format!("{base}_total"));
+        }
+        for suffix in ["confidence", "lower", "upper"] {
+            names.push(format!("{}_{suffix}", self.name));
+        }
+        names
     }
 
     /// The `create_metric` requests that write one prediction: the metric itself, then its
@@ -240,26 +261,40 @@ impl Definition {
             kind: Kind::Gauge,
             name: format!("{}_{suffix}", self.name),
             info: Some(format!("{help} ({what})")),
-            value: json!(v),
+            value: number(v),
             labels: self.labels.clone(),
             states: Vec::new(),
         };
-        if let Some(c) = p.confidence {
-            out.push(bound("confidence", "model confidence, percent", c));
-        }
-        if let Some((lower, upper)) = p.interval {
-            out.push(bound(
-                "lower",
-                "lower bound of the 95 % prediction interval",
-                lower,
-            ));
-            out.push(bound(
-                "upper",
-                "upper bound of the 95 % prediction interval",
-                upper,
-            ));
-        }
+        // Always all three, NaN when the model gives none: a bound left from an earlier model
+        // must not stand beside a new value.
+        let (lower, upper) = p.interval.unwrap_or((f64::NAN, f64::NAN));
+        let confidence = p.confidence.unwrap_or(f64::NAN);
+        out.push(bound("confidence", "model confidence, percent", confidence));
+        out.push(bound(
+            "lower",
+            "lower bound of the 95 % prediction interval",
+            lower,
+        ));
+        out.push(bound(
+            "upper",
+            "upper bound of the 95 % prediction interval",
+            upper,
+        ));
         Ok(out)
+    }
+}
+
+/// A value as the original's clients send one: JSON has no NaN or infinities (serde_json would
+/// write null), Python sends them as these strings.
+fn number(v: f64) -> Json {
+    if v.is_finite() {
+        json!(v)
+    } else if v.is_nan() {
+        json!("NaN")
+    } else if v > 0.0 {
+        json!("Infinity")
+    } else {
+        json!("-Infinity")
     }
 }
 
@@ -550,6 +585,16 @@ fn check_period(period: Option<usize>) -> Result<(), Rejection> {
     }
 }
 
+/// A step of at most [`MAX_STEP`].
+fn check_step(step: Option<u64>) -> Result<(), Rejection> {
+    match step {
+        Some(s) if s > MAX_STEP => bad(format!(
+            "step_in_seconds must be at most {MAX_STEP} (30 days), got {s}."
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Expressions: at least one, none blank.
 fn check_expressions(exprs: &[String]) -> Result<(), Rejection> {
     if exprs.is_empty() {
@@ -630,6 +675,7 @@ pub fn parse_create_model(body: &Json) -> Result<Definition, Rejection> {
     }
     check_expressions(&telemetry_metrics)?;
     check_period(period)?;
+    check_step(step)?;
     if model_tag.trim().is_empty() {
         return bad("model_tag is required.");
     }
@@ -725,6 +771,24 @@ pub fn parse_train(body: &Json) -> Result<TrainRequest, Rejection> {
     }
     check_expressions(&telemetry_metrics)?;
     check_period(period)?;
+    check_step(step)?;
+    // The metric started after the training takes these labels: refused now rather than
+    // after a training whose metric could not start.
+    if let Some(l) = labels.keys().find(|l| {
+        !tidegauge_core::snapshot::is_valid_label_name(l)
+            || l.starts_with("__")
+            || [
+                "model_name",
+                "model_type",
+                "sequence_size",
+                "step_in_seconds",
+            ]
+            .contains(&l.as_str())
+    }) {
+        return bad(format!(
+            "label name {l:?} is not valid here (a Prometheus label name, not starting with __, and not one of model_name, model_type, sequence_size, step_in_seconds, which the started metric sets)."
+        ));
+    }
     if !(test_size > 0.0 && test_size < 1.0) {
         return bad(format!(
             "test_size must be between 0 and 1, got {test_size}."
@@ -849,6 +913,19 @@ mod tests {
             create(json!({"telemetry_metrics": []})),
             Err(Rejection::Bad(_))
         ));
+        // A step the clock cannot add panicked the metric's task (found by attack).
+        for s in [MAX_STEP + 1, i64::MAX as u64] {
+            assert!(
+                matches!(create(json!({"step_in_seconds": s})), Err(Rejection::Bad(m)) if m.contains("step_in_seconds")),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            create(json!({"step_in_seconds": MAX_STEP}))
+                .unwrap()
+                .step(Duration::from_secs(60)),
+            Duration::from_secs(MAX_STEP)
+        );
         for p in [0_i64, 1, 5501, 1_000_000_000_000] {
             assert!(
                 matches!(create(json!({"period": p})), Err(Rejection::Bad(m)) if m.contains("period")),
@@ -888,6 +965,20 @@ mod tests {
                 "cpu_forecast_lower",
                 "cpu_forecast_upper"
             ]
+        );
+        assert_eq!(d.exposed_names(), names);
+        // Without confidence or interval the gauges are still written, as NaN.
+        let bare = d
+            .writes(&Outcome {
+                value: 1.0,
+                confidence: None,
+                interval: None,
+            })
+            .unwrap();
+        assert_eq!(bare.len(), 4);
+        assert!(
+            bare[1..].iter().all(|r| r.value == json!("NaN")),
+            "{bare:?}"
         );
         d.kind = Kind::Enum;
         d.model_states = vec!["low".into(), "high".into()];
@@ -989,8 +1080,17 @@ mod tests {
         let mut bad_size = body.clone();
         bad_size["test_size"] = json!(1.5);
         assert!(matches!(parse_train(&bad_size), Err(Rejection::Bad(_))));
-        let mut bad_name = body;
+        let mut bad_name = body.clone();
         bad_name["model_name"] = json!("a:b");
         assert!(matches!(parse_train(&bad_name), Err(Rejection::Bad(_))));
+        // Labels the started metric could not take are refused before training.
+        for label in ["__name__", "model_type", "bad-name"] {
+            let mut b = body.clone();
+            b["labels"] = json!({label: "x"});
+            assert!(
+                matches!(parse_train(&b), Err(Rejection::Bad(m)) if m.contains("label name")),
+                "{label}"
+            );
+        }
     }
 }

@@ -86,12 +86,9 @@ pub(crate) async fn deleted(
     (seq, pending): (u64, tokio::sync::oneshot::Receiver<Result<(), String>>),
     what: &str,
 ) -> Response {
-    match pending.await {
-        Ok(Ok(())) => {
-            lock(&inner.durable.state).settle(seq);
-            text_response(StatusCode::ACCEPTED, "")
-        }
-        _ => {
+    match inner.durable.settled(seq, pending).await {
+        Ok(()) => text_response(StatusCode::ACCEPTED, ""),
+        Err(_) => {
             resync(inner);
             text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -166,12 +163,10 @@ async fn failed(inner: &Inner, key: &tidegauge_core::Labels, refusal: Response) 
         }
         (!writes.is_empty()).then(|| (seq, inner.durable.store.submit_in(state.epoch, writes)))
     };
-    if let Some((seq, pending)) = submitted {
-        if matches!(pending.await, Ok(Ok(()))) {
-            lock(&inner.durable.state).settle(seq);
-        } else {
-            resync(inner);
-        }
+    if let Some((seq, pending)) = submitted
+        && inner.durable.settled(seq, pending).await.is_err()
+    {
+        resync(inner);
     }
     refusal
 }
@@ -362,10 +357,7 @@ pub(crate) async fn push(
         Ok(d) => d,
         Err(refusal) => return failed(inner, &key, refusal).await,
     };
-    let committed = matches!(pending.await, Ok(Ok(())));
-    if committed {
-        lock(&inner.durable.state).settle(seq);
-    }
+    let committed = inner.durable.settled(seq, pending).await.is_ok();
     match committed.then_some(()) {
         Some(()) => match outcome {
             Ok(()) => text_response(StatusCode::OK, ""),

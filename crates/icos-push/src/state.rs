@@ -153,6 +153,29 @@ pub(crate) struct Inner {
 }
 
 impl Durable {
+    /// Waits for the commit carrying change `seq` and settles it. The wait is a task of its
+    /// own, so a change whose request is dropped while it waits (a client that hangs up, a
+    /// model task stopped mid-cycle) is settled all the same: a committed change never stays
+    /// hidden behind the value before it.
+    pub(crate) async fn settled(
+        self: &Arc<Self>,
+        seq: u64,
+        pending: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    ) -> Result<(), String> {
+        let durable = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = pending
+                .await
+                .unwrap_or_else(|_| Err("the store's writer has stopped".to_owned()));
+            if result.is_ok() {
+                lock(&durable.state).settle(seq);
+            }
+            result
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("waiting for the commit failed: {e}")))
+    }
+
     pub(crate) fn open(data_dir: &std::path::Path) -> Result<Self, ConfigError> {
         // The database library panics on some damaged files: a damaged store is an error naming
         // the file (exit 2 at start-up, a refused reload later), never a crash.

@@ -149,6 +149,17 @@ async fn model_routes_answer_as_the_original() {
         ),
         // A name a metric of another type holds.
         ("create_model_metric", model_metric("ramp_level", "ramp", "embedded:linear", 10)),
+        // A name another model metric's gauges hold: the two would overwrite each other.
+        (
+            "create_model_metric",
+            model_metric("ramp_forecast_confidence", "constant", "embedded:linear", 10),
+        ),
+        (
+            "create_model_metric",
+            json!({"metric_type": 2, "metric_name": "x", "telemetry_metrics": ["ramp"],
+                "model_tag": "embedded:linear", "steps_back": 10,
+                "step_in_seconds": 9_223_372_036_854_775_807_u64}).to_string(),
+        ),
         ("stop_model_metrics", String::new()),
         ("stop_model_metrics", r#"{"metric_names": [" "]}"#.into()),
         ("stop_model_metrics", r#"{"metric_names": ["gappy_forecast", "unknown"]}"#.into()),
@@ -191,6 +202,9 @@ async fn model_routes_answer_as_the_original() {
         ("show_models", r#"{"model": "nobody"}"#.into()),
         ("create_model_metric", model_metric("latest_forecast", "ramp", "ramp_model:latest", 20)),
         ("remove_model", r#"{"model_tag": "ramp_model:1"}"#.into()),
+        // Version 1 runs the metric its training started, so it stays; version 2 runs nothing
+        // (latest_forecast's `ramp_model:latest` then names version 1).
+        ("remove_model", r#"{"model_tag": "ramp_model:2"}"#.into()),
         ("show_models", String::new()),
     ];
     let mut transcript = String::new();
@@ -330,6 +344,11 @@ async fn the_intelligence_api_gets_the_original_requests() {
     }
     assert!(
         text.contains("arima_model{model_name=\"arima_model\",model_type=\"ARIMA\",sequence_size=\"12\",step_in_seconds=\"60\"} 42"),
+        "{text}"
+    );
+    // An answer without confidence or interval leaves none standing from before: NaN.
+    assert!(
+        text.contains("arima_model_lower{model_name=\"arima_model\",model_type=\"ARIMA\",sequence_size=\"12\",step_in_seconds=\"60\"} NaN"),
         "{text}"
     );
     assert!(text.contains("cpu_forecast{node=\"n1\"} 0.512"), "{text}");
@@ -573,6 +592,94 @@ async fn later_failures_are_counted_and_definitions_survive_a_restart() {
     assert!((resumed - 1180.0).abs() < 1e-6, "{resumed}");
     token.cancel();
     running.await.unwrap();
+    drop(app);
+    drop(c);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A write whose request is dropped while its commit runs (a client that hangs up, a model task
+/// stopped mid-cycle) is served once it is committed, not hidden behind the value before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_dropped_while_committing_is_served_once_committed() {
+    let dir = temp_dir("dropped");
+    let c = open(&dir, ModelsConfig::default());
+    let app = c.routes().into_router();
+    let (status, _) = post(
+        &app,
+        "/create_metric",
+        r#"{"metric_type": 2, "metric_name": "g", "value": 1}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let req = Request::post("/create_metric")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"metric_type": 2, "metric_name": "g", "value": 2}"#,
+        ))
+        .unwrap();
+    // Polled once: the write is decided and submitted, then the request is dropped while it
+    // waits for the commit.
+    let mut request = Box::pin(app.clone().oneshot(req));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(request.as_mut().poll(&mut cx).is_pending());
+    drop(request);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = exposition(&c).await;
+        if text.contains("g 2.0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(text.contains("g 2.0\n"), "{text}");
+    drop(app);
+    drop(c);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `max_model_metrics` holds however many definitions arrive at once: a name counts from the
+/// moment its first cycle starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_metric_limit_holds_under_concurrent_definitions() {
+    let prom = MockServer::start().await;
+    Mock::given(path("/api/v1/query_range"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(matrix(&ramp(20)))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&prom)
+        .await;
+    let dir = temp_dir("limit");
+    let c = open(
+        &dir,
+        ModelsConfig {
+            max_model_metrics: 3,
+            ..prometheus_config(&prom)
+        },
+    );
+    let app = c.routes().into_router();
+    let answers = futures_util::future::join_all((0..12).map(|i| {
+        let app = app.clone();
+        async move {
+            post(
+                &app,
+                "/create_model_metric",
+                &model_metric(&format!("m{i}"), "q", "embedded:linear", 10),
+            )
+            .await
+        }
+    }))
+    .await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 3, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s == 400)
+            .all(|(_, a)| a["detail"].as_str().unwrap().contains("max_model_metrics")),
+        "{answers:?}"
+    );
     drop(app);
     drop(c);
     std::fs::remove_dir_all(&dir).ok();

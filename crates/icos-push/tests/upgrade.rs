@@ -111,3 +111,64 @@ async fn a_damaged_store_is_an_error_naming_the_file() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A store of format 2 (the release before model metrics) opens with its metrics and is
+/// upgraded to format 3, which a release reading format 2 refuses rather than misreading model
+/// records as metrics.
+#[tokio::test]
+async fn a_format_2_store_opens_and_is_upgraded() {
+    use tidegauge_icos_push::model::{Kind, Metric, Series, SeriesValue};
+    use tidegauge_icos_push::{records, store};
+    let dir = std::env::temp_dir().join(format!("tidegauge-format2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("icos-push.redb");
+    let metric = Metric {
+        order: 0,
+        kind: Kind::Gauge,
+        name: "level".into(),
+        help: "level info".into(),
+        label_names: vec!["site".into()],
+        states: Vec::new(),
+        info_keys: Vec::new(),
+        series: vec![Series {
+            labels: vec!["pier".into()],
+            value: SeriesValue::Number(2.5),
+            created: 1.0,
+        }],
+    };
+    {
+        let s = store::Store::open(&file, 2, &records::upgrade).unwrap();
+        s.write(vec![store::Write::Put(
+            "level".into(),
+            records::encode(&metric).unwrap(),
+        )])
+        .await
+        .unwrap();
+    }
+    let cfg = Config {
+        data_dir: Some(dir.clone()),
+        ..Config::default()
+    };
+    let clock = Arc::new(tidegauge_core::SystemClock);
+    let push = IcosPush::open(
+        &cfg,
+        &tidegauge_testkit::services(clock.clone(), dir.clone()),
+        None,
+    )
+    .unwrap();
+    let snap = push
+        .collect(&context(std::time::Duration::from_secs(5), clock))
+        .await
+        .unwrap();
+    let text = encode(Format::Text, &[snap]);
+    assert!(text.contains("level{site=\"pier\"} 2.5\n"), "{text}");
+    assert!(
+        text.contains("tidegauge_icos_push_model_metrics 0\n"),
+        "{text}"
+    );
+    drop(push);
+    let err = store::Store::open(&file, 2, &records::upgrade).unwrap_err();
+    assert!(err.to_string().contains("newer release"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
