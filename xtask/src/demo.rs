@@ -43,15 +43,39 @@ pub async fn sample_status_app(listener: tokio::net::TcpListener, delay: Duratio
     }
 }
 
-pub fn run() -> Result<(), String> {
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+/// The sample upstreams of every collector but icos-push, and the collector tables that read
+/// them; what it started stops when it is dropped.
+pub(crate) struct Upstreams {
+    /// `[collectors.*]` tables for app-status, ifcb and sensor-bridge.
+    pub tables: String,
+    /// The sample status application.
+    pub app_addr: std::net::SocketAddr,
+    /// The IFCB dashboard's URL.
+    pub dashboard_url: String,
+    /// The boards' URLs (the last one resets every connection).
+    pub board_urls: Vec<String>,
+    /// The sysfs tree.
+    pub sysfs: std::path::PathBuf,
+    /// mosquitto's port, when it is installed.
+    pub mqtt_port: Option<u16>,
+    _dashboard: tidegauge_testkit::ifcb::FakeDashboard,
+    _boards: Vec<tidegauge_testkit::board::BoardEmulator>,
+    _broker: Option<crate::bench::Host>,
+}
+
+/// Starts the sample upstreams on `rt` (files under `dir`): a status application, an IFCB
+/// dashboard (a live mooring, a finished cruise, an empty dataset), three SDK boards (one
+/// failing), the fake sysfs tree, and with mosquitto a broker and a device publishing to it.
+pub(crate) fn start_upstreams(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+) -> Result<Upstreams, String> {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| format!("cannot bind the sample app: {e}"))?;
     let app_addr = listener.local_addr().map_err(|e| e.to_string())?;
     rt.spawn(sample_status_app(listener, Duration::ZERO));
 
-    // A sample IFCB dashboard: a live mooring, a finished cruise, an empty dataset.
     use tidegauge_testkit::ifcb::{FakeDashboard, FakeDataset, Model};
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -76,8 +100,6 @@ pub fn run() -> Result<(), String> {
         .block_on(FakeDashboard::start(model))
         .map_err(|e| format!("cannot start the sample dashboard: {e}"))?;
 
-    // Three boards running the SDK (emulated), one of which keeps failing, and the fake sysfs
-    // tree of the tests: sensor-bridge's sources without hardware.
     use tidegauge_testkit::board::{BoardEmulator, Mode};
     let boards: Vec<BoardEmulator> = (0..3)
         .map(|_| rt.block_on(BoardEmulator::start()))
@@ -95,63 +117,76 @@ pub fn run() -> Result<(), String> {
             )
         })
         .collect();
-
-    let dir = crate::root().join("target/demo");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    // With mosquitto installed: a broker on a loopback port and a device publishing to it.
-    let mqtt = match start_mosquitto(&dir) {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let (broker, mqtt_port) = match start_mosquitto(dir) {
         Some((broker, port)) => {
             rt.spawn(publish_readings(port));
-            eprintln!(
-                "xtask: mosquitto on 127.0.0.1:{port}, a device publishing to devices/home/livingroom every 5 s"
-            );
-            Some((
-                broker,
-                format!(
-                    "[collectors.sensor-bridge.mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n\n\
-                 [[collectors.sensor-bridge.mqtt.subscriptions]]\ntopic = \"devices/home/+\"\n\
-                 fields.temperature = {{ quantity = \"temperature\", unit = \"celsius\" }}\n\
-                 fields.humidity = {{ quantity = \"humidity\", unit = \"percent\" }}\n\n"
-                ),
-            ))
+            (Some(broker), Some(port))
         }
-        None => {
-            eprintln!(
-                "xtask: mosquitto is not installed: the demo runs without MQTT (scripts/install-test-deps.sh installs it)"
-            );
-            None
-        }
+        None => (None, None),
     };
-    let mqtt_table = mqtt.as_ref().map_or(String::new(), |(_, t)| t.clone());
+    let mqtt_table = mqtt_port.map_or(String::new(), |port| {
+        format!(
+            "[collectors.sensor-bridge.mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n\n\
+             [[collectors.sensor-bridge.mqtt.subscriptions]]\ntopic = \"devices/home/+\"\n\
+             fields.temperature = {{ quantity = \"temperature\", unit = \"celsius\" }}\n\
+             fields.humidity = {{ quantity = \"humidity\", unit = \"percent\" }}\n\n"
+        )
+    });
+    let tables = format!(
+        "[collectors.app-status]\nmin_interval = \"1s\"\n\n\
+         [[collectors.app-status.targets]]\nname = \"sample\"\nurl = \"http://{app_addr}/status\"\n\n\
+         [collectors.ifcb]\ninterval = \"1m\"\n\n\
+         [[collectors.ifcb.dashboards]]\nname = \"sample\"\nurl = \"{}\"\n\n\
+         [collectors.sensor-bridge]\nsysfs = {:?}\n\n\
+         [collectors.sensor-bridge.iio.devices.\"1-0040\"]\nchip = \"si7021\"\n\n{board_tables}{mqtt_table}",
+        dashboard.url,
+        sysfs.display().to_string(),
+    );
+    Ok(Upstreams {
+        tables,
+        app_addr,
+        dashboard_url: dashboard.url.clone(),
+        board_urls: boards.iter().map(|b| b.url.clone()).collect(),
+        sysfs,
+        mqtt_port,
+        _dashboard: dashboard,
+        _boards: boards,
+        _broker: broker,
+    })
+}
+
+pub fn run() -> Result<(), String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let dir = crate::root().join("target/demo");
+    let up = start_upstreams(&rt, &dir)?;
+    let app_addr = up.app_addr;
+    match up.mqtt_port {
+        Some(port) => eprintln!(
+            "xtask: mosquitto on 127.0.0.1:{port}, a device publishing to devices/home/livingroom every 5 s"
+        ),
+        None => eprintln!(
+            "xtask: mosquitto is not installed: the demo runs without MQTT (scripts/install-test-deps.sh installs it)"
+        ),
+    }
     let cfg = dir.join("tidegauge.toml");
     std::fs::write(
         &cfg,
         format!(
             "# Written by `cargo xtask demo`.\n\
-             [web]\nlisten_addresses = [\"127.0.0.1:9877\"]\n\n\
-             [collectors.app-status]\nmin_interval = \"1s\"\n\n\
-             [[collectors.app-status.targets]]\nname = \"sample\"\nurl = \"http://{app_addr}/status\"\n\n\
-             [collectors.ifcb]\ninterval = \"1m\"\n\n\
-             [[collectors.ifcb.dashboards]]\nname = \"sample\"\nurl = \"{}\"\n\n\
-             [collectors.sensor-bridge]\nsysfs = {:?}\n\n\
-             [collectors.sensor-bridge.iio.devices.\"1-0040\"]\nchip = \"si7021\"\n\n{board_tables}{mqtt_table}",
-            dashboard.url,
-            sysfs.display().to_string(),
+             [web]\nlisten_addresses = [\"127.0.0.1:9877\"]\n\n{}",
+            up.tables
         ),
     )
     .map_err(|e| e.to_string())?;
     eprintln!(
         "xtask: sample status application on http://{app_addr}/status (visit http://{app_addr}/ to count requests)"
     );
-    eprintln!("xtask: sample IFCB dashboard on {}", dashboard.url);
+    eprintln!("xtask: sample IFCB dashboard on {}", up.dashboard_url);
     eprintln!(
         "xtask: emulated sensor boards on {} (the last one resets every connection) and a fake sysfs tree in {}",
-        boards
-            .iter()
-            .map(|b| b.url.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        sysfs.display()
+        up.board_urls.join(", "),
+        up.sysfs.display()
     );
     eprintln!(
         "xtask: tidegauge on http://127.0.0.1:9877/ with {}",

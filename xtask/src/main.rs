@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod e2e;
 mod models;
 mod scaffold;
 mod sensors;
@@ -14,7 +15,8 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: cargo xtask <command>\n\n\
          commands:\n  \
-         test                 install test tools when missing (promtool), then run every test\n  \
+         test                 install test tools when missing (promtool), then run every test and the e2e run\n  \
+         e2e                  the host under a real Prometheus with every collector's sample upstreams\n  \
          demo                 start sample upstreams (status app, IFCB dashboard, sensor boards, sysfs) and the host\n  \
          bench [WHAT]         criterion and end-to-end benchmarks (release build); WHAT: encode, models, host, ifcb, push, sensors\n  \
          soak                 100,000 scrapes and pushes with probes and reloads: memory, files, no lost push\n  \
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::run(),
+        Some("e2e") => e2e::run(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())),
         Some("bench") => bench::run(&args[1..]),
         Some("soak") => soak::run(),
         Some("new-collector") => match args.get(1) {
@@ -100,6 +103,7 @@ fn test(extra: &[String]) -> Result<(), String> {
         "app-status",
     ]))?;
     scaffold::check(&cargo)?;
+    e2e::run(&cargo)?;
     // The test run goes last, so its summary closes the output.
     let nextest = Command::new(&cargo)
         .args(["nextest", "--version"])
