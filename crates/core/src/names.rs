@@ -48,6 +48,16 @@ impl Names {
             .retain(|owner, _| keep.contains(owner));
     }
 
+    /// The source that exposes `name`, if one does.
+    pub fn owner_of(&self, name: &str) -> Option<String> {
+        self.by_owner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(_, names)| names.contains_key(name))
+            .map(|(owner, _)| owner.clone())
+    }
+
     /// Why `family` cannot be served beside the others' (an exposed name of it belongs to a
     /// family of another name or type), or `None` when it can (then its series join the
     /// owner's family). Families are the same when their text 0.0.4 names and types are: a

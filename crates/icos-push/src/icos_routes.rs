@@ -170,14 +170,28 @@ pub(crate) async fn apply(
     }
 }
 
-/// Checks a `create_metric` request against the names others own, then applies it.
+/// Checks a `create_metric` request against the names others own, then applies it; `writer`
+/// is the model metric writing it, if one is.
 fn check_create(
     inner: &Inner,
     reg: &mut Registry,
     groups: &Groups,
     req: &model::CreateRequest,
     now: f64,
+    writer: Option<&str>,
 ) -> Result<Change, Rejection> {
+    reserved_by_others(inner, groups, req, writer)?;
+    reg.create(req, now, &inner.settings.limits)
+}
+
+/// Whether a name `req` would expose belongs to another source: the Pushgateway routes, a
+/// collector or the host, or a model metric other than `writer`.
+pub(crate) fn reserved_by_others(
+    inner: &Inner,
+    groups: &Groups,
+    req: &model::CreateRequest,
+    writer: Option<&str>,
+) -> Result<(), Rejection> {
     let sent = req.name.trim();
     let base = sent.strip_suffix("_total").unwrap_or(sent);
     for n in [
@@ -197,7 +211,25 @@ fn check_create(
     if let Some(reason) = inner.services.names.conflict(&probe) {
         return Err(Rejection::Bad(reason));
     }
-    reg.create(req, now, &inner.settings.limits)
+    // An ICOS series has no job or instance to tell it from a collector's: joining a family
+    // another source exposes could duplicate one of its series, which is then dropped.
+    for n in probe.exposed_names() {
+        if let Some(owner) = inner.services.names.owner_of(&n) {
+            return Err(Rejection::Bad(format!(
+                "Metric name {n:?} is exposed by {owner}; ICOS metrics cannot join its family."
+            )));
+        }
+    }
+    for n in [sent.to_owned(), base.to_owned(), format!("{base}_total")] {
+        if let Some(m) = inner.durable.models.writer_of(&n)
+            && Some(m.as_str()) != writer
+        {
+            return Err(Rejection::Bad(format!(
+                "Metric name {n:?} is written by the model metric {m}; stop it (stop_model_metrics) before writing it."
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Why [`create_all`] changed nothing.
@@ -234,6 +266,7 @@ impl WriteError {
 pub(crate) async fn create_all(
     inner: &Inner,
     reqs: &[model::CreateRequest],
+    writer: Option<&str>,
 ) -> Result<(), WriteError> {
     let now = unix_seconds(inner.services.clock.now());
     let (seq, pending) = {
@@ -248,7 +281,7 @@ pub(crate) async fn create_all(
                 ..
             } = &mut *state;
             let previous = reg.base_of(&req.name).and_then(|k| reg.get(&k).cloned());
-            match check_create(inner, reg, groups, req, now) {
+            match check_create(inner, reg, groups, req, now, writer) {
                 Ok(Change::Put(m)) => match records::encode(&m) {
                     Ok(bytes) => {
                         writes.push(Write::Put(m.name.clone(), bytes));
@@ -299,7 +332,7 @@ pub(crate) async fn create_metric(State(inner): State<Arc<Inner>>, body: Body) -
         Ok(r) => r,
         Err(r) => return rejection(r),
     };
-    match create_all(&inner, std::slice::from_ref(&req)).await {
+    match create_all(&inner, std::slice::from_ref(&req), None).await {
         Ok(()) => json_response(
             StatusCode::OK,
             json!({"message": "Metric updated successfully."}),

@@ -221,10 +221,17 @@ pub(crate) struct ModelState {
     /// the CPU that scrapes and cheap cycles need. Linear forecasts take microseconds and
     /// never wait.
     forecasts: tokio::sync::Semaphore,
-    /// Names whose first cycle runs now, with the names they will expose: they count toward
-    /// the limit and against collisions before they are defined.
-    reserved: Mutex<HashMap<String, Vec<String>>>,
+    /// Names whose first cycle runs now, with the names they will expose and the model tag
+    /// they use: they count toward the limit, against collisions and against removing that
+    /// model before they are defined.
+    reserved: Mutex<HashMap<String, Reserved>>,
+    /// Every name a defined model metric writes, and which metric writes it: pushes may not
+    /// write them.
+    written: Mutex<HashMap<String, String>>,
 }
+
+/// What a reservation holds: the names the metric will write, and the model tag it uses.
+type Reserved = (Vec<String>, Option<String>);
 
 /// A name reserved while its definition's first cycle runs; released when dropped.
 struct Reservation<'a> {
@@ -249,7 +256,7 @@ impl Drop for ModelState {
 impl ModelState {
     pub(crate) fn restored(defs: Vec<Definition>, trained: Vec<TrainedModel>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Self {
+        let s = Self {
             definitions: Mutex::new(
                 defs.into_iter()
                     .map(|d| (d.name.clone(), Arc::new(d)))
@@ -262,7 +269,44 @@ impl ModelState {
             changes: tokio::sync::Mutex::new(()),
             forecasts: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
             reserved: Mutex::default(),
+            written: Mutex::default(),
+        };
+        let defs: Vec<Arc<Definition>> = lock(&s.definitions).values().cloned().collect();
+        for d in defs {
+            s.index(&d, None);
         }
+        s
+    }
+
+    /// Records the names `def` writes (after forgetting those of `old`, the definition it
+    /// replaces or removes); `def` none: removal.
+    fn index(&self, def: &Definition, old: Option<&Definition>) {
+        let mut written = lock(&self.written);
+        if let Some(old) = old {
+            for n in old.exposed_names() {
+                written.remove(&n);
+            }
+        }
+        for n in def.exposed_names() {
+            written.insert(n, def.name.clone());
+        }
+    }
+
+    /// Forgets a definition and the names it writes.
+    fn forget(&self, name: &str) -> Option<Arc<Definition>> {
+        let removed = lock(&self.definitions).remove(name);
+        if let Some(d) = &removed {
+            let mut written = lock(&self.written);
+            for n in d.exposed_names() {
+                written.remove(&n);
+            }
+        }
+        removed
+    }
+
+    /// The model metric that writes `name`, if one does.
+    pub(crate) fn writer_of(&self, name: &str) -> Option<String> {
+        lock(&self.written).get(name).cloned()
     }
 
     /// Runs a forecast on the blocking pool; unless `cheap`, when a fit may start.
@@ -292,26 +336,34 @@ impl ModelState {
                 def.name
             ));
         }
-        let count = defs.len() + reserved.len();
+        // A re-post being defined replaces a metric, it does not add one.
+        let count = defs.len() + reserved.keys().filter(|n| !defs.contains_key(*n)).count();
         if !defs.contains_key(&def.name) && count >= max {
             return Err(format!(
                 "{count} model metrics are defined, the limit (max_model_metrics); stop one first"
             ));
         }
         let names = def.exposed_names();
-        let others = defs
-            .values()
-            .filter(|d| d.name != def.name)
-            .map(|d| (d.name.clone(), d.exposed_names()))
-            .chain(reserved.iter().map(|(n, e)| (n.clone(), e.clone())));
-        for (other, exposed) in others {
-            if let Some(n) = names.iter().find(|n| exposed.contains(n)) {
-                return Err(format!(
-                    "model metric {other} already writes {n}; two model metrics cannot share a series"
-                ));
-            }
+        let written = lock(&self.written);
+        let defined = names.iter().find_map(|n| {
+            written
+                .get(n)
+                .filter(|w| **w != def.name)
+                .map(|w| (w.clone(), n))
+        });
+        let pending = reserved.iter().find_map(|(other, (exposed, _))| {
+            names
+                .iter()
+                .find(|n| exposed.contains(n))
+                .map(|n| (other.clone(), n))
+        });
+        if let Some((other, n)) = defined.or(pending) {
+            return Err(format!(
+                "model metric {other} already writes {n}; two model metrics cannot share a series"
+            ));
         }
-        reserved.insert(def.name.clone(), names);
+        drop(written);
+        reserved.insert(def.name.clone(), (names, Some(def.model_tag.clone())));
         Ok(Reservation {
             models: self,
             name: def.name.clone(),
@@ -416,6 +468,65 @@ fn resolve(inner: &Inner, tag: &str) -> Result<Backend, String> {
     ))
 }
 
+/// The name rules a model metric's name must pass before anything runs: those of
+/// `create_metric`, for the metric and its three gauges.
+fn check_name(
+    inner: &Inner,
+    name: &str,
+    kind: model::Kind,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let probe = |n: &str, k: model::Kind| model::CreateRequest {
+        kind: k,
+        name: n.to_owned(),
+        info: None,
+        value: json!(0.0),
+        labels: BTreeMap::new(),
+        states: Vec::new(),
+    };
+    let state = lock(&inner.durable.state);
+    let mut names = vec![probe(name, kind)];
+    for suffix in ["confidence", "lower", "upper"] {
+        names.push(probe(&format!("{name}_{suffix}"), model::Kind::Gauge));
+    }
+    for p in &names {
+        // The metric itself may be running already: a training replaces it.
+        reserved_by_others(inner, &state.groups, p, Some(name)).map_err(|r| match r {
+            Rejection::Bad(m) => m,
+            Rejection::Schema(e) => Json::from(e).to_string(),
+        })?;
+        if !tidegauge_core::snapshot::is_valid_metric_name(&p.name)
+            || p.name.starts_with("tidegauge_")
+        {
+            return Err(format!(
+                "metric name {:?} is not valid for a model metric (a Prometheus metric name, not starting with tidegauge_)",
+                p.name
+            ));
+        }
+        if let Some(m) = state
+            .registry
+            .base_of(&p.name)
+            .and_then(|b| state.registry.get(&b).cloned())
+        {
+            if m.kind != p.kind {
+                return Err(format!(
+                    "{} is already a metric of another type; a model metric cannot take it",
+                    p.name
+                ));
+            }
+            if !m.label_names.iter().eq(labels.keys()) {
+                return Err(format!(
+                    "{} is already a metric with the labels {:?}; the model metric would write {:?}",
+                    p.name,
+                    m.label_names,
+                    labels.keys().collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks a definition against what this instance can run (400 detail on failure).
 fn check_definition(inner: &Inner, def: &Definition) -> Result<(), String> {
     if inner.models.source.is_none() {
@@ -514,7 +625,7 @@ pub(crate) async fn cycle(inner: &Inner, def: &Definition) -> Result<Outcome, Cy
         )));
     }
     let writes = def.writes(&outcome).map_err(model_err)?;
-    create_all(inner, &writes)
+    create_all(inner, &writes, Some(&def.name))
         .await
         .map_err(|e| CycleError::new("write", e.message()))?;
     Ok(outcome)
@@ -612,13 +723,21 @@ fn bad(detail: impl Into<String>) -> Refusal {
 }
 
 /// Runs the first cycle of `def`; on success stores it and starts (or replaces) its task.
-async fn define(inner: &Arc<Inner>, def: Definition) -> Result<(), Refusal> {
+async fn define(
+    inner: &Arc<Inner>,
+    def: Definition,
+    reserved: Option<Reservation<'_>>,
+) -> Result<(), Refusal> {
+    let _reserved = match reserved {
+        Some(r) => r,
+        None => inner
+            .durable
+            .models
+            .reserve(&def, inner.models.max_model_metrics)
+            .map_err(bad)?,
+    };
+    // Resolved once the name is reserved: a model removed from now on sees the reservation.
     check_definition(inner, &def).map_err(bad)?;
-    let _reserved = inner
-        .durable
-        .models
-        .reserve(&def, inner.models.max_model_metrics)
-        .map_err(bad)?;
     cycle(inner, &def).await.map_err(|e| bad(e.message))?;
     let bytes = records::encode(&def).map_err(unstored)?;
     let _order = inner.durable.models.changes.lock().await;
@@ -629,7 +748,8 @@ async fn define(inner: &Arc<Inner>, def: Definition) -> Result<(), Refusal> {
         .await
         .map_err(unstored)?;
     let def = Arc::new(def);
-    lock(&inner.durable.models.definitions).insert(def.name.clone(), Arc::clone(&def));
+    let old = lock(&inner.durable.models.definitions).insert(def.name.clone(), Arc::clone(&def));
+    inner.durable.models.index(&def, old.as_deref());
     inner.durable.models.attach(inner);
     start(&inner.durable, def, false);
     Ok(())
@@ -644,7 +764,7 @@ pub(crate) async fn create_model_metric(State(inner): State<Arc<Inner>>, body: B
         Ok(d) => d,
         Err(r) => return rejection(r),
     };
-    match define(&inner, def).await {
+    match define(&inner, def, None).await {
         Ok(()) => json_response(
             StatusCode::OK,
             json!({"message": "First cycle completed successfully. Metric creation started."}),
@@ -698,11 +818,9 @@ pub(crate) async fn stop_model_metrics(State(inner): State<Arc<Inner>>, body: Bo
         if let Err(e) = inner.durable.store.write(deletes).await {
             return refused(unstored(e));
         }
-        let mut defs = lock(&models.definitions);
-        let mut tasks = lock(&models.tasks);
         for n in &known {
-            defs.remove(n);
-            if let Some(t) = tasks.remove(n) {
+            models.forget(n);
+            if let Some(t) = lock(&models.tasks).remove(n) {
                 t.abort();
             }
         }
@@ -778,7 +896,7 @@ pub(crate) async fn train_model_metric(State(inner): State<Arc<Inner>>, body: Bo
             );
         };
         let def = req.metric(tag.to_owned(), inner.models.interval);
-        if let Err((_, detail)) = define(&inner, def).await {
+        if let Err((_, detail)) = define(&inner, def, None).await {
             fail(
                 "model",
                 format!("the trained model's metric did not start: {detail}"),
@@ -806,6 +924,24 @@ async fn train_locally(inner: &Arc<Inner>, req: &TrainRequest) -> Result<(), Ref
         "MSTL" => forecast::Model::Mstl,
         _ => forecast::Model::Linear,
     };
+    // The metric the training starts is checked and its names reserved first: a name it
+    // cannot take is refused before a model is fitted and stored.
+    let provisional = req.metric(
+        format!("{}:training", req.model_name),
+        inner.models.interval,
+    );
+    check_name(
+        inner,
+        &provisional.name,
+        provisional.kind,
+        &provisional.labels,
+    )
+    .map_err(bad)?;
+    let reservation = inner
+        .durable
+        .models
+        .reserve(&provisional, inner.models.max_model_metrics)
+        .map_err(bad)?;
     let step = source.step(
         req.step_in_seconds
             .map(Duration::from_secs)
@@ -861,15 +997,17 @@ async fn train_locally(inner: &Arc<Inner>, req: &TrainRequest) -> Result<(), Ref
     };
     tracing::info!(tag = %trained.tag(), model = ?trained.fitted, "model trained");
     let def = req.metric(trained.tag(), inner.models.interval);
-    define(inner, def).await.map_err(|(status, detail)| {
-        (
-            status,
-            format!(
-                "model {} was trained and stored, but its model metric did not start: {detail}",
-                trained.tag()
-            ),
-        )
-    })
+    define(inner, def, Some(reservation))
+        .await
+        .map_err(|(status, detail)| {
+            (
+                status,
+                format!(
+                    "model {} was trained and stored, but its model metric did not start: {detail}",
+                    trained.tag()
+                ),
+            )
+        })
 }
 
 /// Reads an optional JSON body: empty is `{}`.
@@ -954,20 +1092,35 @@ pub(crate) async fn remove_model(State(inner): State<Arc<Inner>>, body: Body) ->
     let local = lock(&models.trained).get(&tag).cloned();
     if let Some(t) = local {
         let _order = models.changes.lock().await;
-        let only_version = !lock(&models.trained)
-            .values()
-            .any(|o| o.name == t.name && o.version != t.version);
-        let latest = format!("{}:latest", t.name);
-        let users: Vec<String> = lock(&models.definitions)
-            .values()
-            .filter(|d| d.model_tag == tag || (only_version && d.model_tag == latest))
-            .map(|d| d.name.clone())
-            .collect();
-        if !users.is_empty() {
-            return bad_request(format!(
-                "model {tag} is used by the model metrics {}; stop them first (stop_model_metrics)",
-                users.join(", ")
-            ));
+        {
+            // Checked and taken out of the models in one step: a definition reserving its name
+            // from now on resolves without it, one reserved before is seen here.
+            let mut trained = lock(&models.trained);
+            let only_version = !trained
+                .values()
+                .any(|o| o.name == t.name && o.version != t.version);
+            let latest = format!("{}:latest", t.name);
+            let uses = |used: &str| used == tag || (only_version && used == latest);
+            let mut users: Vec<String> = lock(&models.definitions)
+                .values()
+                .filter(|d| uses(&d.model_tag))
+                .map(|d| d.name.clone())
+                .collect();
+            users.extend(
+                lock(&models.reserved)
+                    .iter()
+                    .filter(|(_, (_, used))| used.as_deref().is_some_and(uses))
+                    .map(|(n, _)| n.clone()),
+            );
+            if !users.is_empty() {
+                users.sort();
+                users.dedup();
+                return bad_request(format!(
+                    "model {tag} is used by the model metrics {}; stop them first (stop_model_metrics)",
+                    users.join(", ")
+                ));
+            }
+            trained.remove(&tag);
         }
         if let Err(e) = inner
             .durable
@@ -975,9 +1128,9 @@ pub(crate) async fn remove_model(State(inner): State<Arc<Inner>>, body: Body) ->
             .write(vec![Write::Delete(t.store_key())])
             .await
         {
+            lock(&models.trained).insert(tag, t);
             return refused(unstored(e));
         }
-        lock(&models.trained).remove(&tag);
         return json_response(
             StatusCode::OK,
             json!({"Removed_model": {"name": t.name, "version": t.version.to_string()}}),

@@ -177,6 +177,12 @@ async fn model_routes_answer_as_the_original() {
                 "steps_back": 20, "telemetry_metrics": ["ramp"], "model_parameters": {},
                 "labels": {"site": "pier"}}).to_string(),
         ),
+        // Retrained with the labels it has: version 2 replaces the running metric's model.
+        (
+            "train_model_metric",
+            json!({"model_name": "ramp_model", "model_type": "ETS", "test_size": 0.2,
+                "steps_back": 20, "telemetry_metrics": ["ramp"], "model_parameters": {}}).to_string(),
+        ),
         (
             "train_model_metric",
             json!({"model_name": "xgb_model", "model_type": "XGB", "test_size": 0.2,
@@ -202,8 +208,10 @@ async fn model_routes_answer_as_the_original() {
         ("show_models", r#"{"model": "nobody"}"#.into()),
         ("create_model_metric", model_metric("latest_forecast", "ramp", "ramp_model:latest", 20)),
         ("remove_model", r#"{"model_tag": "ramp_model:1"}"#.into()),
-        // Version 1 runs the metric its training started, so it stays; version 2 runs nothing
-        // (latest_forecast's `ramp_model:latest` then names version 1).
+        // Version 2 runs the metric ramp_model that its training restarted.
+        ("remove_model", r#"{"model_tag": "ramp_model:2"}"#.into()),
+        ("stop_model_metrics", r#"{"metric_names": ["ramp_model"]}"#.into()),
+        // Still used: by latest_forecast, whose `ramp_model:latest` names the only version.
         ("remove_model", r#"{"model_tag": "ramp_model:2"}"#.into()),
         ("show_models", String::new()),
     ];
@@ -680,6 +688,163 @@ async fn the_model_metric_limit_holds_under_concurrent_definitions() {
             .all(|(_, a)| a["detail"].as_str().unwrap().contains("max_model_metrics")),
         "{answers:?}"
     );
+    drop(app);
+    drop(c);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// What a second attack found: a model in use removed during its metric's first cycle, names
+/// another source or a model metric owns, a training stored before its metric was refused, and
+/// re-posts counted against the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_models_in_use_stay_consistent_under_races() {
+    let prom = MockServer::start().await;
+    Mock::given(path("/api/v1/query_range"))
+        .and(query_param("query", "slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(matrix(&ramp(30)))
+                .set_delay(Duration::from_millis(600)),
+        )
+        .mount(&prom)
+        .await;
+    Mock::given(path("/api/v1/query_range"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(matrix(&ramp(30))))
+        .mount(&prom)
+        .await;
+    let dir = temp_dir("races");
+    let services = services();
+    // The host exposes process_open_fds (recorded at every scrape).
+    services.names.record(
+        "the host",
+        [&tidegauge_core::MetricFamily::gauge("process_open_fds", "")],
+    );
+    let cfg = Config {
+        data_dir: Some(dir.clone()),
+        models: ModelsConfig {
+            max_model_metrics: 3,
+            ..prometheus_config(&prom)
+        },
+        ..Config::default()
+    };
+    let c = IcosPush::open(&cfg, &services, None).unwrap();
+    let app = c.routes().into_router();
+    let train = |name: &str| {
+        json!({"model_name": name, "model_type": "linear", "test_size": 0.2, "steps_back": 10,
+            "telemetry_metrics": ["q"], "model_parameters": {}})
+        .to_string()
+    };
+    let (status, answer) = post(&app, "/train_model_metric", &train("lin")).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = post(&app, "/stop_model_metrics", r#"{"metric_names": ["lin"]}"#).await;
+    assert_eq!(status, 200);
+    // A removal while a definition using the model runs its first cycle: one of them fails.
+    let creating = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            post(
+                &app,
+                "/create_model_metric",
+                &model_metric("uses_lin", "slow", "lin:1", 10),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let removed = post(&app, "/remove_model", r#"{"model_tag": "lin:1"}"#).await;
+    let created = creating.await.unwrap();
+    assert_eq!(removed.0, 400, "{removed:?} / {created:?}");
+    assert!(
+        removed.1["detail"].as_str().unwrap().contains("uses_lin"),
+        "{removed:?}"
+    );
+    assert_eq!(created.0, 200, "{created:?}");
+    // A name the host exposes, for a model metric or an ICOS metric.
+    let (status, answer) = post(
+        &app,
+        "/create_model_metric",
+        &model_metric("process_open_fds", "q", "embedded:linear", 10),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["detail"].as_str().unwrap().contains("the host"),
+        "{answer}"
+    );
+    let (status, answer) = post(
+        &app,
+        "/create_metric",
+        r#"{"metric_type": 2, "metric_name": "process_open_fds", "value": 3}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    // A push to a series a model metric writes.
+    for name in ["uses_lin", "uses_lin_lower"] {
+        let (status, answer) = post(
+            &app,
+            "/create_metric",
+            &json!({"metric_type": 2, "metric_name": name, "value": 5, "labels": {"node": "n1"}})
+                .to_string(),
+        )
+        .await;
+        assert_eq!(status, 400, "{name}: {answer}");
+        assert!(
+            answer["detail"]
+                .as_str()
+                .unwrap()
+                .contains("model metric uses_lin"),
+            "{answer}"
+        );
+    }
+    // A training whose metric could not start stores nothing.
+    let (status, answer) = post(&app, "/train_model_metric", &train("uses_lin_confidence")).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = post(&app, "/train_model_metric", &train("tidegauge_model")).await;
+    assert_eq!(status, 400, "{answer}");
+    let (_, listed) = post(&app, "/show_models", "").await;
+    assert_eq!(
+        listed,
+        json!({"models_count": 1, "models_list": {"lin:1": "lin"}})
+    );
+    // Two metrics of three allowed: re-posting both while a third is defined adds one, not three.
+    let (status, answer) = post(
+        &app,
+        "/create_model_metric",
+        &model_metric("second", "q", "embedded:linear", 10),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let reposts: Vec<_> = ["uses_lin", "second"]
+        .into_iter()
+        .map(|name| {
+            let app = app.clone();
+            let tag = if name == "second" {
+                "embedded:linear"
+            } else {
+                "lin:1"
+            };
+            tokio::spawn(async move {
+                post(
+                    &app,
+                    "/create_model_metric",
+                    &model_metric(name, "slow", tag, 10),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, answer) = post(
+        &app,
+        "/create_model_metric",
+        &model_metric("third", "q", "embedded:linear", 10),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    for r in reposts {
+        let (status, answer) = r.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
     drop(app);
     drop(c);
     std::fs::remove_dir_all(&dir).ok();
