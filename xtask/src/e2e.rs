@@ -299,7 +299,29 @@ pub fn run(cargo: &str) -> Result<(), String> {
             "steps_back": 5, "step_in_seconds": 1}),
         )
         .await?;
-        settle(&http, &prom, &checks).await
+        let mut lines = settle(&http, &prom, &checks).await?;
+        // Every expression of the operations kit's dashboard parses and finds data.
+        let text = std::fs::read_to_string(crate::root().join("ops/grafana-dashboard.json"))
+            .map_err(|e| e.to_string())?;
+        let dash: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let exprs: Vec<String> = dash["panels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+            .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+            .collect();
+        for e in &exprs {
+            let got = query(&http, &prom, e).await?;
+            if got.is_empty() {
+                return Err(format!("the dashboard's {e:?} finds no data in Prometheus"));
+            }
+            lines.push(format!(
+                "ok   dashboard query                              {e} ({} series)",
+                got.len()
+            ));
+        }
+        Ok(lines)
     })?;
     for l in &lines {
         println!("{l}");
