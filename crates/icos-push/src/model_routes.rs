@@ -425,16 +425,42 @@ impl CycleError {
 
 /// What answers a model tag.
 enum Backend {
+    Local(Local),
+    Remote(Intelligence),
+}
+
+/// A model run here.
+enum Local {
     Embedded(forecast::Model),
     Trained(TrainedModel),
-    Remote(Intelligence),
+}
+
+impl Local {
+    /// Linear fits take microseconds: they never wait for a core.
+    fn cheap(&self) -> bool {
+        match self {
+            Self::Embedded(m) => *m == forecast::Model::Linear,
+            Self::Trained(t) => t.fitted.model == forecast::Model::Linear,
+        }
+    }
+
+    fn forecast(
+        self,
+        series: &[f64],
+        period: Option<usize>,
+    ) -> Result<forecast::Forecast, forecast::ForecastError> {
+        match self {
+            Self::Embedded(m) => forecast::forecast(m, series, period),
+            Self::Trained(t) => forecast::forecast_trained(&t.fitted, series),
+        }
+    }
 }
 
 /// The backend of `tag`: an embedded model, a model trained here (`<name>:<version>`, or
 /// `<name>:latest` for its newest version), else the remote API when one is configured.
 fn resolve(inner: &Inner, tag: &str) -> Result<Backend, String> {
     if let Some(m) = forecast::Model::from_tag(tag) {
-        return Ok(Backend::Embedded(m));
+        return Ok(Backend::Local(Local::Embedded(m)));
     }
     let trained = lock(&inner.durable.models.trained);
     let local = match tag.rsplit_once(':') {
@@ -445,7 +471,7 @@ fn resolve(inner: &Inner, tag: &str) -> Result<Backend, String> {
         _ => trained.get(tag),
     };
     if let Some(t) = local {
-        return Ok(Backend::Trained(t.clone()));
+        return Ok(Backend::Local(Local::Trained(t.clone())));
     }
     if !tag.starts_with("embedded:")
         && let Some(i) = &inner.models.intelligence
@@ -533,13 +559,11 @@ fn check_definition(inner: &Inner, def: &Definition) -> Result<(), String> {
         return Err(no_source());
     }
     match resolve(inner, &def.model_tag)? {
-        Backend::Embedded(_) | Backend::Trained(_) if def.telemetry_metrics.len() > 1 => {
-            Err(format!(
-                "model {} forecasts one series, and telemetry_metrics has {} expressions; give one",
-                def.model_tag,
-                def.telemetry_metrics.len()
-            ))
-        }
+        Backend::Local(_) if def.telemetry_metrics.len() > 1 => Err(format!(
+            "model {} forecasts one series, and telemetry_metrics has {} expressions; give one",
+            def.model_tag,
+            def.telemetry_metrics.len()
+        )),
         _ => Ok(()),
     }
 }
@@ -592,22 +616,13 @@ pub(crate) async fn cycle(inner: &Inner, def: &Definition) -> Result<Outcome, Cy
                 interval: p.interval,
             }
         }
-        local => {
+        Backend::Local(local) => {
             let series = inputs.into_iter().next().unwrap_or_default();
             let period = def.period;
-            let cheap = match &local {
-                Backend::Embedded(m) => *m == forecast::Model::Linear,
-                Backend::Trained(t) => t.fitted.model == forecast::Model::Linear,
-                Backend::Remote(_) => true,
-            };
             let f = inner
                 .durable
                 .models
-                .forecast(cheap, move || match local {
-                    Backend::Embedded(m) => forecast::forecast(m, &series, period),
-                    Backend::Trained(t) => forecast::forecast_trained(&t.fitted, &series),
-                    Backend::Remote(_) => unreachable!("handled above"),
-                })
+                .forecast(local.cheap(), move || local.forecast(&series, period))
                 .await
                 .map_err(model_err)?
                 .map_err(|e| model_err(e.to_string()))?;
