@@ -174,8 +174,10 @@ pub fn run() -> Result<(), String> {
         &cfg,
         format!(
             "# Written by `cargo xtask demo`.\n\
-             [web]\nlisten_addresses = [\"127.0.0.1:9877\"]\n\n{}",
-            up.tables
+             [web]\nlisten_addresses = [\"127.0.0.1:9877\"]\n\n{}\
+             [collectors.icos-push]\ndata_dir = {:?}\n",
+            up.tables,
+            dir.join("data").display().to_string()
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -194,6 +196,9 @@ pub fn run() -> Result<(), String> {
     );
     eprintln!(
         "xtask: try  curl -s http://127.0.0.1:9877/metrics  and  curl -s 'http://127.0.0.1:9877/probe?target=http://{app_addr}/status'"
+    );
+    eprintln!(
+        "xtask: and pushes:  curl -X PUT --data-binary 'demo_pushed 1' http://127.0.0.1:9877/metrics/job/demo"
     );
     eprintln!("xtask: Ctrl-C stops both");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

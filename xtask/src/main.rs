@@ -1,4 +1,4 @@
-//! Repository chores: `cargo xtask test | demo | bench | new-collector NAME`.
+//! Repository chores: `cargo xtask test | e2e | demo | bench | soak | new-collector NAME`.
 
 mod bench;
 mod demo;
@@ -56,9 +56,26 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Runs a command in the workspace root, failing on a non-zero exit.
+/// Runs a command in the workspace root, failing on a non-zero exit. The variables `cargo run`
+/// set for xtask itself are left out: ring's and rustls's build scripts rerun when
+/// `CARGO_MANIFEST_DIR` changes, so a build started here would otherwise redo (and undo) the
+/// README's `cargo run --release -p tidegauge`, about four minutes on two cores each way.
 pub fn run(cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        ) || key.starts_with("CARGO_PKG_")
+        {
+            cmd.env_remove(key);
+        }
+    }
     eprintln!("xtask: running {shown}");
     let status = cmd
         .current_dir(root())
