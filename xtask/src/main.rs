@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod docker;
 mod e2e;
 mod models;
 mod scaffold;
@@ -17,6 +18,7 @@ fn usage() -> ExitCode {
          commands:\n  \
          test                 install test tools when missing (promtool), then run every test and the e2e run\n  \
          e2e                  the host under a real Prometheus with every collector's sample upstreams\n  \
+         docker               the Dockerfile's build commands run plainly, the binary started as its user\n  \
          demo                 start sample upstreams (status app, IFCB dashboard, sensor boards, sysfs) and the host\n  \
          bench [WHAT]         criterion and end-to-end benchmarks (release build); WHAT: encode, models, host, ifcb, push, sensors\n  \
          soak                 100,000 scrapes and pushes with probes and reloads: memory, files, no lost push\n  \
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::run(),
+        Some("docker") => docker::check(),
         Some("e2e") => e2e::run(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())),
         Some("bench") => bench::run(&args[1..]),
         Some("soak") => soak::run(),
@@ -121,6 +124,7 @@ fn test(extra: &[String]) -> Result<(), String> {
     ]))?;
     scaffold::check(&cargo)?;
     e2e::run(&cargo)?;
+    docker::check()?;
     // The test run goes last, so its summary closes the output.
     let nextest = Command::new(&cargo)
         .args(["nextest", "--version"])
