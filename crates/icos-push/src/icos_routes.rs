@@ -23,6 +23,18 @@ pub(crate) fn rejection(r: Rejection) -> Response {
 #[allow(clippy::result_large_err)]
 /// Reads and parses a JSON body within the size limit; the error is the answer to send.
 pub(crate) async fn json_body(inner: &Inner, body: Body) -> Result<Json, Response> {
+    read_json(inner, body, false).await
+}
+
+#[allow(clippy::result_large_err)]
+/// [`json_body`], an empty body (or only whitespace) reading as `{}`: a route whose fields all
+/// have defaults.
+pub(crate) async fn json_body_or_empty(inner: &Inner, body: Body) -> Result<Json, Response> {
+    read_json(inner, body, true).await
+}
+
+#[allow(clippy::result_large_err)]
+async fn read_json(inner: &Inner, body: Body, empty_is_object: bool) -> Result<Json, Response> {
     let max_body = inner.settings.max_body;
     let bytes = to_bytes(body, max_body).await.map_err(|_| {
         json_response(
@@ -30,6 +42,9 @@ pub(crate) async fn json_body(inner: &Inner, body: Body) -> Result<Json, Respons
             json!({"detail": format!("request body exceeds the limit of {max_body} bytes")}),
         )
     })?;
+    if empty_is_object && bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
     serde_json::from_slice(&python_json(&bytes)).map_err(|e| {
         rejection(Rejection::Schema(vec![json!({
             "type": "json_invalid", "loc": ["body", e.column()], "msg": "JSON decode error",

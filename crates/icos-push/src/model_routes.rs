@@ -1025,27 +1025,8 @@ async fn train_locally(inner: &Arc<Inner>, req: &TrainRequest) -> Result<(), Ref
         })
 }
 
-/// Reads an optional JSON body: empty is `{}`.
-async fn optional_body(inner: &Inner, body: Body) -> Result<Json, Response> {
-    let max = inner.settings.max_body;
-    let bytes = to_bytes(body, max).await.map_err(|_| {
-        json_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json!({"detail": format!("request body exceeds the limit of {max} bytes")}),
-        )
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        rejection(Rejection::Schema(vec![json!({
-            "type": "json_invalid", "loc": ["body", e.column()], "msg": "JSON decode error",
-            "input": {}, "ctx": {"error": e.to_string()}})]))
-    })
-}
-
 pub(crate) async fn show_models(State(inner): State<Arc<Inner>>, body: Body) -> Response {
-    let body = match optional_body(&inner, body).await {
+    let body = match json_body_or_empty(&inner, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
