@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use clap::ArgMatches;
 use futures_util::FutureExt;
 use tidegauge_core::{CancellationToken, Environment, HostServices, Instance};
+use tidegauge_remote_write::RemoteWrite;
 use tidegauge_server::bearer::Verifier;
 use tidegauge_server::conn::{self, ConnLimits, ConnStats};
 use tidegauge_server::{
@@ -97,15 +98,23 @@ fn main() -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let conn_stats = Arc::new(ConnStats::default());
+    let remote_stats = Arc::new(tidegauge_remote_write::Stats::default());
     let (engine, instances) = match build_engine(
         &cfg,
         &services,
         &catalog,
         &Instances::new(),
         None,
-        &conn_stats,
+        (&conn_stats, &remote_stats),
     ) {
         Ok(built) => built,
+        Err(e) => {
+            eprintln!("tidegauge: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let remote = match build_remote(&cfg, &services, &remote_stats, None) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("tidegauge: invalid configuration: {e}");
             return ExitCode::from(2);
@@ -127,6 +136,8 @@ fn main() -> ExitCode {
         services,
         instances: Mutex::new(instances),
         conn_stats,
+        remote_stats,
+        remote: Mutex::new(remote.map(|r| (r, CancellationToken::new()))),
     };
     let served = runtime.block_on(serve(topology, cfg, engine));
     // A blocking read that never returns (a hanging sysfs driver) must not keep the process
@@ -162,7 +173,7 @@ fn build_engine(
     catalog: &Catalog,
     previous: &Instances,
     previous_access: Option<&AccessPolicy>,
-    conn_stats: &Arc<ConnStats>,
+    (conn_stats, remote_stats): (&Arc<ConnStats>, &Arc<tidegauge_remote_write::Stats>),
 ) -> Result<(Engine, Instances), ConfigError> {
     let mut instances = previous.clone();
     let verifier = Verifier::new(
@@ -181,6 +192,7 @@ fn build_engine(
         .access(access)
         .names(Arc::clone(&services.names))
         .conn_stats(Arc::clone(conn_stats))
+        .host_metrics(Arc::clone(remote_stats) as Arc<dyn tidegauge_server::HostMetrics>)
         .const_labels(cfg.labels.clone())
         .host_paths(tidegauge_server::router::host_paths(
             &cfg.web.telemetry_path,
@@ -212,6 +224,22 @@ fn build_engine(
         );
     }
     Ok((engine, instances))
+}
+
+/// The `[remote_write]` destination, taking over the previous one's queue when it has the same
+/// directory; `None` when the table is absent.
+fn build_remote(
+    cfg: &HostConfig,
+    services: &HostServices,
+    stats: &Arc<tidegauge_remote_write::Stats>,
+    previous: Option<&RemoteWrite>,
+) -> Result<Option<Arc<RemoteWrite>>, ConfigError> {
+    let Some(rw) = &cfg.remote_write else {
+        return Ok(None);
+    };
+    RemoteWrite::build(rw, &services.data_dir, Arc::clone(stats), previous)
+        .map(|r| Some(Arc::new(r)))
+        .map_err(|e| ConfigError(e.to_string()))
 }
 
 async fn bind(addr: &str) -> std::io::Result<Vec<TcpListener>> {
@@ -257,6 +285,10 @@ struct Topology {
     instances: Mutex<Instances>,
     /// Connections the listeners closed, kept across reloads.
     conn_stats: Arc<ConnStats>,
+    /// Remote write's counters, kept across reloads.
+    remote_stats: Arc<tidegauge_remote_write::Stats>,
+    /// The remote-write destination running, and what stops it.
+    remote: Mutex<Option<(Arc<RemoteWrite>, CancellationToken)>>,
 }
 
 async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::Result<()> {
@@ -277,6 +309,10 @@ async fn serve(topology: Topology, cfg: HostConfig, engine: Engine) -> std::io::
     let background = Arc::new(Mutex::new(shutdown.child_token()));
     engine.start_background(&lock(&background));
     let shared = SharedEngine::new(engine);
+    if let Some((rw, token)) = lock(&topology.remote).as_mut() {
+        *token = shutdown.child_token();
+        rw.start(shared.clone(), token.clone());
+    }
 
     let reload: ReloadFn = {
         let shared = shared.clone();
@@ -376,11 +412,18 @@ fn reload(
                 &topology.catalog,
                 &instances,
                 Some(running.access()),
-                &topology.conn_stats,
+                (&topology.conn_stats, &topology.remote_stats),
             )
             .map(|(engine, next)| (cfg, engine, next))
+        })
+        .and_then(|(cfg, engine, next)| {
+            // Built again on every reload (secret files are re-read); the queue is handed over.
+            let remote = lock(&topology.remote);
+            let previous = remote.as_ref().map(|(rw, _)| &**rw);
+            build_remote(&cfg, &topology.services, &topology.remote_stats, previous)
+                .map(|rw| (cfg, engine, next, rw))
         });
-    let (cfg, engine, next) = built.map_err(|e| {
+    let (cfg, engine, next, remote) = built.map_err(|e| {
         tracing::error!(error = %e, "reload failed; keeping the running configuration");
         e.to_string()
     })?;
@@ -401,6 +444,17 @@ fn reload(
     shared.replace(engine);
     let old_token = std::mem::replace(&mut *lock(background), token);
     old_token.cancel();
+    {
+        let mut running = lock(&topology.remote);
+        if let Some((_, token)) = running.take() {
+            token.cancel();
+        }
+        if let Some(rw) = remote {
+            let token = shutdown.child_token();
+            rw.start(shared.clone(), token.clone());
+            *running = Some((rw, token));
+        }
+    }
     *lock(running) = cfg;
     for n in &notes {
         tracing::warn!("{n}");

@@ -1075,3 +1075,35 @@ async fn openmetrics_stays_valid_whatever_the_pushed_names() {
     assert!(om.contains("# TYPE neg_total unknown\n"), "{om}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A `[remote_write]` table that cannot work is refused at start-up, naming the key.
+#[test]
+fn bad_remote_write_settings_are_refused_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("tg-rw-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("t.toml");
+    for (table, want) in [
+        (
+            "[remote_write]\nurl = \"http://127.0.0.1:9/w\"\ncollectors = [\"nonesuch\"]\n",
+            "remote_write.collectors: \"nonesuch\"",
+        ),
+        (
+            "[remote_write]\ninterval = \"15s\"\n",
+            "missing field `url`",
+        ),
+        (
+            "[remote_write]\nurl = \"http://127.0.0.1:9/w\"\nqueue_max_bytes = 5\n",
+            "remote_write.queue_max_bytes",
+        ),
+    ] {
+        std::fs::write(&cfg, table).unwrap();
+        let out = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "--check-config"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{table}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{table}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

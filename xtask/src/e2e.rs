@@ -27,9 +27,23 @@ fn expect(what: &'static str, query: impl Into<String>, value: f64) -> Expect {
 }
 
 async fn query(http: &reqwest::Client, prom: &str, q: &str) -> Result<Vec<f64>, String> {
+    query_at(http, prom, q, None).await
+}
+
+/// An instant query's values, at `time` (seconds) or now.
+pub(crate) async fn query_at(
+    http: &reqwest::Client,
+    prom: &str,
+    q: &str,
+    time: Option<f64>,
+) -> Result<Vec<f64>, String> {
     let mut url =
         reqwest::Url::parse(&format!("{prom}/api/v1/query")).map_err(|e| e.to_string())?;
     url.query_pairs_mut().append_pair("query", q);
+    if let Some(t) = time {
+        url.query_pairs_mut()
+            .append_pair("time", &format!("{t:.3}"));
+    }
     let body = http
         .get(url)
         .send()
@@ -323,6 +337,8 @@ pub fn run(cargo: &str) -> Result<(), String> {
         }
         Ok(lines)
     })?;
+    let mut lines = lines;
+    lines.extend(crate::remote_write::run(&rt, &bin, &dir)?);
     for l in &lines {
         println!("{l}");
     }

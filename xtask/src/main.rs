@@ -5,6 +5,7 @@ mod demo;
 mod docker;
 mod e2e;
 mod models;
+mod remote_write;
 mod scaffold;
 mod sensors;
 mod soak;

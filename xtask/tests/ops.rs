@@ -38,13 +38,17 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
     let checked = run(Command::new(&promtool)
         .args(["check", "rules", "alerts.yml"])
         .current_dir(ops()));
-    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    let rules = std::fs::read_to_string(ops().join("alerts.yml")).unwrap();
+    let count = rules.matches("- alert: ").count();
+    assert!(
+        checked.contains(&format!("SUCCESS: {count} rules found")),
+        "{checked}"
+    );
     let tested = run(Command::new(&promtool)
         .args(["test", "rules", "alerts.test.yml"])
         .current_dir(ops()));
     assert!(tested.contains("SUCCESS"), "{tested}");
     // Every alert has a unit test.
-    let rules = std::fs::read_to_string(ops().join("alerts.yml")).unwrap();
     let tests = std::fs::read_to_string(ops().join("alerts.test.yml")).unwrap();
     for alert in rules
         .lines()

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 /// Crates under `crates/` that are not collectors.
-const HOST_CRATES: [&str; 3] = ["core", "server", "testkit"];
+const HOST_CRATES: [&str; 4] = ["core", "remote-write", "server", "testkit"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

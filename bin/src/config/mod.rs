@@ -158,6 +158,25 @@ pub fn load(
     let labels = constant_labels(raw.labels, m)?;
     let taken_over = legacies.iter().any(|l| l.takes_over);
     let collectors = resolve_collectors(m, catalog, raw.collectors, taken_over)?;
+    if let Some(rw) = &raw.remote_write {
+        tidegauge_remote_write::RemoteWrite::check(rw).map_err(|e| ConfigError(e.to_string()))?;
+        for name in rw.collectors.iter().flatten() {
+            match collectors.get(name) {
+                Some(c) if c.enabled => {}
+                Some(_) => {
+                    return Err(ConfigError(format!(
+                        "remote_write.collectors: collector {name:?} is not enabled"
+                    )));
+                }
+                None => {
+                    return Err(ConfigError(format!(
+                        "remote_write.collectors: {name:?}: {}",
+                        catalog.missing(name)
+                    )));
+                }
+            }
+        }
+    }
     Ok(HostConfig {
         web: raw.web,
         scrape: raw.scrape,
@@ -165,6 +184,7 @@ pub fn load(
         auth: raw.auth,
         labels,
         collectors,
+        remote_write: raw.remote_write,
         file,
     })
 }

@@ -161,6 +161,9 @@ pub struct RawConfig {
     /// `[collectors.NAME]`, as given.
     #[serde(default)]
     pub collectors: BTreeMap<String, Dict>,
+    /// `[remote_write]`.
+    #[serde(default)]
+    pub remote_write: Option<tidegauge_remote_write::RemoteWriteConfig>,
 }
 
 /// Host-level settings of one collector, read from its table beside its own keys.
@@ -214,6 +217,8 @@ pub struct HostConfig {
     pub labels: Vec<(String, String)>,
     /// Per collector, for every compiled-in collector.
     pub collectors: BTreeMap<String, CollectorConfig>,
+    /// `[remote_write]`, checked.
+    pub remote_write: Option<tidegauge_remote_write::RemoteWriteConfig>,
     /// The file read, if any.
     pub file: Option<PathBuf>,
 }

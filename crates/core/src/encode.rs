@@ -373,6 +373,50 @@ fn write_labels(out: &mut String, labels: &LabelSet, extra: Option<(&str, &str)>
     out.push('}');
 }
 
+/// Calls `f` for every series a family has in text 0.0.4, as Prometheus stores it after
+/// scraping that format: the sample name, the labels, the label a histogram or summary part adds
+/// (`le`, `quantile`, written as the text encoder writes it), and the value. Remote write sends
+/// these, so a receiver stores the same series a scrape would.
+pub fn for_each_series(
+    family: &MetricFamily,
+    mut f: impl FnMut(&str, &LabelSet, Option<(&str, &str)>, f64),
+) {
+    let sample_name = family.text_name();
+    let name = &family.name;
+    for s in &family.samples {
+        match &s.value {
+            Value::Number(v) => {
+                let v = if family.kind == MetricType::Info {
+                    1.0
+                } else {
+                    *v
+                };
+                f(&sample_name, &s.labels, None, v);
+            }
+            Value::Histogram(h) => {
+                let bucket = format!("{name}_bucket");
+                for (le, cum) in &h.buckets {
+                    let mut le_s = String::new();
+                    push_float(&mut le_s, *le);
+                    f(&bucket, &s.labels, Some(("le", &le_s)), *cum as f64);
+                }
+                f(&bucket, &s.labels, Some(("le", "+Inf")), h.count as f64);
+                f(&format!("{name}_sum"), &s.labels, None, h.sum);
+                f(&format!("{name}_count"), &s.labels, None, h.count as f64);
+            }
+            Value::Summary(q) => {
+                for (quantile, v) in &q.quantiles {
+                    let mut q_s = String::new();
+                    push_float(&mut q_s, *quantile);
+                    f(name, &s.labels, Some(("quantile", &q_s)), *v);
+                }
+                f(&format!("{name}_sum"), &s.labels, None, q.sum);
+                f(&format!("{name}_count"), &s.labels, None, q.count as f64);
+            }
+        }
+    }
+}
+
 /// Writes a sample value the way Prometheus parsers read it: integers without a fraction,
 /// `NaN`, `+Inf`, `-Inf`, otherwise the shortest representation that round-trips.
 pub fn push_float(out: &mut String, v: f64) {
@@ -458,6 +502,27 @@ mod tests {
     #[test]
     fn text_format() {
         insta::assert_snapshot!(encode_text(&[fixture()]));
+    }
+
+    #[test]
+    fn series_are_the_text_formats_samples() {
+        // Written with the text encoder's own pieces, the series must be its sample lines.
+        let mut lines = String::new();
+        for family in &fixture().families {
+            for_each_series(family, |name, labels, extra, v| {
+                lines.push_str(name);
+                write_labels(&mut lines, labels, extra);
+                lines.push(' ');
+                push_float(&mut lines, v);
+                lines.push('\n');
+            });
+        }
+        let text: String = encode_text(&[fixture()])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(lines, text);
     }
 
     #[test]

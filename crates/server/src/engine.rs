@@ -270,6 +270,14 @@ pub struct Engine {
     names: Arc<Names>,
     consts: ConstLabels,
     conn_stats: Arc<crate::conn::ConnStats>,
+    host_metrics: Vec<Arc<dyn HostMetrics>>,
+}
+
+/// Self-metrics of a part of the host outside the engine (remote write), served with the
+/// host's own families.
+pub trait HostMetrics: Send + Sync + std::fmt::Debug {
+    /// The families, as they are now; names start with `tidegauge_`.
+    fn families(&self) -> Vec<MetricFamily>;
 }
 
 /// Builder for [`Engine`].
@@ -354,6 +362,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Adds self-metrics of a host part outside the engine.
+    pub fn host_metrics(mut self, metrics: Arc<dyn HostMetrics>) -> Self {
+        self.engine.host_metrics.push(metrics);
+        self
+    }
+
     /// Paths the host serves itself; a collector declaring one is an error.
     pub fn host_paths(mut self, paths: Vec<String>) -> Self {
         self.host_paths = paths;
@@ -369,6 +383,9 @@ impl EngineBuilder {
         let (mut host, (duplicates, series)) = SelfMetrics::new().finish(&self.engine.build);
         host.families
             .extend([duplicates, series, self.engine.conn_stats.family()]);
+        for m in &self.engine.host_metrics {
+            host.families.extend(m.families());
+        }
         if self.engine.process_metrics {
             host.families.extend(crate::process::families());
         }
@@ -432,6 +449,7 @@ impl Engine {
                 names: Arc::default(),
                 consts: ConstLabels::default(),
                 conn_stats: Arc::default(),
+                host_metrics: Vec::new(),
             },
             host_paths: Vec::new(),
         }
@@ -550,6 +568,11 @@ impl Engine {
         }
         let (mut own, duplicates) = meta.finish(&self.build);
         own.push(self.conn_stats.family());
+        for m in &self.host_metrics {
+            for f in m.families() {
+                own.push(f);
+            }
+        }
         if self.process_metrics {
             for f in crate::process::families() {
                 own.push(f);

@@ -14,5 +14,5 @@ pub mod webconfig;
 
 pub use access::AccessPolicy;
 pub use deadline::{TimeoutSettings, scrape_budget};
-pub use engine::{BuildInfo, CollectorSettings, Engine, Selection};
+pub use engine::{BuildInfo, CollectorSettings, Engine, HostMetrics, Selection};
 pub use router::{ReloadFn, SharedEngine, WebSettings, router};
