@@ -1107,3 +1107,26 @@ fn bad_remote_write_settings_are_refused_naming_the_key() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A syntax error in the configuration file is reported by position, without the line: a
+/// secret written there must not reach the log or the reload's answer.
+#[test]
+fn a_syntax_error_does_not_echo_the_line() {
+    let dir = std::env::temp_dir().join(format!("tg-syntax-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("t.toml");
+    std::fs::write(
+        &cfg,
+        "[remote_write]\nurl = \"http://127.0.0.1:9/w\"\n[remote_write.basic_auth]\nusername = \"u\"\npassword = \"s3cr3t-\"pw\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TOML syntax error at line 5, column"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

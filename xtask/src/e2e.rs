@@ -127,7 +127,7 @@ async fn settle(
 }
 
 pub fn run(cargo: &str) -> Result<(), String> {
-    crate::ensure_tools(&["prometheus"])?;
+    crate::ensure_tools(&["prometheus", "chromium"])?;
     crate::run(Command::new(cargo).args(["build", "-p", "tidegauge"]))?;
     let bin = crate::root().join("target/debug/tidegauge");
     let dir = crate::root().join("target/e2e");
@@ -338,6 +338,35 @@ pub fn run(cargo: &str) -> Result<(), String> {
         Ok(lines)
     })?;
     let mut lines = lines;
+    // The landing page, now that every collector has something to show: the failing board
+    // first, the stale cruise before the live dataset, relative times.
+    let mut expected = vec![
+        "Needs attention",
+        "sensor-bridge",
+        "Boards",
+        "greenhouse",
+        "Datasets",
+        "mvco",
+        "cruise-2025",
+        " ago",
+        "Push groups",
+        "job=e2e-batch",
+        "Model metrics",
+        "e2e_up_forecast",
+    ];
+    if up.mqtt_port.is_some() {
+        expected.extend(["MQTT broker", "connected", "livingroom"]);
+    }
+    lines.extend(crate::browser::check(
+        &dir,
+        &base,
+        &expected,
+        &[
+            ("Needs attention: sensor-bridge : 1 failing", "Collectors"),
+            ("failing flaky", "ok greenhouse"),
+            ("warning sample cruise-2025", "ok sample mvco"),
+        ],
+    )?);
     lines.extend(crate::remote_write::run(&rt, &bin, &dir)?);
     for l in &lines {
         println!("{l}");

@@ -1,6 +1,7 @@
 //! Repository chores: `cargo xtask test | e2e | demo | bench | soak | new-collector NAME`.
 
 mod bench;
+mod browser;
 mod demo;
 mod docker;
 mod e2e;

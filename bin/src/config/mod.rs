@@ -99,8 +99,21 @@ pub fn load(
         // Read it ourselves so a syntax error names the file plainly.
         let text =
             std::fs::read_to_string(f).map_err(|e| ConfigError(format!("{}: {e}", f.display())))?;
-        text.parse::<toml::Table>()
-            .map_err(|e| ConfigError(format!("{}: {e}", f.display())))?;
+        // Position and message only: the parser's excerpt of the line would print a secret
+        // written there (a password with a stray quote) in logs and in the reload's answer.
+        text.parse::<toml::Table>().map_err(|e| {
+            let at = e.span().map_or(String::new(), |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" at line {line}, column {column}")
+            });
+            ConfigError(format!(
+                "{}: TOML syntax error{at}: {}",
+                f.display(),
+                e.message().trim_end()
+            ))
+        })?;
         fig = fig.merge(Toml::file_exact(f));
     }
     fig = fig.merge(Env::prefixed("TIDEGAUGE_").split("__"));

@@ -11,6 +11,7 @@ pub mod http;
 pub mod names;
 pub mod singleflight;
 pub mod snapshot;
+pub mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -186,6 +187,13 @@ pub trait Collector: Send + Sync + 'static {
     /// Multi-target probing through `/probe`. Default: not supported.
     fn prober(&self) -> Option<&dyn Prober> {
         None
+    }
+
+    /// What the landing page shows of this collector beyond its last scrape: datasets, boards,
+    /// groups, each with its health. Called per page view, from memory: it must not wait on
+    /// upstreams. Default: nothing.
+    fn status(&self) -> status::Status {
+        status::Status::default()
     }
 
     /// Long-running work (subscriptions, loops) until `shutdown` is cancelled. Default: none.

@@ -1,11 +1,81 @@
 //! The `Collector` implementation: the exposition of the pushed state.
 
 use super::*;
+use std::time::Duration;
+
+/// Push groups the landing page lists at most.
+const STATUS_GROUPS: usize = 100;
 
 #[async_trait]
 impl Collector for IcosPush {
     fn name(&self) -> &str {
         NAME
+    }
+
+    /// Push groups (worst first, at most [`STATUS_GROUPS`] of them) with their last push and
+    /// expiry, and the model metrics with their last cycle.
+    fn status(&self) -> tidegauge_core::status::Status {
+        use tidegauge_core::status::{Cell, Health, Row, Section, Status};
+        let now = unix_seconds(self.inner.services.clock.now());
+        let since =
+            |t: f64| (t > 0.0).then(|| Duration::try_from_secs_f64(now - t).unwrap_or_default());
+        let mut groups = Section::new(
+            "Push groups",
+            &[
+                "group",
+                "series",
+                "last push",
+                "last refused push",
+                "expires",
+            ],
+        );
+        let total = {
+            let state = lock(&self.inner.durable.state);
+            let (_, committed) = state.committed();
+            for g in committed.all() {
+                let key: Vec<String> = g.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let refused = g.failure_time > g.push_time;
+                groups.rows.push(Row::new(
+                    if refused { Health::Warning } else { Health::Ok },
+                    vec![
+                        Cell::Text(key.join(", ")),
+                        Cell::Text(
+                            g.families
+                                .iter()
+                                .map(|f| f.series_count())
+                                .sum::<usize>()
+                                .to_string(),
+                        ),
+                        Cell::Ago(since(g.push_time)),
+                        Cell::Ago(since(g.failure_time)),
+                        match g.expires {
+                            Some(e) => Cell::In(Some(
+                                Duration::try_from_secs_f64(e - now).unwrap_or_default(),
+                            )),
+                            None => Cell::Text("never".into()),
+                        },
+                    ],
+                ));
+            }
+            committed.len()
+        };
+        groups.rows.sort_by_key(|r| r.health);
+        if total > STATUS_GROUPS {
+            groups.rows.truncate(STATUS_GROUPS);
+            groups.rows.push(Row::new(
+                Health::Ok,
+                vec![Cell::Text(format!(
+                    "and {} more (see /api/v1/metrics)",
+                    total - STATUS_GROUPS
+                ))],
+            ));
+        }
+        let mut sections = vec![groups];
+        let models = &self.inner.durable.models;
+        if !lock(&models.definitions).is_empty() {
+            sections.push(models.status(now, self.inner.models.interval));
+        }
+        Status { sections }
     }
 
     /// The same `Arc` while nothing changed: the host then reuses its checks and encoding.

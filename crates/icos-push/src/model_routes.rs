@@ -228,6 +228,8 @@ pub(crate) struct ModelState {
     /// Every name a defined model metric writes, and which metric writes it: pushes may not
     /// write them.
     written: Mutex<HashMap<String, String>>,
+    /// Per metric, when its last cycle ended (Unix seconds) and why it failed, if it did.
+    last: Mutex<HashMap<String, (f64, Option<String>)>>,
 }
 
 /// What a reservation holds: the names the metric will write, and the model tag it uses.
@@ -270,6 +272,7 @@ impl ModelState {
             forecasts: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
             reserved: Mutex::default(),
             written: Mutex::default(),
+            last: Mutex::default(),
         };
         let defs: Vec<Arc<Definition>> = lock(&s.definitions).values().cloned().collect();
         for d in defs {
@@ -292,8 +295,45 @@ impl ModelState {
         }
     }
 
+    /// The model metrics as the landing page shows them (`now` in Unix seconds): model, step,
+    /// the last cycle and its error.
+    pub(crate) fn status(&self, now: f64, interval: Duration) -> tidegauge_core::status::Section {
+        use tidegauge_core::status::{Cell, Health, Row, Section};
+        let mut section = Section::new(
+            "Model metrics",
+            &["metric", "model", "step", "last cycle", "last error"],
+        );
+        let last = lock(&self.last);
+        for (name, def) in lock(&self.definitions).iter() {
+            let (health, age, error) = match last.get(name) {
+                None => (Health::Unknown, None, String::new()),
+                Some((at, err)) => (
+                    if err.is_some() {
+                        Health::Failing
+                    } else {
+                        Health::Ok
+                    },
+                    Some(Duration::try_from_secs_f64(now - at).unwrap_or_default()),
+                    err.clone().unwrap_or_default(),
+                ),
+            };
+            section.rows.push(Row::new(
+                health,
+                vec![
+                    Cell::Text(name.clone()),
+                    Cell::Text(def.model_tag.clone()),
+                    Cell::Span(def.step(interval)),
+                    Cell::Ago(age),
+                    Cell::Text(error),
+                ],
+            ));
+        }
+        section
+    }
+
     /// Forgets a definition and the names it writes.
     fn forget(&self, name: &str) -> Option<Arc<Definition>> {
+        lock(&self.last).remove(name);
         let removed = lock(&self.definitions).remove(name);
         if let Some(d) = &removed {
             let mut written = lock(&self.written);
@@ -574,6 +614,19 @@ fn no_source() -> String {
 
 /// One cycle: read the telemetry, predict, write the prediction and its bounds.
 pub(crate) async fn cycle(inner: &Inner, def: &Definition) -> Result<Outcome, CycleError> {
+    let result = run_cycle(inner, def).await;
+    let at = unix_seconds(inner.services.clock.now());
+    let error = result.as_ref().err().map(|e| e.message.clone());
+    let models = &inner.durable.models;
+    let mut last = lock(&models.last);
+    // A first cycle that fails defines nothing: remembering it would let requests grow the map.
+    if error.is_none() || lock(&models.definitions).contains_key(&def.name) {
+        last.insert(def.name.clone(), (at, error));
+    }
+    result
+}
+
+async fn run_cycle(inner: &Inner, def: &Definition) -> Result<Outcome, CycleError> {
     let source = inner
         .models
         .source

@@ -514,6 +514,16 @@ async fn later_failures_are_counted_and_definitions_survive_a_restart() {
     assert_eq!(status, 200, "{answer}");
     let first = value(&exposition(&c).await, "f ");
     assert!((first - 180.0).abs() < 1e-6, "{first}");
+    // The landing page shows the metric's last cycle.
+    let shown = |c: &IcosPush| {
+        let status = c.status();
+        let row = status.sections[1].rows[0].clone();
+        let cells: Vec<String> = row.cells.iter().map(ToString::to_string).collect();
+        (row.health, cells)
+    };
+    let (health, cells) = shown(&c);
+    assert_eq!(health, tidegauge_core::status::Health::Ok);
+    assert_eq!(cells[..4], ["f", "embedded:linear", "1 s", "just now"]);
     let (status, answer) = post(
         &app,
         "/train_model_metric",
@@ -539,6 +549,9 @@ async fn later_failures_are_counted_and_definitions_survive_a_restart() {
         "{text}"
     );
     assert_eq!(value(&text, "f "), first, "the last value stays");
+    let (health, cells) = shown(&c);
+    assert_eq!(health, tidegauge_core::status::Health::Failing);
+    assert!(cells[4].contains("503"), "{cells:?}");
     // A re-post whose first cycle fails is refused and changes nothing.
     let (status, answer) = post(
         &app,

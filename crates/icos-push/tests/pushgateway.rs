@@ -909,3 +909,47 @@ async fn the_json_api_as_the_pushgateway_writes_it() {
         .unwrap();
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
 }
+
+/// The landing page's status: each group with its last push and expiry, a group whose last
+/// push was refused first (a warning).
+#[tokio::test]
+async fn status_lists_groups_with_last_push_and_expiry_refused_first() {
+    use tidegauge_core::status::{Cell, Health};
+    let rig = Rig::new("status");
+    let (s, _) = rig
+        .send(
+            "PUT",
+            "/metrics/job/batch",
+            "a 1\nb 2\n",
+            &[("X-Push-TTL", "10m")],
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = rig.send("PUT", "/metrics/job/kept", "y 1\n", &[]).await;
+    assert_eq!(s, 200);
+    rig.clock.advance(Duration::from_secs(90));
+    // Refused: a timestamped sample.
+    let (s, _) = rig
+        .send("PUT", "/metrics/job/kept", "y 2 1234\n", &[])
+        .await;
+    assert_eq!(s, 400);
+    let status = rig.push.status();
+    let groups = &status.sections[0];
+    assert_eq!(groups.title, "Push groups");
+    let text = |r: usize| -> Vec<String> {
+        groups.rows[r]
+            .cells
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(groups.rows[0].health, Health::Warning);
+    assert_eq!(text(0), ["job=kept", "1", "1 min ago", "just now", "never"]);
+    assert_eq!(groups.rows[1].health, Health::Ok);
+    assert_eq!(
+        text(1),
+        ["job=batch", "2", "1 min ago", "never", "in 8 min"]
+    );
+    assert_eq!(groups.rows[1].cells[0], Cell::Text("job=batch".into()));
+    assert_eq!(status.sections.len(), 1, "no model metrics defined");
+}

@@ -197,7 +197,7 @@ impl tidegauge_core::Factory for Factory {
         _previous: Option<&Arc<Ifcb>>,
     ) -> Result<Arc<Ifcb>, BuildError> {
         Ifcb::new(&config, services.http.clone())
-            .map(Arc::new)
+            .map(|i| Arc::new(i.with_clock(Arc::clone(&services.clock))))
             .map_err(|e| BuildError(e.to_string()))
     }
 }

@@ -22,6 +22,7 @@ use tidegauge_core::{
 pub use config::{Config, DashboardConfig};
 pub use factory::{Factory, ORIGINAL_PORT};
 use refresh::{Dashboard, PRODUCTS, Settings, TIMELINE};
+use tidegauge_core::status::{Cell, Health, Row, Section, Status};
 
 /// The collector's name in configuration, flags and filters.
 pub const NAME: &str = "ifcb";
@@ -40,6 +41,8 @@ pub struct Ifcb {
     dashboards: Vec<Arc<Dashboard>>,
     lag_threshold: i64,
     refresh_at_start: bool,
+    /// For the landing page, which has no scrape context.
+    clock: Arc<dyn tidegauge_core::Clock>,
 }
 
 impl Ifcb {
@@ -132,7 +135,75 @@ impl Ifcb {
             dashboards,
             lag_threshold: config.lag_threshold.as_secs() as i64,
             refresh_at_start: config.refresh_at_start,
+            clock: Arc::new(tidegauge_core::SystemClock),
         })
+    }
+
+    /// The same collector reading time from `clock` on the landing page (the host's).
+    pub fn with_clock(mut self, clock: Arc<dyn tidegauge_core::Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// What the landing page shows at `now` (Unix seconds): each dashboard's discovery, and
+    /// each dataset's newest bin against the lag threshold.
+    pub fn status_at(&self, now: i64) -> Status {
+        let ago = |t: i64| Cell::Ago((t > 0).then(|| Duration::from_secs((now - t).max(0) as u64)));
+        let threshold = Duration::from_secs(self.lag_threshold as u64);
+        let mut dashboards = Section::new(
+            "Dashboards",
+            &["dashboard", "discovery", "datasets", "last refresh took"],
+        );
+        let mut rows = Section::new(
+            "Datasets",
+            &[
+                "dashboard",
+                "dataset",
+                "newest bin",
+                "lag threshold",
+                "last refresh",
+            ],
+        );
+        for dash in &self.dashboards {
+            let (up, datasets, last) = dash.view();
+            let health = match (up, last) {
+                (true, _) => Health::Ok,
+                (false, None) => Health::Unknown,
+                (false, Some(_)) => Health::Failing,
+            };
+            dashboards.rows.push(Row::new(
+                health,
+                vec![
+                    Cell::Text(dash.label.clone()),
+                    Cell::Text(if up { "ok" } else { "failing" }.into()),
+                    Cell::Text(datasets.len().to_string()),
+                    last.map_or(Cell::Text("-".into()), Cell::Span),
+                ],
+            ));
+            for (name, view) in &datasets {
+                let latest = view.values.as_ref().map_or(0, |v| v.latest_bin);
+                let fresh = latest > 0 && now - latest <= self.lag_threshold;
+                let health = match (&view.values, view.up) {
+                    (None, _) if view.last_success.is_none() && last.is_none() => Health::Unknown,
+                    (_, false) => Health::Failing,
+                    (Some(_), true) if fresh => Health::Ok,
+                    _ => Health::Warning,
+                };
+                rows.rows.push(Row::new(
+                    health,
+                    vec![
+                        Cell::Text(dash.label.clone()),
+                        Cell::Text(name.clone()),
+                        ago(latest),
+                        Cell::Span(threshold),
+                        ago(view.last_success.unwrap_or(0)),
+                    ],
+                ));
+            }
+        }
+        Status {
+            sections: vec![dashboards, rows],
+        }
     }
 
     /// Builds the exposition from what the dashboards have published.
@@ -300,6 +371,10 @@ fn now_secs(ctx: &ScrapeContext) -> i64 {
 impl Collector for Ifcb {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn status(&self) -> Status {
+        self.status_at(tidegauge_core::unix_seconds(self.clock.now()) as i64)
     }
 
     async fn collect(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {

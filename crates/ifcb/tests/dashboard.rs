@@ -805,3 +805,42 @@ async fn fault_matrix() {
         table.join("\n")
     );
 }
+
+/// The landing page's status: the live dataset is fine, the finished cruise is stale (a
+/// warning, not a failure), and a dashboard that stops answering turns its datasets failing.
+#[tokio::test]
+async fn status_shows_newest_bin_against_the_lag_threshold() {
+    use tidegauge_core::status::{Cell, Health};
+    let rig = Rig::new(
+        model(vec![
+            ("mvco", live()),
+            ("cruise", FakeDataset::regular(50, NOW - 30 * DAY)),
+        ]),
+        |_| {},
+    )
+    .await;
+    let before = rig.ifcb.status_at(NOW);
+    assert_eq!(before.sections[1].rows.len(), 0, "nothing discovered yet");
+    assert_eq!(before.sections[0].rows[0].health, Health::Unknown);
+    rig.scrape().await;
+    let status = rig.ifcb.status_at(NOW);
+    let datasets = &status.sections[1];
+    let row = |name: &str| {
+        datasets
+            .rows
+            .iter()
+            .find(|r| r.cells[1] == Cell::Text(name.into()))
+            .unwrap()
+    };
+    assert_eq!(row("mvco").health, Health::Ok);
+    assert_eq!(row("mvco").cells[2].to_string(), "10 min ago");
+    assert_eq!(row("cruise").health, Health::Warning);
+    assert_eq!(row("cruise").cells[2].to_string(), "30 d ago");
+    assert_eq!(status.sections[0].rows[0].health, Health::Ok);
+
+    rig.fake.update(|m| m.filter_options_status = Some(500));
+    rig.advance(3600);
+    rig.scrape().await;
+    let status = rig.ifcb.status_at(NOW + 3600);
+    assert_eq!(status.worst(), Health::Failing);
+}

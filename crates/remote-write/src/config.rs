@@ -155,8 +155,9 @@ impl RemoteWriteConfig {
                 "credentials in the URL would be logged; give them in remote_write.basic_auth",
             ));
         }
-        if self.interval < Duration::from_millis(100) {
-            return Err(err("interval", "must be at least 100ms"));
+        if self.interval < Duration::from_millis(100) || self.interval > Duration::from_secs(86_400)
+        {
+            return Err(err("interval", "must be between 100ms and 24h"));
         }
         if self.timeout.is_zero() {
             return Err(err("timeout", "must be greater than zero"));
@@ -241,7 +242,22 @@ impl RemoteWriteConfig {
         if self.tls.insecure_skip_verify {
             b = b.tls_danger_accept_invalid_certs(true);
         }
-        tidegauge_core::http::client_from(b).map_err(|e| err("tls", e.to_string()))
+        // Only 307 and 308 keep the method and body; a 301, 302 or 303 would turn the write
+        // into a bodiless GET whose 200 (a login page, say) would count the samples as sent.
+        // So those stay answers, retried; and no redirect leaves the URL's origin.
+        let b = b.redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let first = attempt.previous().first().cloned();
+            if !matches!(attempt.status().as_u16(), 307 | 308) {
+                attempt.stop()
+            } else if attempt.previous().len() > 10 {
+                attempt.error("too many redirects")
+            } else if first.is_some_and(|f| tidegauge_core::http::same_origin(&f, attempt.url())) {
+                attempt.follow()
+            } else {
+                attempt.error("redirect to another origin")
+            }
+        }));
+        b.build().map_err(|e| err("tls", e.to_string()))
     }
 
     /// The queue directory: the configured one, or `remote-write` under `data_dir`.

@@ -36,14 +36,17 @@ pub enum Loss {
     QueueFull,
     /// A queued request's file could not be read.
     Corrupt,
+    /// The queue could not be written (disk full, directory gone).
+    WriteError,
 }
 
 impl Loss {
-    const ALL: [Loss; 4] = [
+    const ALL: [Loss; 5] = [
         Loss::OutOfOrder,
         Loss::Rejected,
         Loss::QueueFull,
         Loss::Corrupt,
+        Loss::WriteError,
     ];
 
     fn label(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Loss {
             Self::Rejected => "rejected",
             Self::QueueFull => "queue_full",
             Self::Corrupt => "corrupt",
+            Self::WriteError => "write_error",
         }
     }
 }
@@ -63,12 +67,18 @@ pub struct Stats {
     queued: AtomicU64,
     sent: AtomicU64,
     retried: AtomicU64,
-    lost: [AtomicU64; 4],
+    lost: [AtomicU64; 5],
+    corrupt_files: AtomicU64,
     requests_failed: AtomicU64,
     highest_queued_ms: AtomicI64,
     highest_sent_ms: AtomicI64,
     last_gather_ms: AtomicI64,
     queue: Mutex<Weak<Queue>>,
+    /// The receiver (redacted), when the last request was accepted (ms), and the last failure
+    /// while requests are failing: for the landing page.
+    receiver: Mutex<String>,
+    last_accepted_ms: AtomicI64,
+    failing: Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -91,6 +101,49 @@ impl Stats {
 }
 
 impl HostMetrics for Stats {
+    fn status(&self) -> tidegauge_core::status::Status {
+        use tidegauge_core::status::{Cell, Health, Row, Section, Status};
+        let Some(queue) = lock(&self.queue).upgrade() else {
+            return Status::default();
+        };
+        let pending = queue.pending();
+        let now = now_ms();
+        let ago =
+            |ms: i64| (ms > 0).then(|| std::time::Duration::from_millis((now - ms).max(0) as u64));
+        let lost: u64 = Loss::ALL.iter().map(|l| self.lost(*l)).sum();
+        let failing = lock(&self.failing).clone();
+        let health = match (&failing, lost) {
+            (Some(_), _) => Health::Failing,
+            (None, 0) => Health::Ok,
+            (None, _) => Health::Warning,
+        };
+        let mut section = Section::new(
+            "Remote write",
+            &[
+                "receiver",
+                "pending samples",
+                "last accepted request",
+                "newest sample sent",
+                "samples lost",
+                "failing with",
+            ],
+        );
+        section.rows.push(Row::new(
+            health,
+            vec![
+                Cell::Text(lock(&self.receiver).clone()),
+                Cell::Text(pending.samples.to_string()),
+                Cell::Ago(ago(self.last_accepted_ms.load(Ordering::Relaxed))),
+                Cell::Ago(ago(self.highest_sent_ms.load(Ordering::Relaxed))),
+                Cell::Text(lost.to_string()),
+                Cell::Text(failing.unwrap_or_default()),
+            ],
+        ));
+        Status {
+            sections: vec![section],
+        }
+    }
+
     fn families(&self) -> Vec<MetricFamily> {
         let Some(queue) = lock(&self.queue).upgrade() else {
             // Remote write is not configured: no series at all.
@@ -101,7 +154,7 @@ impl HostMetrics for Stats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         let mut lost = MetricFamily::counter(
             "tidegauge_remote_write_samples_lost",
-            "Samples gathered but never delivered: refused by the receiver (out_of_order, rejected), or dropped from the queue (queue_full, corrupt).",
+            "Samples gathered but never delivered: refused by the receiver (out_of_order, rejected), dropped from the queue (queue_full, corrupt), or never queued (write_error).",
         );
         for why in Loss::ALL {
             lost.push(labels([("reason", why.label())]), self.lost(why) as f64);
@@ -126,7 +179,7 @@ impl HostMetrics for Stats {
             .with(vec![], load(&self.queued)),
             MetricFamily::counter(
                 "tidegauge_remote_write_samples_sent",
-                "Samples the remote-write receiver accepted.",
+                "Samples the remote-write receiver accepted (a backlog left by an earlier run included).",
             )
             .with(vec![], load(&self.sent)),
             MetricFamily::counter(
@@ -140,6 +193,11 @@ impl HostMetrics for Stats {
                 "Requests to the remote-write receiver that failed (each retry counts).",
             )
             .with(vec![], load(&self.requests_failed)),
+            MetricFamily::counter(
+                "tidegauge_remote_write_corrupt_files",
+                "Files of the queue directory that were not readable requests, removed at start-up.",
+            )
+            .with(vec![], load(&self.corrupt_files)),
             MetricFamily::gauge(
                 "tidegauge_remote_write_samples_pending",
                 "Samples in the on-disk queue, not yet accepted by the receiver.",
@@ -198,7 +256,26 @@ impl RemoteWrite {
         let credentials = config.credentials()?;
         let client = config.client()?;
         let dir = config.queue_dir(data_dir);
-        let queue = match previous.filter(|p| p.queue.dir() == dir) {
+        // The same directory however it is spelled (`a/../a`, a symlink): it is locked once.
+        let same = |p: &RemoteWrite| {
+            p.queue.dir() == dir
+                || matches!(
+                    (std::fs::canonicalize(p.queue.dir()), std::fs::canonicalize(&dir)),
+                    (Ok(a), Ok(b)) if a == b
+                )
+        };
+        if let Some(p) = previous.filter(|p| !same(p)) {
+            let left = p.queue.pending();
+            if left.requests > 0 {
+                tracing::warn!(
+                    old = %p.queue.dir().display(),
+                    new = %dir.display(),
+                    samples = left.samples,
+                    "remote write: queue_dir changed; the old directory's requests stay there unsent (set queue_dir back to send them)"
+                );
+            }
+        }
+        let queue = match previous.filter(|p| same(p)) {
             Some(p) => {
                 p.queue.set_max_bytes(config.queue_max_bytes);
                 Arc::clone(&p.queue)
@@ -209,7 +286,9 @@ impl RemoteWrite {
                         key: "queue_dir",
                         why: format!("{}: {e}", dir.display()),
                     })?;
-                stats.lose(Loss::Corrupt, opened.corrupt);
+                stats
+                    .corrupt_files
+                    .fetch_add(opened.corrupt, Ordering::Relaxed);
                 let p = queue.pending();
                 if p.requests > 0 {
                     tracing::info!(requests = p.requests, samples = p.samples, dir = %dir.display(), "remote write: resuming the queue left by the last run");
@@ -218,6 +297,7 @@ impl RemoteWrite {
             }
         };
         *lock(&stats.queue) = Arc::downgrade(&queue);
+        *lock(&stats.receiver) = redacted(&url);
         Ok(Self {
             config: config.clone(),
             url,
@@ -273,37 +353,40 @@ impl RemoteWrite {
                     continue;
                 }
             };
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            let now = now_ms();
             let max = self.config.max_samples_per_send;
             let batches = batches(&gathered.parts, now, &external, max);
             let (queue, stats) = (Arc::clone(&self.queue), Arc::clone(&self.stats));
             let written = tokio::task::spawn_blocking(move || {
+                let mut failed: Option<(std::io::Error, u64)> = None;
                 for b in &batches {
-                    let dropped = queue.push(b)?;
-                    stats.lose(Loss::QueueFull, dropped.samples);
-                    if dropped.requests > 0 {
-                        tracing::warn!(
-                            requests = dropped.requests,
-                            samples = dropped.samples,
-                            "remote write: queue full, oldest requests dropped"
-                        );
+                    if let Some((_, lost)) = failed.as_mut() {
+                        *lost = lost.saturating_add(b.samples);
+                        continue;
                     }
-                    stats.queued.fetch_add(b.samples, Ordering::Relaxed);
+                    match queue.push(b) {
+                        Ok(dropped) => {
+                            stats.lose(Loss::QueueFull, dropped.samples);
+                            if dropped.requests > 0 {
+                                tracing::warn!(requests = dropped.requests, samples = dropped.samples, "remote write: queue full, oldest requests dropped");
+                            }
+                            stats.queued.fetch_add(b.samples, Ordering::Relaxed);
+                        }
+                        Err(e) => failed = Some((e, b.samples)),
+                    }
                 }
-                Ok::<_, std::io::Error>(())
+                if let Some((e, lost)) = failed {
+                    stats.lose(Loss::WriteError, lost);
+                    tracing::error!(error = %e, dir = %queue.dir().display(), samples = lost, "remote write: cannot write to the queue; these samples are lost");
+                }
             })
             .await;
             match written {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     self.stats
                         .highest_queued_ms
                         .fetch_max(now, Ordering::Relaxed);
                     self.stats.last_gather_ms.store(now, Ordering::Relaxed);
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, dir = %self.queue.dir().display(), "remote write: cannot write to the queue; these samples are lost");
                 }
                 Err(e) => tracing::error!(error = %e, "remote write: queue task failed"),
             }
@@ -345,6 +428,10 @@ impl RemoteWrite {
             match outcome {
                 send::Outcome::Sent => {
                     self.queue.remove(entry.seq);
+                    self.stats
+                        .last_accepted_ms
+                        .store(now_ms(), Ordering::Relaxed);
+                    *lock(&self.stats.failing) = None;
                     self.stats.sent.fetch_add(entry.samples, Ordering::Relaxed);
                     self.stats
                         .highest_sent_ms
@@ -367,6 +454,7 @@ impl RemoteWrite {
                     tracing::warn!(samples = entry.samples, reason = loss.label(), error = %why, "remote write: the receiver refused a request; not retried");
                 }
                 send::Outcome::Retry { after, why } => {
+                    *lock(&self.stats.failing) = Some(why.clone());
                     self.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .retried
@@ -377,7 +465,7 @@ impl RemoteWrite {
                         tracing::warn!(error = %why, "remote write: sending failed; retrying with backoff, the queue keeps what is gathered meanwhile");
                         failing = true;
                     }
-                    let wait = after.unwrap_or(backoff);
+                    let wait = send::next_wait(after, backoff);
                     backoff = (backoff * 2).min(send::MAX_BACKOFF);
                     tokio::select! {
                         () = token.cancelled() => return,
@@ -387,6 +475,12 @@ impl RemoteWrite {
             }
         }
     }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The URL without credentials or query, for logs.

@@ -96,6 +96,18 @@ fn path(dir: &Path, seq: u64, ext: &str) -> PathBuf {
     dir.join(format!("{seq:020}.{ext}"))
 }
 
+/// Removes a file the queue does not keep; false (logged) when that fails (a directory of that
+/// name, say), so the entry is skipped rather than stopping the queue from opening.
+fn remove_or_warn(p: &Path) -> bool {
+    match fs::remove_file(p) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(file = %p.display(), error = %e, "remote write: cannot remove an entry of the queue directory; skipped");
+            false
+        }
+    }
+}
+
 fn read_header(p: &Path) -> io::Result<(u64, i64, u64)> {
     let mut f = File::open(p)?;
     let len = f.metadata()?.len();
@@ -131,6 +143,7 @@ impl Queue {
         })?;
         let mut opened = Opened::default();
         let mut found = Vec::new();
+        let mut next = 0u64;
         for e in fs::read_dir(dir)? {
             let p = e?.path();
             let (Some(stem), Some(ext)) = (
@@ -139,33 +152,49 @@ impl Queue {
             ) else {
                 continue;
             };
+            // Only names this queue writes: 20 digits. `5.req` and `+5.req` would parse as the
+            // same number as `00000000000000000005.req`.
+            if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
             let Ok(seq) = stem.parse::<u64>() else {
                 continue;
             };
-            match ext {
+            // New requests are numbered past every name present, kept or not.
+            next = next.max(seq.saturating_add(1));
+            let header = match ext {
                 // A request whose write did not finish was never queued.
-                "tmp" => fs::remove_file(&p)?,
-                "req" => match read_header(&p) {
-                    Ok((samples, max_ts, bytes)) => found.push(Entry {
-                        seq,
-                        bytes,
-                        samples,
-                        max_ts,
-                    }),
-                    Err(e) => {
-                        tracing::warn!(file = %p.display(), error = %e, "remote write: removing an unreadable queued request");
-                        fs::remove_file(&p)?;
+                "tmp" => {
+                    remove_or_warn(&p);
+                    continue;
+                }
+                "req" if seq < u64::MAX => read_header(&p),
+                "req" => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "sequence number out of range",
+                )),
+                _ => continue,
+            };
+            match header {
+                Ok((samples, max_ts, bytes)) => found.push(Entry {
+                    seq,
+                    bytes,
+                    samples,
+                    max_ts,
+                }),
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "remote write: removing an unreadable queued request");
+                    if remove_or_warn(&p) {
                         opened.corrupt += 1;
                     }
-                },
-                _ => {}
+                }
             }
         }
         found.sort_by_key(|e| e.seq);
         let inner = Inner {
-            bytes: found.iter().map(|e| e.bytes).sum(),
-            samples: found.iter().map(|e| e.samples).sum(),
-            next: found.last().map_or(0, |e| e.seq + 1),
+            bytes: found.iter().fold(0, |n, e| n.saturating_add(e.bytes)),
+            samples: found.iter().fold(0, |n, e| n.saturating_add(e.samples)),
+            next,
             entries: found.into(),
             max_bytes,
             in_flight: None,
@@ -204,20 +233,20 @@ impl Queue {
                     samples: batch.samples,
                 });
             }
-            while q.bytes + size > q.max_bytes {
+            while q.bytes.saturating_add(size) > q.max_bytes {
                 let victim = q.entries.iter().position(|e| Some(e.seq) != q.in_flight);
                 let Some(i) = victim else { break };
                 let Some(e) = q.entries.remove(i) else { break };
-                q.bytes -= e.bytes;
-                q.samples -= e.samples;
+                q.bytes = q.bytes.saturating_sub(e.bytes);
+                q.samples = q.samples.saturating_sub(e.samples);
                 dropped.requests += 1;
-                dropped.samples += e.samples;
+                dropped.samples = dropped.samples.saturating_add(e.samples);
                 if let Err(err) = fs::remove_file(path(&self.dir, e.seq, "req")) {
                     tracing::warn!(error = %err, "remote write: cannot remove a dropped request");
                 }
             }
             let seq = q.next;
-            q.next += 1;
+            q.next = q.next.saturating_add(1);
             seq
         };
         let tmp = path(&self.dir, seq, "tmp");
@@ -250,23 +279,31 @@ impl Queue {
                 max_ts: batch.max_ts,
             },
         );
-        q.bytes += size;
-        q.samples += batch.samples;
+        q.bytes = q.bytes.saturating_add(size);
+        q.samples = q.samples.saturating_add(batch.samples);
         Ok(dropped)
     }
 
     /// The oldest request and its body, marked as being sent. A request whose file cannot be
     /// read is removed and returned as `Err` with its entry, so it is counted.
     pub fn front(&self) -> Option<Front> {
-        let entry = {
+        let (entry, max) = {
             let mut q = lock(&self.inner);
             let e = *q.entries.front()?;
             q.in_flight = Some(e.seq);
-            e
+            (e, q.max_bytes)
         };
         let read = || -> io::Result<Vec<u8>> {
+            // No request this queue wrote is larger than its limit; a file that is (put there
+            // by hand) is not read into memory.
+            if entry.bytes > max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "larger than queue_max_bytes",
+                ));
+            }
             let mut f = File::open(path(&self.dir, entry.seq, "req"))?;
-            let mut buf = Vec::with_capacity(entry.bytes as usize);
+            let mut buf = Vec::with_capacity(entry.bytes.min(1 << 20) as usize);
             f.read_to_end(&mut buf)?;
             if buf.len() < HEADER || &buf[..MAGIC.len()] != MAGIC {
                 return Err(io::Error::new(
@@ -296,8 +333,8 @@ impl Queue {
             return false;
         };
         if let Some(e) = q.entries.remove(i) {
-            q.bytes -= e.bytes;
-            q.samples -= e.samples;
+            q.bytes = q.bytes.saturating_sub(e.bytes);
+            q.samples = q.samples.saturating_sub(e.samples);
         }
         drop(q);
         if let Err(e) = fs::remove_file(path(&self.dir, seq, "req"))
@@ -423,6 +460,46 @@ mod tests {
             }
         );
         assert_eq!(q.pending().requests, 0);
+    }
+
+    #[test]
+    fn names_it_did_not_write_are_left_alone_and_odd_entries_do_not_stop_it() {
+        let d = dir("names");
+        fs::create_dir_all(&d).unwrap();
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&(1u64 << 63).to_le_bytes());
+        header.extend_from_slice(&5i64.to_le_bytes());
+        for name in [
+            "5.req",
+            "+5.req",
+            "00000000000000000005.req",
+            "00000000000000000006.req",
+        ] {
+            fs::write(d.join(name), &header).unwrap();
+        }
+        fs::write(d.join("18446744073709551615.req"), &header).unwrap();
+        fs::create_dir_all(d.join("00000000000000000007.req")).unwrap();
+        let (q, opened) = Queue::open(&d, 1 << 20).unwrap();
+        // The out-of-range sequence number is removed; the directory is skipped.
+        assert_eq!(opened.corrupt, 1);
+        assert!(d.join("5.req").exists() && d.join("+5.req").exists());
+        let p = q.pending();
+        assert_eq!((p.requests, p.samples), (2, u64::MAX));
+        // Claimed sizes beyond the limit are never read into memory.
+        let big = d.join("00000000000000000005.req");
+        fs::File::options()
+            .write(true)
+            .open(&big)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        drop(q);
+        let (q, _) = Queue::open(&d, 1 << 20).unwrap();
+        let Some(Err((e, _))) = q.front() else {
+            panic!()
+        };
+        assert_eq!(e.seq, 5);
+        q.push(&batch(1, 1)).unwrap();
     }
 
     #[test]

@@ -64,6 +64,12 @@ async fn error_text(resp: reqwest::Response) -> String {
     String::from_utf8_lossy(&out).trim().to_owned()
 }
 
+/// How long to wait before the next attempt: the receiver's `Retry-After`, never less than
+/// the backoff (a `Retry-After: 0` must not turn retries into a busy loop).
+pub(crate) fn next_wait(after: Option<Duration>, backoff: Duration) -> Duration {
+    after.map_or(backoff, |a| a.max(backoff))
+}
+
 /// A transport error with its causes (reqwest's own message names only the request).
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
@@ -134,6 +140,14 @@ pub(crate) async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_never_shortens_the_backoff() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_wait(Some(Duration::ZERO), ms(30)), ms(30));
+        assert_eq!(next_wait(Some(ms(2000)), ms(30)), ms(2000));
+        assert_eq!(next_wait(None, ms(60)), ms(60));
+    }
 
     #[test]
     fn receivers_refusals_of_old_samples_are_recognised() {

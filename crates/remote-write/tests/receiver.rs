@@ -179,6 +179,12 @@ async fn an_outage_and_a_restart_lose_nothing_and_keep_order() {
     };
     until("three queued gathers", || queued_files() >= 3).await;
     token.cancel();
+    // The landing page says why nothing is delivered.
+    let shown = tidegauge_server::HostMetrics::status(&*stats);
+    assert_eq!(shown.worst(), tidegauge_core::status::Health::Failing);
+    let cells = &shown.sections[0].rows[0].cells;
+    assert!(cells[5].to_string().contains("503"), "{cells:?}");
+    assert_eq!(cells[0].to_string(), url);
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(first);
     let queued = queued_files();
@@ -279,4 +285,91 @@ fn bad_settings_name_their_key() {
         let e = RemoteWrite::check(&cfg).unwrap_err().to_string();
         assert!(e.starts_with(key), "{text}: {e}");
     }
+}
+
+/// A 301/302/303 would turn the write into a bodiless GET; its 200 must not count the samples
+/// as sent. They stay queued and the redirect is retried.
+#[tokio::test]
+async fn a_redirect_that_drops_the_body_is_not_a_delivery() {
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&gets);
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/write",
+            axum::routing::post(|| async { (StatusCode::FOUND, [("location", "/login")], "") }),
+        )
+        .route(
+            "/login",
+            axum::routing::any(move || async move {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                "a login page"
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/write", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let d = dir("redirect");
+    let stats = Arc::new(Stats::default());
+    let rw = Arc::new(RemoteWrite::build(&config(&url, &d), &d, Arc::clone(&stats), None).unwrap());
+    let token = CancellationToken::new();
+    rw.start(engine(), token.clone());
+    until("retries", || {
+        let text = tidegauge_core::encode::encode_text(&[Arc::new(Snapshot {
+            families: tidegauge_server::HostMetrics::families(&*stats),
+        })]);
+        text.contains("tidegauge_remote_write_requests_failed_total 3")
+    })
+    .await;
+    token.cancel();
+    assert_eq!(stats.sent(), 0);
+    assert_eq!(
+        gets.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}
+
+/// Samples the queue cannot take (disk full, directory gone) are counted as lost.
+#[tokio::test]
+async fn samples_the_queue_cannot_write_are_counted() {
+    let d = dir("unwritable");
+    let stats = Arc::new(Stats::default());
+    let rw = Arc::new(
+        RemoteWrite::build(
+            &config("http://127.0.0.1:9/w", &d),
+            &d,
+            Arc::clone(&stats),
+            None,
+        )
+        .unwrap(),
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+    let token = CancellationToken::new();
+    rw.start(engine(), token.clone());
+    until("a lost gather", || stats.lost(Loss::WriteError) > 0).await;
+    token.cancel();
+}
+
+/// A reload naming the same queue directory another way takes the queue over instead of
+/// finding it locked by itself.
+#[test]
+fn the_same_directory_spelled_otherwise_is_handed_over() {
+    let d = dir("spelling");
+    let stats = Arc::new(Stats::default());
+    let first = RemoteWrite::build(
+        &config("http://127.0.0.1:9/w", &d),
+        &d,
+        Arc::clone(&stats),
+        None,
+    )
+    .unwrap();
+    let name = d.file_name().unwrap().to_str().unwrap();
+    let other = d.join("..").join(name);
+    let second = RemoteWrite::build(
+        &config("http://127.0.0.1:9/w", &other),
+        &other,
+        stats,
+        Some(&first),
+    );
+    assert!(second.is_ok(), "{second:?}");
 }

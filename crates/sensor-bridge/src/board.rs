@@ -186,6 +186,41 @@ impl Board {
         self.view()
     }
 
+    /// The board as the landing page shows it: up or down, the age of its last good answer,
+    /// failures in a row and when the next request may go (backoff).
+    pub fn status_row(&self) -> tidegauge_core::status::Row {
+        use tidegauge_core::status::{Cell, Health, Row};
+        let st = lock(&self.gate.state);
+        let now = Instant::now();
+        let age = st
+            .held
+            .as_ref()
+            .map(|h| now.saturating_duration_since(h.at));
+        let up = st.last_ok && age.is_some_and(|a| a < self.config.stale_after);
+        let health = if up {
+            Health::Ok
+        } else if st.last_duration.is_none() && st.failures == 0 {
+            Health::Unknown
+        } else {
+            Health::Failing
+        };
+        let a = &self.address;
+        Row::new(
+            health,
+            vec![
+                Cell::Text(self.config.name.clone()),
+                Cell::Text(format!("{}:{}{}", a.host, a.port, a.path)),
+                Cell::Text(if up { "up" } else { "down" }.into()),
+                Cell::Ago(age),
+                Cell::Text(st.failures.to_string()),
+                match st.next_allowed.filter(|t| st.failures > 0 && *t > now) {
+                    Some(t) => Cell::In(Some(t - now)),
+                    None => Cell::Text("-".into()),
+                },
+            ],
+        )
+    }
+
     fn view(&self) -> View {
         let st = lock(&self.gate.state);
         let now = Instant::now();

@@ -508,6 +508,30 @@ impl Collector for SensorBridge {
         NAME
     }
 
+    fn status(&self) -> tidegauge_core::status::Status {
+        use tidegauge_core::status::{Section, Status};
+        let mut sections = Vec::new();
+        if !self.boards.is_empty() {
+            let mut boards = Section::new(
+                "Boards",
+                &[
+                    "board",
+                    "address",
+                    "state",
+                    "last good answer",
+                    "failures in a row",
+                    "retry",
+                ],
+            );
+            boards.rows = self.boards.iter().map(|b| b.status_row()).collect();
+            sections.push(boards);
+        }
+        if let Some(m) = &self.mqtt {
+            sections.extend(m.status(tidegauge_core::unix_seconds(self.clock.now())));
+        }
+        Status { sections }
+    }
+
     async fn collect(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
         let deadline = tokio::time::Instant::now() + ctx.upstream_budget();
         let boards = futures_util::future::join_all(self.boards.iter().map(|b| b.scrape(deadline)));

@@ -967,6 +967,46 @@ pub struct Table {
     connected: std::sync::atomic::AtomicBool,
 }
 
+impl Mqtt {
+    /// The broker and each device's last message, as the landing page shows them (`now` in
+    /// Unix seconds).
+    pub fn status(&self, now: f64) -> Vec<tidegauge_core::status::Section> {
+        use tidegauge_core::status::{Cell, Health, Row, Section};
+        let connected = self
+            .table
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut broker = Section::new("MQTT broker", &["broker", "connection"]);
+        broker.rows.push(Row::new(
+            if connected {
+                Health::Ok
+            } else {
+                Health::Failing
+            },
+            vec![
+                Cell::Text(format!("{}:{}", self.host, self.port)),
+                Cell::Text(
+                    if connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    }
+                    .into(),
+                ),
+            ],
+        ));
+        let mut devices = Section::new("MQTT devices", &["device", "last message"]);
+        for (device, at) in lock(&self.table.devices).iter() {
+            let age = std::time::Duration::try_from_secs_f64(now - at).unwrap_or_default();
+            devices.rows.push(Row::new(
+                Health::Ok,
+                vec![Cell::Text(device.clone()), Cell::Ago(Some(age))],
+            ));
+        }
+        vec![broker, devices]
+    }
+}
+
 /// Keeps a subscription to the broker until `shutdown`, reconnecting with backoff.
 pub async fn run(
     mqtt: Arc<Mqtt>,

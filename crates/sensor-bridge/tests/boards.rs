@@ -403,3 +403,46 @@ async fn a_reload_that_changes_a_board_keeps_its_one_connection() {
     assert_eq!(e.requests(), 1);
     assert_eq!(e.max_open(), 1);
 }
+
+/// The landing page's status: a board not asked yet is unknown, an answering one is up with the
+/// age of its sample, a failing one is down with its failures in a row and its retry.
+#[tokio::test]
+async fn status_shows_each_board_up_or_down_with_its_sample_age() {
+    use tidegauge_core::status::{Cell, Health};
+    let good = BoardEmulator::start().await;
+    let bad = BoardEmulator::start().await;
+    bad.set_mode(Mode::Reset);
+    let c = bridge(&[
+        board("greenhouse", &good.url, ""),
+        board("flaky", &bad.url, "backoff_initial = \"30s\""),
+    ]);
+    let before = c.status();
+    assert!(
+        before.sections[0]
+            .rows
+            .iter()
+            .all(|r| r.health == Health::Unknown)
+    );
+    scrape(&c).await;
+    let status = c.status();
+    let boards = &status.sections[0];
+    assert_eq!(boards.title, "Boards");
+    let row = |name: &str| {
+        boards
+            .rows
+            .iter()
+            .find(|r| r.cells[0] == Cell::Text(name.into()))
+            .unwrap()
+    };
+    assert_eq!(row("greenhouse").health, Health::Ok);
+    assert_eq!(row("greenhouse").cells[2], Cell::Text("up".into()));
+    assert!(matches!(row("greenhouse").cells[3], Cell::Ago(Some(_))));
+    assert_eq!(row("flaky").health, Health::Failing);
+    assert_eq!(row("flaky").cells[2], Cell::Text("down".into()));
+    assert_eq!(row("flaky").cells[4], Cell::Text("1".into()));
+    assert!(
+        row("flaky").cells[5].to_string().starts_with("in "),
+        "{:?}",
+        row("flaky").cells[5]
+    );
+}

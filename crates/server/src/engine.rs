@@ -86,6 +86,8 @@ pub struct CollectorStatus {
     pub last_success_time: Option<SystemTime>,
     /// Error of the last failed collection.
     pub last_error: Option<String>,
+    /// What the collector says of its parts ([`Collector::status`]).
+    pub detail: tidegauge_core::status::Status,
 }
 
 #[derive(Debug, Default)]
@@ -278,6 +280,11 @@ pub struct Engine {
 pub trait HostMetrics: Send + Sync + std::fmt::Debug {
     /// The families, as they are now; names start with `tidegauge_`.
     fn families(&self) -> Vec<MetricFamily>;
+
+    /// What the landing page shows of it. Default: nothing.
+    fn status(&self) -> tidegauge_core::status::Status {
+        tidegauge_core::status::Status::default()
+    }
 }
 
 /// Builder for [`Engine`].
@@ -493,12 +500,29 @@ impl Engine {
         ScrapeContext::new(budget, Arc::clone(&self.clock), self.http.clone())
     }
 
-    /// What the landing page shows.
+    /// What the landing page shows of each collector.
     pub fn status(&self) -> Vec<CollectorStatus> {
         self.slots
             .iter()
-            .map(|s| lock(&s.state).status.clone())
+            .map(|s| CollectorStatus {
+                detail: s.collector.status(),
+                ..lock(&s.state).status.clone()
+            })
             .collect()
+    }
+
+    /// What the landing page shows of the host's parts outside the engine (remote write).
+    pub fn host_status(&self) -> tidegauge_core::status::Status {
+        let mut all = tidegauge_core::status::Status::default();
+        for m in &self.host_metrics {
+            all.sections.extend(m.status().sections);
+        }
+        all
+    }
+
+    /// The engine's wall clock now.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// Resolves `collect[]` / `exclude[]` parameters into a selection.

@@ -5,6 +5,7 @@ pub mod bearer;
 pub mod conn;
 pub mod deadline;
 pub mod engine;
+mod landing;
 pub mod negotiate;
 pub mod process;
 pub mod router;

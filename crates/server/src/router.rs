@@ -510,70 +510,14 @@ async fn reload(State(state): State<AppState>) -> Response {
     }
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 async fn landing(State(state): State<AppState>) -> Response {
     let engine = state.engine.current();
-    let path = html_escape(&state.settings.telemetry_path);
-    let mut rows = String::new();
-    for s in engine.status() {
-        let result = match s.last_success {
-            None => "not scraped yet".to_owned(),
-            Some(true) => "ok".to_owned(),
-            Some(false) => format!(
-                "failed: {}",
-                html_escape(s.last_error.as_deref().unwrap_or(""))
-            ),
-        };
-        let last_ok = s
-            .last_success_time
-            .map(|t| format!("{:.0}", tidegauge_core::unix_seconds(t)))
-            .unwrap_or_else(|| "never".into());
-        let dur = s
-            .last_duration
-            .map(|d| format!("{:.3}s", d.as_secs_f64()))
-            .unwrap_or_else(|| "-".into());
-        let name = html_escape(&s.name);
-        rows.push_str(&format!(
-            "<tr><td><a href=\"{path}?collect[]={name}\">{name}</a></td><td>{result}</td><td>{last_ok}</td><td>{dur}</td></tr>\n"
-        ));
-    }
     let probe_modules: Vec<String> = engine
         .collectors()
         .filter_map(|c| c.prober().map(|p| p.modules()))
         .flatten()
         .collect();
-    let probe_form = if probe_modules.is_empty() {
-        String::new()
-    } else {
-        let options: String = probe_modules
-            .iter()
-            .map(|m| format!("<option>{}</option>", html_escape(m)))
-            .collect();
-        format!(
-            "<h2>Probe</h2><form action=\"/probe\"><label>Target <input name=\"target\" placeholder=\"http://app:8000/status\"></label> <label>Module <select name=\"module\">{options}</select></label> <input type=\"submit\" value=\"Probe\"></form>"
-        )
-    };
-    let body = format!(
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>tidegauge</title>
-<style>body{{font-family:sans-serif;margin:0}}header{{background:#e6522c;color:#fff;padding:0.6em 1em}}main{{padding:1em}}td,th{{padding:0.2em 0.8em;text-align:left}}</style></head>
-<body><header><h1>tidegauge</h1></header><main>
-<p>Prometheus exporter host, version {version}.</p>
-<ul><li><a href="{path}">Metrics</a></li><li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>
-<h2>Collectors</h2>
-<table><tr><th>collector</th><th>last scrape</th><th>last success (unix time)</th><th>duration</th></tr>
-{rows}</table>
-{probe_form}
-</main></body></html>
-"#,
-        version = env!("CARGO_PKG_VERSION"),
-    );
+    let body = crate::landing::render(&engine, &state.settings.telemetry_path, &probe_modules);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],

@@ -29,6 +29,8 @@ struct Fake {
     family: Option<String>,
     /// Extra families returned as they are.
     extra: Vec<MetricFamily>,
+    /// What it says on the landing page.
+    status: tidegauge_core::status::Status,
 }
 
 impl Fake {
@@ -41,6 +43,7 @@ impl Fake {
             panic: false,
             family: None,
             extra: Vec::new(),
+            status: Default::default(),
         }
     }
     fn delay(mut self, d: Duration) -> Self {
@@ -76,6 +79,9 @@ impl Collector for Fake {
     }
     fn prober(&self) -> Option<&dyn Prober> {
         (self.name == "prober").then_some(self as &dyn Prober)
+    }
+    fn status(&self) -> tidegauge_core::status::Status {
+        self.status.clone()
     }
     /// `/<name>/{public,read,write}` when the name says `routes`.
     fn routes(&self) -> Routes {
@@ -944,12 +950,90 @@ async fn landing_health_ready_and_404() {
     assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
     assert!(body.contains("<a href=\"/metrics\">Metrics</a>"));
     assert!(body.contains("alpha</a></td><td>ok</td>"), "{body}");
+    assert!(body.contains("All 2 collectors are working."), "{body}");
     assert!(body.contains("<form action=\"/probe\">"));
     assert_eq!(get(&app, "/-/healthy", &[]).await.0, StatusCode::OK);
     assert_eq!(get(&app, "/-/ready", &[]).await.0, StatusCode::OK);
     let (s, h, _) = get(&app, "/nope", &[]).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(h.contains_key(header::CONTENT_TYPE));
+}
+
+/// The landing page puts what is wrong first: collectors whose scrape failed or whose items
+/// fail, and within a collector its failing items; times are relative; text is escaped.
+#[tokio::test]
+async fn landing_page_shows_failures_first() {
+    use tidegauge_core::status::{Cell, Health, Row, Section, Status};
+    let secs = Duration::from_secs;
+    let mut datasets = Section::new("Datasets", &["dataset", "newest bin", "lag threshold"]);
+    datasets.rows = vec![
+        Row::new(
+            Health::Ok,
+            vec![
+                Cell::Text("mvco".into()),
+                Cell::Ago(Some(secs(12))),
+                Cell::Span(secs(3600)),
+            ],
+        ),
+        Row::new(
+            Health::Warning,
+            vec![
+                Cell::Text("cruise <2025>".into()),
+                Cell::Ago(Some(secs(3 * 86_400 + 7200))),
+                Cell::Span(secs(3600)),
+            ],
+        ),
+        Row::new(
+            Health::Failing,
+            vec![
+                Cell::Text("lab".into()),
+                Cell::Ago(None),
+                Cell::Span(secs(3600)),
+            ],
+        ),
+    ];
+    let mut groups = Section::new("Push groups", &["group", "last push", "expires"]);
+    groups.rows.push(Row::new(
+        Health::Ok,
+        vec![
+            Cell::Text("job=batch".into()),
+            Cell::Ago(Some(secs(95))),
+            Cell::In(Some(secs(300))),
+        ],
+    ));
+    let mut alpha = Fake::new("alpha");
+    alpha.status = Status {
+        sections: vec![groups, datasets],
+    };
+    let mut broken = Fake::new("zulu");
+    broken.fail = true;
+    let clock = tidegauge_testkit::FakeClock::at(1_764_633_600);
+    let mut b = Engine::builder(clock, tidegauge_testkit::http_client());
+    for c in [alpha, Fake::new("beta"), broken] {
+        b = b.collector(Arc::new(c), CollectorSettings::default());
+    }
+    let app = router(
+        SharedEngine::new(b.build().unwrap()),
+        WebSettings::default(),
+    );
+    get(&app, "/metrics", &[]).await;
+    let (_, _, body) = get(&app, "/", &[]).await;
+    let at = |needle: &str| {
+        body.find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {body}"))
+    };
+    // The failing scrape first, then the collector with failing items, then the healthy one.
+    assert!(at(">zulu</a>") < at(">alpha</a>") && at(">alpha</a>") < at(">beta</a>"));
+    // Within alpha: the section with a failing row first, its rows worst first.
+    assert!(at("<h3>Datasets") < at("<h3>Push groups"));
+    assert!(
+        at(">lab<") < at(">cruise &lt;2025&gt;<") && at(">cruise &lt;2025&gt;<") < at(">mvco<")
+    );
+    assert!(body.contains(
+        "Needs attention: <a href=\"#c-zulu\">zulu</a>: last scrape failed; <a href=\"#c-alpha\">alpha</a>: 1 failing, 1 warning."
+    ));
+    assert!(!body.contains("<script"));
+    insta::assert_snapshot!(body);
 }
 
 /// A JSON client (the ICOS service's, say) gets a JSON 404 it can parse, whether or not a
