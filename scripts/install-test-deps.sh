@@ -3,7 +3,7 @@
 # package prometheus), the real Pushgateway (prometheus-pushgateway, run side by side with
 # tidegauge), the mosquitto MQTT broker (started by the tests on a loopback port), Python's
 # prometheus_client and the prometheus_express board SDK (PyPI) always; extra Debian packages named as
-# arguments (e.g. wrk). Needs root for apt-get; does nothing when everything is already there.
+# arguments (e.g. wrk, chromium for the e2e run's landing-page check). Needs root for apt-get; does nothing when everything is already there.
 set -euo pipefail
 
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then

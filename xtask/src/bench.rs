@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::demo::sample_status_app;
+use crate::table::{Better, Row};
 
 pub(crate) struct Host(pub(crate) Child);
 
@@ -18,6 +19,7 @@ impl Drop for Host {
 pub fn run(args: &[String]) -> Result<(), String> {
     let which = args.first().map(String::as_str).unwrap_or("all");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut rows = Vec::new();
     if which == "all" || which == "encode" {
         criterion(&cargo, "tidegauge-core", "encode")?;
     }
@@ -28,16 +30,114 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if which == "all" || which == "host" {
         host(&cargo)?;
     }
-    if which == "all" || which == "ifcb" {
-        ifcb(&cargo)?;
+    // `peers`: only the side-by-side comparisons, and the table.
+    let peers = which == "peers";
+    if which == "all" || peers || which == "ifcb" {
+        ifcb(&cargo, &mut rows)?;
     }
-    if which == "all" || which == "push" {
-        push(&cargo)?;
+    if which == "all" || peers || which == "push" {
+        push(&cargo, &mut rows)?;
+    }
+    if which == "all" || peers || which == "node" {
+        node(&cargo, &mut rows)?;
     }
     if which == "all" || which == "sensors" {
         crate::sensors::run(&cargo)?;
     }
+    if which == "all" || peers {
+        crate::table::publish(&rows)?;
+    } else if !rows.is_empty() {
+        println!("\n{}", crate::table::markdown(&rows));
+    }
     Ok(())
+}
+
+/// tidegauge on the README's defaults against Debian's prometheus-node-exporter on its own:
+/// `/metrics` rate and resident memory after that load.
+fn node(cargo: &str, rows: &mut Vec<Row>) -> Result<(), String> {
+    crate::run(Command::new(cargo).args(["build", "--release", "-p", "tidegauge"]))?;
+    crate::ensure_tools(&["prometheus-node-exporter", "wrk"])?;
+    let bin = crate::root().join("target/release/tidegauge");
+    let dir = crate::root().join("target/bench/node");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let tg_port = free_port()?;
+    // The README's first command: no configuration file, default collectors.
+    let child = Command::new(&bin)
+        .args([
+            "--web.listen-address",
+            &format!("127.0.0.1:{tg_port}"),
+            "--log.level",
+            "error",
+        ])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let tg = Host(child);
+    wait_ready(&format!("127.0.0.1:{tg_port}"))?;
+    let ne_port = free_port()?;
+    let child = Command::new("prometheus-node-exporter")
+        .arg(format!("--web.listen-address=127.0.0.1:{ne_port}"))
+        .arg("--log.level=error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("prometheus-node-exporter: {e}"))?;
+    let ne = Host(child);
+    wait_ready_path(&format!("127.0.0.1:{ne_port}"), "/metrics")?;
+    let size = |port: u16| {
+        http_get(&format!("127.0.0.1:{port}"), "/metrics").map(|(_, b)| {
+            let body = b
+                .split_once("\r\n\r\n")
+                .map_or(b.as_str(), |(_, body)| body);
+            body.lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .count()
+        })
+    };
+    let (tg_series, ne_series) = (size(tg_port)?, size(ne_port)?);
+    let tg_rps: f64 = wrk_rps(&format!("http://127.0.0.1:{tg_port}/metrics"))?
+        .parse()
+        .map_err(|_| "wrk printed no rate for tidegauge".to_owned())?;
+    let ne_rps: f64 = wrk_rps(&format!("http://127.0.0.1:{ne_port}/metrics"))?
+        .parse()
+        .map_err(|_| "wrk printed no rate for node-exporter".to_owned())?;
+    let tg_mem = rss_kib(tg.0.id()).unwrap_or(0) as f64;
+    let ne_mem = rss_kib(ne.0.id()).unwrap_or(0) as f64;
+    println!(
+        "bench node: tidegauge with its defaults ({tg_series} series) and prometheus-node-exporter ({ne_series} series): {tg_rps:.0} and {ne_rps:.0} /metrics per second; {tg_mem:.0} and {ne_mem:.0} KiB resident after the load"
+    );
+    rows.push(Row::new(
+        format!("`/metrics` per second, each on its defaults (tidegauge {tg_series} series, node-exporter {ne_series})"),
+        "prometheus-node-exporter",
+        (tg_rps, ne_rps),
+        "req/s",
+        Better::Higher,
+    ));
+    rows.push(Row::new(
+        "resident memory after that load",
+        "prometheus-node-exporter",
+        (tg_mem, ne_mem),
+        "KiB",
+        Better::Lower,
+    ));
+    Ok(())
+}
+
+/// Like [`wait_ready`], on any path answering 200.
+fn wait_ready_path(addr: &str, path: &str) -> Result<(), String> {
+    for _ in 0..100 {
+        if http_get(addr, path)
+            .is_ok_and(|(_, b)| b.starts_with("HTTP/1.1 200") || b.contains("# TYPE"))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{addr}{path} did not answer"))
 }
 
 /// Runs one criterion benchmark of a workspace package.
@@ -281,7 +381,7 @@ async fn original_cycle(base: &str, first: bool) -> Result<(usize, usize), Strin
     Ok((n, bytes))
 }
 
-fn ifcb(cargo: &str) -> Result<(), String> {
+fn ifcb(cargo: &str, rows: &mut Vec<Row>) -> Result<(), String> {
     use tidegauge_testkit::ifcb::{FakeDashboard, FakeDataset, Model};
     crate::run(Command::new(cargo).args(["build", "--release", "-p", "tidegauge"]))?;
     let bin = crate::root().join("target/release/tidegauge");
@@ -324,6 +424,7 @@ fn ifcb(cargo: &str) -> Result<(), String> {
         settled = n;
     }
     let cold_requests = fake.requests().len();
+    let cold_bytes = fake.bytes_served();
     let mut warm = Vec::new();
     let mut warm_complete = 0;
     for _ in 0..20 {
@@ -337,7 +438,16 @@ fn ifcb(cargo: &str) -> Result<(), String> {
     std::thread::sleep(Duration::from_secs(31));
     fake.clear_log();
     let (cycle, body) = http_get_with(&addr, "/metrics", header)?;
-    let cycle_requests = fake.requests().len();
+    let mut cycle_requests = fake.requests().len();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let n = fake.requests().len();
+        if n == cycle_requests {
+            break;
+        }
+        cycle_requests = n;
+    }
+    let cycle_bytes = fake.bytes_served();
     let cycle_complete = complete(&body);
     let peak = peak_rss_kib(h.0.id());
     drop(h);
@@ -376,6 +486,36 @@ fn ifcb(cargo: &str) -> Result<(), String> {
         first_bytes as f64 / 1e6,
         next_bytes as f64 / 1e6
     );
+    let peer = "the IFCB exporter's request pattern";
+    let work = "30 datasets (one of 300,000 bins) on the fake dashboard";
+    rows.push(Row::new(
+        format!("IFCB: requests in the first cycle, {work}"),
+        peer,
+        (cold_requests as f64, first_n as f64),
+        "requests",
+        Better::Lower,
+    ));
+    rows.push(Row::new(
+        "IFCB: bytes downloaded in the first cycle",
+        peer,
+        (cold_bytes as f64 / 1e3, first_bytes as f64 / 1e3),
+        "kB",
+        Better::Lower,
+    ));
+    rows.push(Row::new(
+        "IFCB: requests per later cycle (nothing new)",
+        peer,
+        (cycle_requests as f64, next_n as f64),
+        "requests",
+        Better::Lower,
+    ));
+    rows.push(Row::new(
+        "IFCB: bytes per later cycle",
+        peer,
+        (cycle_bytes as f64 / 1e3, next_bytes as f64 / 1e3),
+        "kB",
+        Better::Lower,
+    ));
     Ok(())
 }
 
@@ -455,7 +595,7 @@ fn wrk_rps(url: &str) -> Result<String, String> {
         .unwrap_or_else(|| "?".into()))
 }
 
-fn push(cargo: &str) -> Result<(), String> {
+fn push(cargo: &str, rows: &mut Vec<Row>) -> Result<(), String> {
     crate::run(Command::new(cargo).args(["build", "--release", "-p", "tidegauge"]))?;
     crate::ensure_tools(&["prometheus-pushgateway", "wrk"])?;
     let bin = crate::root().join("target/release/tidegauge");
@@ -504,6 +644,13 @@ fn push(cargo: &str) -> Result<(), String> {
         "  durable pushes/s, wrk -t2 -c16 -d10s, PUT of 10 series into 100 groups: tidegauge {tg_rate:.0}, pushgateway {pg_rate:.0} (ratio {:.1})",
         tg_rate / pg_rate
     );
+    rows.push(Row::new(
+        "pushes per second (PUT of 10 series into 100 groups; tidegauge fsyncs each before answering, the Pushgateway keeps memory only)",
+        "prometheus-pushgateway",
+        (tg_rate, pg_rate),
+        "req/s",
+        Better::Higher,
+    ));
     let (_, body) = http_get(&format!("127.0.0.1:{tg_port}"), "/metrics")?;
     let stat = |name: &str| {
         body.lines()
@@ -533,6 +680,25 @@ fn push(cargo: &str) -> Result<(), String> {
     println!(
         "  /metrics requests/s holding 10,000 pushed series, wrk -t2 -c16 -d10s: tidegauge {tg_rps}, pushgateway {pg_rps} (ratio {ratio})"
     );
+    let tg_rps: f64 = tg_rps.parse().unwrap_or(0.0);
+    rows.push(Row::new(
+        "`/metrics` per second holding 10,000 pushed series",
+        "prometheus-pushgateway",
+        (tg_rps, pg_rps.parse().unwrap_or(0.0)),
+        "req/s",
+        Better::Higher,
+    ));
+    let py = python_rps(&dir)?;
+    println!(
+        "  Python prometheus_client serving 10,000 gauge series (start_http_server): {py:.0} /metrics per second"
+    );
+    rows.push(Row::new(
+        "`/metrics` per second serving 10,000 series (tidegauge: pushed; Python: one labelled Gauge, `start_http_server`)",
+        "Python prometheus_client",
+        (tg_rps, py),
+        "req/s",
+        Better::Higher,
+    ));
     // The same pushes into other groups while the 10,000 series are held: the Pushgateway
     // checks each push against everything it holds, tidegauge against an index.
     let held = dir.join("push-held.lua");
@@ -553,6 +719,16 @@ fn push(cargo: &str) -> Result<(), String> {
         );
     };
     memory("11,000");
+    rows.push(Row::new(
+        "resident memory holding 11,000 pushed series",
+        "prometheus-pushgateway",
+        (
+            rss_kib(tg.0.id()).unwrap_or(0) as f64,
+            rss_kib(pg.0.id()).unwrap_or(0) as f64,
+        ),
+        "KiB",
+        Better::Lower,
+    ));
     // 100,000 series more: 1,000 groups of 100.
     let started = std::time::Instant::now();
     rt.block_on(fill(&tg_base, 100..1100))?;
@@ -576,5 +752,50 @@ fn push(cargo: &str) -> Result<(), String> {
         );
     }
     memory("111,000");
+    rows.push(Row::new(
+        "resident memory holding 111,000 pushed series",
+        "prometheus-pushgateway",
+        (
+            rss_kib(tg.0.id()).unwrap_or(0) as f64,
+            rss_kib(pg.0.id()).unwrap_or(0) as f64,
+        ),
+        "KiB",
+        Better::Lower,
+    ));
     Ok(())
+}
+
+/// `/metrics` per second of Python's prometheus_client serving 10,000 gauge series with its
+/// own `start_http_server`, under the same wrk load.
+fn python_rps(dir: &std::path::Path) -> Result<f64, String> {
+    let script = dir.join("py_exporter.py");
+    std::fs::write(
+        &script,
+        [
+            "import sys, time",
+            "from prometheus_client import Gauge, start_http_server",
+            "g = Gauge('bench_value', 'Bench value', ['series', 'job', 'instance'])",
+            "for i in range(10000):",
+            "    g.labels(str(i % 100), 'bench', 'i%d' % (i // 100)).set(i)",
+            "start_http_server(int(sys.argv[1]), addr='127.0.0.1')",
+            "while True:",
+            "    time.sleep(3600)",
+            "",
+        ]
+        .join("\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let child = Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("python3: {e}"))?;
+    let _py = Host(child);
+    wait_ready_path(&format!("127.0.0.1:{port}"), "/metrics")?;
+    wrk_rps(&format!("http://127.0.0.1:{port}/metrics"))?
+        .parse()
+        .map_err(|_| "wrk printed no rate for the Python client".to_owned())
 }

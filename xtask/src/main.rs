@@ -10,6 +10,7 @@ mod remote_write;
 mod scaffold;
 mod sensors;
 mod soak;
+mod table;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

@@ -162,6 +162,8 @@ impl Model {
 struct Shared {
     model: Mutex<Option<Model>>,
     log: Mutex<Vec<String>>,
+    /// Response body bytes served since the log was last cleared.
+    bytes: std::sync::atomic::AtomicU64,
     worker: tokio::sync::Mutex<()>,
 }
 
@@ -190,6 +192,10 @@ impl FakeDashboard {
             .route("/api/export_metadata/{dataset}", get(export_metadata))
             .route("/api/has_products/{pid}", get(has_products))
             .fallback(|| async { html(404) })
+            .layer(axum::middleware::map_response_with_state(
+                Arc::clone(&shared),
+                count_bytes,
+            ))
             .with_state(Arc::clone(&shared));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -223,7 +229,25 @@ impl FakeDashboard {
     /// Forgets the request log.
     pub fn clear_log(&self) {
         lock(&self.shared.log).clear();
+        self.shared
+            .bytes
+            .store(0, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// Response body bytes served since the log was last cleared.
+    pub fn bytes_served(&self) -> u64 {
+        self.shared.bytes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Adds each response's body size (all of them are built whole) to the count.
+async fn count_bytes(State(shared): State<Arc<Shared>>, response: Response) -> Response {
+    use axum::body::HttpBody as _;
+    let size = response.body().size_hint().exact().unwrap_or(0);
+    shared
+        .bytes
+        .fetch_add(size, std::sync::atomic::Ordering::SeqCst);
+    response
 }
 
 fn html(status: u16) -> Response {
