@@ -37,6 +37,21 @@ pub(crate) async fn query_at(
     q: &str,
     time: Option<f64>,
 ) -> Result<Vec<f64>, String> {
+    Ok(result(http, prom, q, time)
+        .await?
+        .iter()
+        .filter_map(|s| s["value"][1].as_str().and_then(|x| x.parse().ok()))
+        .collect())
+}
+
+/// The `data.result` of an instant query (vectors or, for a range selector, matrices), at
+/// `time` (seconds) or now.
+pub(crate) async fn result(
+    http: &reqwest::Client,
+    prom: &str,
+    q: &str,
+    time: Option<f64>,
+) -> Result<Vec<serde_json::Value>, String> {
     let mut url =
         reqwest::Url::parse(&format!("{prom}/api/v1/query")).map_err(|e| e.to_string())?;
     url.query_pairs_mut().append_pair("query", q);
@@ -52,18 +67,15 @@ pub(crate) async fn query_at(
         .text()
         .await
         .map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
     if v["status"] != "success" {
         return Err(format!("{q}: {body}"));
     }
-    Ok(v["data"]["result"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .filter_map(|s| s["value"][1].as_str().and_then(|x| x.parse().ok()))
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(match v["data"]["result"].take() {
+        serde_json::Value::Array(a) => a,
+        _ => Vec::new(),
+    })
 }
 
 async fn post_json(

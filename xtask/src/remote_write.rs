@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::bench::{Host, free_port, start_host};
-use crate::e2e::query_at;
+use crate::e2e::{query_at, result};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 /// The gathering interval: long enough that the test acts between two gathers.
@@ -119,27 +119,9 @@ async fn raw_samples(
     selector: &str,
     time: f64,
 ) -> Result<f64, String> {
-    let mut url =
-        reqwest::Url::parse(&format!("{prom}/api/v1/query")).map_err(|e| e.to_string())?;
-    url.query_pairs_mut()
-        .append_pair("query", selector)
-        .append_pair("time", &format!("{time:.3}"));
-    let body = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
-    if v["status"] != "success" {
-        return Err(format!("{selector}: {body}"));
-    }
-    Ok(v["data"]["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    Ok(result(http, prom, selector, Some(time))
+        .await?
+        .iter()
         .map(|s| s["values"].as_array().map_or(0, Vec::len))
         .sum::<usize>() as f64)
 }
