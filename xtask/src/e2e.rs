@@ -354,6 +354,7 @@ pub fn run(cargo: &str) -> Result<(), String> {
     // first, the stale cruise before the live dataset, relative times.
     let mut expected = vec![
         "Needs attention",
+        "Targets",
         "sensor-bridge",
         "Boards",
         "greenhouse",

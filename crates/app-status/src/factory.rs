@@ -32,6 +32,7 @@ impl tidegauge_core::Factory for Factory {
         _previous: Option<&Arc<AppStatus>>,
     ) -> Result<Arc<AppStatus>, BuildError> {
         AppStatus::new(&config, &|k| services.env.get(k))
+            .map(|a| a.with_clock(Arc::clone(&services.clock)))
             .map(Arc::new)
             .map_err(|e| BuildError(e.to_string()))
     }

@@ -219,6 +219,8 @@ pub struct AppStatus {
     probe_allow: Vec<reqwest::Url>,
     /// Follows no redirect by itself: each hop is checked (see [`redirect_allowed`]).
     client: reqwest::Client,
+    /// For the landing page, which has no scrape context.
+    clock: Arc<dyn tidegauge_core::Clock>,
 }
 
 impl AppStatus {
@@ -349,7 +351,14 @@ impl AppStatus {
             min_interval,
             probe_allow,
             client,
+            clock: Arc::new(tidegauge_core::SystemClock),
         })
+    }
+
+    /// The same collector reading time from `clock` on the landing page (the host's).
+    pub fn with_clock(mut self, clock: Arc<dyn tidegauge_core::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The targets' names and URLs.
@@ -551,6 +560,69 @@ fn merge_into(
 impl Collector for AppStatus {
     fn name(&self) -> &str {
         NAME
+    }
+
+    /// Each target's last fetch: up or down, when, and why it failed.
+    fn status(&self) -> tidegauge_core::status::Status {
+        use tidegauge_core::status::{Cell, Health, Row, Section, Status};
+        let now = self.clock.now();
+        let ago = |t: SystemTime| Cell::Ago(Some(now.duration_since(t).unwrap_or_default()));
+        let mut section = Section::new(
+            "Targets",
+            &[
+                "target",
+                "url",
+                "state",
+                "last fetch",
+                "last success",
+                "last errors",
+            ],
+        );
+        for t in &self.targets {
+            let st = lock(&t.state);
+            let (health, state, fetched, errors) = match &st.last {
+                None => (
+                    Health::Unknown,
+                    "not fetched yet",
+                    Cell::Ago(None),
+                    String::new(),
+                ),
+                Some(f) => (
+                    if f.up { Health::Ok } else { Health::Failing },
+                    if f.up { "up" } else { "down" },
+                    ago(f.at),
+                    f.errors
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+            };
+            // Without credentials or query, which may carry secrets.
+            let url = reqwest::Url::parse(&t.url).map_or_else(
+                |_| t.url.clone(),
+                |mut u| {
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                    u.set_query(None);
+                    u.to_string()
+                },
+            );
+            section.rows.push(Row::new(
+                health,
+                vec![
+                    Cell::Text(t.name.clone()),
+                    Cell::Text(url),
+                    Cell::Text(state.into()),
+                    fetched,
+                    st.last_success.map_or(Cell::Ago(None), ago),
+                    Cell::Text(errors),
+                ],
+            ));
+        }
+        Status {
+            sections: vec![section],
+        }
     }
 
     async fn collect(&self, ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {

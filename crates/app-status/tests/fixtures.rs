@@ -160,9 +160,34 @@ async fn http_500_and_valid_status() {
         )),
         &no_env,
     )
-    .unwrap();
+    .unwrap()
+    .with_clock(FakeClock::at(FIXTURE_EPOCH + 30));
+    use tidegauge_core::Collector as _;
+    use tidegauge_core::status::Health;
+    assert_eq!(c.status().sections[0].rows[0].health, Health::Unknown);
     let ctx = context(Duration::from_secs(5), FakeClock::at(FIXTURE_EPOCH));
     insta::assert_snapshot!(render(&c.collect(&ctx).await.unwrap()));
+    // The landing page: the strict target is down (500), the lenient one up, 30 s ago.
+    let status = c.status();
+    let rows: Vec<(Health, Vec<String>)> = status.sections[0]
+        .rows
+        .iter()
+        .map(|r| (r.health, r.cells.iter().map(ToString::to_string).collect()))
+        .collect();
+    assert_eq!(rows[0].0, Health::Failing);
+    assert_eq!(
+        rows[0].1[..5],
+        [
+            "strict",
+            &format!("{uri}/status"),
+            "down",
+            "30 s ago",
+            "never"
+        ]
+    );
+    assert!(!rows[0].1[5].is_empty(), "{rows:?}");
+    assert_eq!(rows[1].0, Health::Ok);
+    assert_eq!(rows[1].1[2..5], ["up", "30 s ago", "30 s ago"]);
 }
 
 #[tokio::test]

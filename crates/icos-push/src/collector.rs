@@ -30,13 +30,25 @@ impl Collector for IcosPush {
             ],
         );
         let total = {
+            // The state as it is, pending changes included: a page view must not copy the
+            // groups (`committed` would, while a commit is in flight) nor build a row for each
+            // of thousands of them under the lock that pushes take.
             let state = lock(&self.inner.durable.state);
-            let (_, committed) = state.committed();
-            for g in committed.all() {
+            let refused = |g: &&crate::pushgateway::Group| g.failure_time > g.push_time;
+            let all = &state.groups;
+            let shown = all
+                .all()
+                .filter(refused)
+                .chain(all.all().filter(|g| !refused(g)))
+                .take(STATUS_GROUPS);
+            for g in shown {
                 let key: Vec<String> = g.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let refused = g.failure_time > g.push_time;
                 groups.rows.push(Row::new(
-                    if refused { Health::Warning } else { Health::Ok },
+                    if refused(&g) {
+                        Health::Warning
+                    } else {
+                        Health::Ok
+                    },
                     vec![
                         Cell::Text(key.join(", ")),
                         Cell::Text(
@@ -57,11 +69,9 @@ impl Collector for IcosPush {
                     ],
                 ));
             }
-            committed.len()
+            all.len()
         };
-        groups.rows.sort_by_key(|r| r.health);
         if total > STATUS_GROUPS {
-            groups.rows.truncate(STATUS_GROUPS);
             groups.rows.push(Row::new(
                 Health::Ok,
                 vec![Cell::Text(format!(

@@ -953,3 +953,30 @@ async fn status_lists_groups_with_last_push_and_expiry_refused_first() {
     assert_eq!(groups.rows[1].cells[0], Cell::Text("job=batch".into()));
     assert_eq!(status.sections.len(), 1, "no model metrics defined");
 }
+
+/// Thousands of groups make no page of thousands of rows: the refused ones first, 100 in all,
+/// and a line for the rest.
+#[tokio::test]
+async fn status_lists_at_most_a_hundred_groups_refused_first() {
+    let rig = Rig::new("status-cap");
+    for i in 0..102 {
+        let (s, _) = rig
+            .send("PUT", &format!("/metrics/job/j/instance/{i}"), "a 1\n", &[])
+            .await;
+        assert_eq!(s, 200);
+    }
+    rig.clock.advance(Duration::from_secs(1));
+    let (s, _) = rig
+        .send("PUT", "/metrics/job/j/instance/77", "a 2 1234\n", &[])
+        .await;
+    assert_eq!(s, 400);
+    let status = rig.push.status();
+    let rows = &status.sections[0].rows;
+    assert_eq!(rows.len(), 101);
+    assert_eq!(rows[0].cells[0].to_string(), "job=j, instance=77");
+    assert_eq!(rows[0].health, tidegauge_core::status::Health::Warning);
+    assert_eq!(
+        rows[100].cells[0].to_string(),
+        "and 2 more (see /api/v1/metrics)"
+    );
+}

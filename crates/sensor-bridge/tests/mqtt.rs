@@ -86,6 +86,22 @@ async fn the_spec_messages() {
             "{topic} {payload}"
         );
     }
+    // The landing page: no broker connection (none is running), each device's last message.
+    let shown = m.status(t + 12.0);
+    assert_eq!(
+        shown[0].rows[0].health,
+        tidegauge_core::status::Health::Failing
+    );
+    assert_eq!(shown[0].rows[0].cells[1].to_string(), "disconnected");
+    let devices: Vec<String> = shown[1]
+        .rows
+        .iter()
+        .map(|r| format!("{} {}", r.cells[0], r.cells[1]))
+        .collect();
+    assert!(
+        devices.contains(&"livingroom 12 s ago".to_owned()),
+        "{devices:?}"
+    );
     let out = scrape(&c).await;
     assert!(out.contains("device=\"h1/0\""), "{out}");
     insta::assert_snapshot!(out);
