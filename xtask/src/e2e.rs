@@ -363,7 +363,7 @@ pub fn run(cargo: &str) -> Result<(), String> {
         "cruise-2025",
         " ago",
         "Push groups",
-        "job=e2e-batch",
+        "job=\"e2e-batch\"",
         "Model metrics",
         "e2e_up_forecast",
     ];

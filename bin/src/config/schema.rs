@@ -47,7 +47,7 @@ pub struct WebConfig {
     pub listen_addresses: Vec<String>,
     /// Path of the metrics route.
     pub telemetry_path: String,
-    /// Requests to `/metrics` and `/probe` in flight at once; 0 = unlimited.
+    /// Requests to `/metrics`, `/probe` and `/` in flight at once; 0 = unlimited.
     pub max_requests: usize,
     /// Leave the host's own `process_*` series out of `/metrics`.
     pub disable_exporter_metrics: bool,

@@ -106,6 +106,15 @@ impl Status {
     }
 }
 
+/// `text` cut to at most `max` characters, with `…` where it was cut: upstream error bodies can
+/// be megabytes, and logs, answers and the landing page carry them.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}…", &text[..at]),
+    }
+}
+
 /// A span in words at the precision an operator reads at a glance: `45 s`, `12 min`, `3 h 20
 /// min`, `4 d 6 h`.
 pub fn human(d: Duration) -> String {
@@ -163,6 +172,12 @@ mod tests {
         for (cell, want) in cases {
             assert_eq!(cell.to_string(), want, "{cell:?}");
         }
+    }
+
+    #[test]
+    fn clip_cuts_at_characters() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("ééééé", 2), "éé…");
     }
 
     #[test]

@@ -42,7 +42,9 @@ impl Collector for IcosPush {
                 .chain(all.all().filter(|g| !refused(g)))
                 .take(STATUS_GROUPS);
             for g in shown {
-                let key: Vec<String> = g.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                // Quoted and escaped as Prometheus writes labels: a value cannot pass for
+                // another label, and control characters show.
+                let key: Vec<String> = g.key.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
                 groups.rows.push(Row::new(
                     if refused(&g) {
                         Health::Warning

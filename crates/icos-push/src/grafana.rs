@@ -97,7 +97,10 @@ impl GrafanaSource {
         points: usize,
     ) -> Result<Vec<Vec<f64>>, TelemetryError> {
         let all = || exprs.join(", ");
-        let fail = |expr: String, reason: String| TelemetryError { expr, reason };
+        let fail = |expr: String, reason: String| TelemetryError {
+            expr,
+            reason: tidegauge_core::status::clip(&reason, crate::telemetry::MAX_REASON),
+        };
         let to = (end * 1000.0) as i64;
         let from = to - (points as i64).saturating_mul(self.interval_ms as i64);
         let queries: Vec<_> = exprs

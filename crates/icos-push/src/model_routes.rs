@@ -458,7 +458,8 @@ impl CycleError {
     fn new(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             reason,
-            message: message.into(),
+            // Bounded: it goes to the log, the answer and the landing page.
+            message: tidegauge_core::status::clip(&message.into(), 1000),
         }
     }
 }

@@ -32,6 +32,9 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// Characters of an upstream's reason kept (its error text can be as long as its answer).
+pub(crate) const MAX_REASON: usize = 500;
+
 /// Why an expression gave no model input.
 #[derive(Debug, thiserror::Error)]
 #[error("telemetry query {expr:?}: {reason}")]
@@ -128,7 +131,7 @@ impl PrometheusSource {
     ) -> Result<Vec<f64>, TelemetryError> {
         let fail = |reason: String| TelemetryError {
             expr: expr.to_owned(),
-            reason,
+            reason: tidegauge_core::status::clip(&reason, MAX_REASON),
         };
         let step_s = step.as_secs().max(1);
         let mut url = self.query_range.clone();
@@ -298,8 +301,25 @@ mod tests {
             )
             .mount(&server)
             .await;
+        Mock::given(query_param("query", "long"))
+            .respond_with(ResponseTemplate::new(422).set_body_json(
+                serde_json::json!({"status": "error", "errorType": "execution", "error": "<".repeat(100_000)}),
+            ))
+            .mount(&server)
+            .await;
         let src = source(&server, "", None);
         let http = tidegauge_testkit::http_client();
+        // An upstream's error text is kept short: it goes to logs, answers and the landing page.
+        let err = src
+            .input(&http, "long", 10.0, Duration::from_secs(1), 3)
+            .await
+            .unwrap_err();
+        assert!(
+            err.reason.chars().count() <= MAX_REASON + 1,
+            "{}",
+            err.reason.len()
+        );
+        assert!(err.reason.ends_with('…'));
         for (expr, want) in [
             ("bad(", "HTTP 400 Bad Request: parse error at char 5"),
             ("empty", "no data"),

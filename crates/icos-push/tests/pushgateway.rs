@@ -944,14 +944,36 @@ async fn status_lists_groups_with_last_push_and_expiry_refused_first() {
             .collect()
     };
     assert_eq!(groups.rows[0].health, Health::Warning);
-    assert_eq!(text(0), ["job=kept", "1", "1 min ago", "just now", "never"]);
+    assert_eq!(
+        text(0),
+        ["job=\"kept\"", "1", "1 min ago", "just now", "never"]
+    );
     assert_eq!(groups.rows[1].health, Health::Ok);
     assert_eq!(
         text(1),
-        ["job=batch", "2", "1 min ago", "never", "in 8 min"]
+        ["job=\"batch\"", "2", "1 min ago", "never", "in 8 min"]
     );
-    assert_eq!(groups.rows[1].cells[0], Cell::Text("job=batch".into()));
+    assert_eq!(groups.rows[1].cells[0], Cell::Text("job=\"batch\"".into()));
     assert_eq!(status.sections.len(), 1, "no model metrics defined");
+    // A value cannot pass for another label: values are quoted and escaped.
+    let (s, _) = rig
+        .send(
+            "PUT",
+            "/metrics/job@base64/ZXZpbCIsIGluc3RhbmNlPSJwcm9k",
+            "a 1\n",
+            &[],
+        )
+        .await;
+    assert_eq!(s, 200);
+    let status = rig.push.status();
+    assert!(
+        status.sections[0]
+            .rows
+            .iter()
+            .any(|r| r.cells[0].to_string() == r#"job="evil\", instance=\"prod""#),
+        "{:?}",
+        status.sections[0].rows
+    );
 }
 
 /// Thousands of groups make no page of thousands of rows: the refused ones first, 100 in all,
@@ -973,7 +995,7 @@ async fn status_lists_at_most_a_hundred_groups_refused_first() {
     let status = rig.push.status();
     let rows = &status.sections[0].rows;
     assert_eq!(rows.len(), 101);
-    assert_eq!(rows[0].cells[0].to_string(), "job=j, instance=77");
+    assert_eq!(rows[0].cells[0].to_string(), "job=\"j\", instance=\"77\"");
     assert_eq!(rows[0].health, tidegauge_core::status::Health::Warning);
     assert_eq!(
         rows[100].cells[0].to_string(),

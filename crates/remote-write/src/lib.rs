@@ -483,10 +483,11 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The URL without credentials or query, for logs.
+/// The URL without credentials, query or fragment, for logs and the landing page.
 fn redacted(url: &reqwest::Url) -> String {
     let mut u = url.clone();
     u.set_query(None);
+    u.set_fragment(None);
     let _ = u.set_password(None);
     let _ = u.set_username("");
     u.to_string()

@@ -778,9 +778,13 @@ impl Engine {
 
     async fn run_slot(&self, slot: &Slot, budget: Duration) -> (Outcome, Option<Duration>) {
         let budget = collector_budget(budget, slot.settings.timeout);
-        if let Some(ttl) = slot.settings.cache_ttl
-            && let Some((at, snap, duration)) = lock(&slot.state).cached.clone()
-        {
+        // Each lock below is taken in a statement of its own: in an `if let` chain the guard
+        // would live through the block, and `remember` takes the same lock.
+        let cached = slot
+            .settings
+            .cache_ttl
+            .and_then(|ttl| Some((ttl, lock(&slot.state).cached.clone()?)));
+        if let Some((ttl, (at, snap, duration))) = cached {
             let age = at.elapsed();
             if age < ttl {
                 let outcome = Outcome {
@@ -794,8 +798,12 @@ impl Engine {
         let deadline = now + budget;
         // A collection still running past its own deadline is stuck (blocking work the runtime
         // cannot cancel): report it timed out at once rather than wait on it again.
-        if slot.flight.in_flight()
-            && let Some((started, flight_deadline)) = lock(&slot.state).flight_started
+        let running = if slot.flight.in_flight() {
+            lock(&slot.state).flight_started
+        } else {
+            None
+        };
+        if let Some((started, flight_deadline)) = running
             && flight_deadline < now
         {
             let outcome = Outcome {

@@ -4,7 +4,13 @@
 
 use std::fmt::Write as _;
 
-use tidegauge_core::status::{Cell, Health, Row, Section, Status};
+use tidegauge_core::status::{Cell, Health, Row, Section, Status, clip};
+
+/// Rows a section shows at most (worst first), and characters a cell shows at most: a
+/// dashboard listing thousands of datasets or an upstream's megabyte error message must not
+/// make a page of megabytes.
+const MAX_ROWS: usize = 200;
+const MAX_CELL: usize = 300;
 
 use crate::engine::{CollectorStatus, Engine};
 
@@ -53,7 +59,8 @@ fn section(out: &mut String, s: &Section) {
             s.columns.len() + 1
         );
     }
-    for r in sorted(&s.rows) {
+    let rows = sorted(&s.rows);
+    for r in rows.iter().take(MAX_ROWS) {
         let _ = write!(
             out,
             "<tr class=\"{}\"><td>{}</td>",
@@ -65,9 +72,21 @@ fn section(out: &mut String, s: &Section) {
                 Cell::Text(_) => "",
                 _ => " class=\"time\"",
             };
-            let _ = write!(out, "<td{class}>{}</td>", esc(&c.to_string()));
+            let _ = write!(
+                out,
+                "<td{class}>{}</td>",
+                esc(&clip(&c.to_string(), MAX_CELL))
+            );
         }
         out.push_str("</tr>\n");
+    }
+    if rows.len() > MAX_ROWS {
+        let _ = writeln!(
+            out,
+            "<tr><td colspan=\"{}\">and {} more</td></tr>",
+            s.columns.len() + 1,
+            rows.len() - MAX_ROWS
+        );
     }
     out.push_str("</table>\n");
 }
@@ -146,7 +165,10 @@ pub(crate) fn render(engine: &Engine, telemetry_path: &str, probe_modules: &[Str
         let result = match c.last_success {
             None => "not scraped yet".to_owned(),
             Some(true) => "ok".to_owned(),
-            Some(false) => format!("failed: {}", esc(c.last_error.as_deref().unwrap_or(""))),
+            Some(false) => format!(
+                "failed: {}",
+                esc(&clip(c.last_error.as_deref().unwrap_or(""), MAX_CELL))
+            ),
         };
         let last_ok = Cell::Ago(
             c.last_success_time

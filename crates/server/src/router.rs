@@ -60,7 +60,7 @@ impl SharedEngine {
 pub struct WebSettings {
     /// Path of the metrics route (`--web.telemetry-path`).
     pub telemetry_path: String,
-    /// Requests to `/metrics` and `/probe` in flight at once; 0 = unlimited.
+    /// Requests to `/metrics`, `/probe` and `/` in flight at once; 0 = unlimited.
     pub max_requests: usize,
     /// Called by `POST /-/reload`.
     pub reload: Option<ReloadFn>,
@@ -170,11 +170,15 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
         // Scrapers and probes that do not follow redirects get the same answer with the slash.
         limited = limited.route(&format!("{telemetry}/"), get(metrics));
     }
+    if telemetry != "/" {
+        // The landing page renders every collector's status: it counts toward the limit too.
+        limited = limited.route("/", get(landing));
+    }
     let limited = limited
         .route("/probe", get(probe))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit))
         .route_layer(level(Access::Read));
-    let mut app = Router::new()
+    let app = Router::new()
         .merge(limited)
         .route(
             "/-/healthy",
@@ -188,9 +192,6 @@ pub fn router(engine: SharedEngine, settings: WebSettings) -> Router {
             "/-/reload",
             on(MethodFilter::POST.or(MethodFilter::PUT), reload).layer(level(Access::Write)),
         );
-    if telemetry != "/" {
-        app = app.route("/", get(landing).layer(level(Access::Read)));
-    }
     let web_config = state.settings.web_config.clone();
     let fallback = level(Access::Public);
     let app = app
@@ -520,7 +521,16 @@ async fn landing(State(state): State<AppState>) -> Response {
     let body = crate::landing::render(&engine, &state.settings.telemetry_path, &probe_modules);
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // What the page is, enforced: inline styles and a form to /probe, nothing else.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        ],
         body,
     )
         .into_response()

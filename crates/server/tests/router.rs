@@ -1036,6 +1036,40 @@ async fn landing_page_shows_failures_first() {
     insta::assert_snapshot!(body);
 }
 
+/// A section of thousands of rows, or a cell of megabytes, makes no page of megabytes; the page
+/// says what it cannot do (no script, no framing) in its headers.
+#[tokio::test]
+async fn landing_page_is_bounded_and_locked_down() {
+    use tidegauge_core::status::{Cell, Health, Row, Section, Status};
+    let mut many = Section::new("Datasets", &["dataset"]);
+    for i in 0..250 {
+        many.rows
+            .push(Row::new(Health::Ok, vec![Cell::Text(format!("ds{i}"))]));
+    }
+    many.rows.push(Row::new(
+        Health::Failing,
+        vec![Cell::Text("<".repeat(1_000_000))],
+    ));
+    let mut big = Fake::new("big");
+    big.status = Status {
+        sections: vec![many],
+    };
+    let app = app(vec![(big, CollectorSettings::default())]);
+    let (s, h, body) = get(&app, "/", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.len() < 100_000, "{} bytes", body.len());
+    assert!(body.contains("and 51 more"), "{body}");
+    assert!(body.contains("&lt;&lt;&lt;…"));
+    assert_eq!(h[header::CACHE_CONTROL], "no-store");
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(
+        h[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+}
+
 /// A JSON client (the ICOS service's, say) gets a JSON 404 it can parse, whether or not a
 /// collector serves routes; everyone else gets text.
 #[tokio::test]
@@ -1651,4 +1685,61 @@ async fn review_findings_on_names_and_selectors() {
             ))
             .is_some()
     );
+}
+
+/// A collection stuck in blocking work past its deadline is reported timed out at once by the
+/// next scrape, without deadlocking on the slot's state (it did: the guard taken in an `if let`
+/// chain lived through the block that records the outcome, which takes the same lock).
+#[test]
+fn a_stuck_collection_is_reported_without_a_deadlock() {
+    #[derive(Debug)]
+    struct Stuck;
+    #[async_trait]
+    impl Collector for Stuck {
+        fn name(&self) -> &str {
+            "stuck"
+        }
+        async fn collect(&self, _ctx: &ScrapeContext) -> Result<Arc<Snapshot>, CollectError> {
+            // Blocking work the runtime cannot cancel (a hanging driver, say).
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(Arc::new(Snapshot::new()))
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Arc::new(
+        Engine::builder(
+            Arc::new(tidegauge_core::SystemClock),
+            tidegauge_testkit::http_client(),
+        )
+        .collector(
+            Arc::new(Stuck),
+            CollectorSettings {
+                timeout: Some(Duration::from_millis(200)),
+                cache_ttl: None,
+            },
+        )
+        .build()
+        .unwrap(),
+    );
+    let e = Arc::clone(&engine);
+    rt.block_on(async move { e.scrape(&tidegauge_server::Selection::All, None).await })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let e = Arc::clone(&engine);
+    let second = rt.spawn(async move {
+        e.scrape(&tidegauge_server::Selection::All, None)
+            .await
+            .map(|_| ())
+    });
+    let done = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), second).await });
+    if done.is_err() {
+        // A worker is blocked for good: dropping the runtime would wait for it.
+        std::mem::forget(rt);
+        panic!("the second scrape deadlocked");
+    }
+    assert!(engine.status()[0].last_error.is_some());
 }
