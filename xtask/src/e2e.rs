@@ -138,6 +138,34 @@ async fn settle(
     }
 }
 
+/// Debian's Prometheus with `<name>.yml` from `dir`, its data in `dir/<name>`, logging
+/// (appended) to `dir/<name>.log`, listening on a loopback `port`.
+pub(crate) fn prometheus(
+    dir: &std::path::Path,
+    name: &str,
+    port: u16,
+    extra: &[&str],
+) -> Result<Host, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .map_err(|e| e.to_string())?;
+    Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join(format!("{name}.yml")).display()
+        ))
+        .arg(format!("--storage.tsdb.path={}", dir.join(name).display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map(Host)
+        .map_err(|e| format!("prometheus: {e}"))
+}
+
 pub fn run(cargo: &str) -> Result<(), String> {
     crate::ensure_tools(&["prometheus", "chromium"])?;
     crate::run(Command::new(cargo).args(["build", "-p", "tidegauge"]))?;
@@ -177,23 +205,7 @@ pub fn run(cargo: &str) -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let prometheus = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("prom").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("prometheus.log")).map_err(|e| e.to_string())?,
-        ))
-        .spawn()
-        .map_err(|e| format!("prometheus: {e}"))?;
-    let _prometheus = Host(prometheus);
+    let _prometheus = prometheus(&dir, "prometheus", prom_port, &[])?;
 
     let http = tidegauge_core::http::client().map_err(|e| e.to_string())?;
     let base = format!("http://{tg}");

@@ -4,7 +4,7 @@
 //! during that outage loses any.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::bench::{Host, free_port, start_host};
@@ -21,27 +21,12 @@ fn now_ms() -> i64 {
 }
 
 fn receiver(dir: &Path, port: u16) -> Result<Host, String> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("receiver.log"))
-        .map_err(|e| e.to_string())?;
-    Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("receiver.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("receiver").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .map(Host)
-        .map_err(|e| format!("prometheus: {e}"))
+    crate::e2e::prometheus(
+        dir,
+        "receiver",
+        port,
+        &["--web.enable-remote-write-receiver"],
+    )
 }
 
 /// Stops the receiver as an operator would (SIGTERM), so what it accepted is on disk.
